@@ -1,0 +1,1 @@
+"""Access-point process: round orchestration, RX chain, aggregation, round log."""

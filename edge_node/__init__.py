@@ -1,0 +1,1 @@
+"""Edge-node process: ZO scalar on the OPT model, symbol mapping, TX driver."""

@@ -1,0 +1,129 @@
+"""``pairzero``: the one command-line entry point of the testbed.
+
+Subcommands (``pairzero <cmd> --help`` for each):
+
+  loopback   AP + channel emulator + K edge nodes as processes on this machine
+  ap         the access-point process (real radios or loopback)
+  edge       one edge-node process
+  channel    the loopback channel emulator process
+  calibrate  power alignment of the nodes at the AP
+  simulate   full training in one process with simulated nodes and channel
+  report     plots and a summary from a run directory
+  keys       CurveZMQ key pairs for the AP and the nodes
+  config     validate an experiment YAML and print the resolved config
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pairzero import __version__
+from pairzero.config import DEFAULT_CONFIG_PATH, ConfigError
+from pairzero.log import LOG_LEVELS, setup_logging
+
+log = logging.getLogger("pairzero.cli")
+
+# subcommand -> (one-line help, "module:function" implementing it, or None if not yet built)
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "loopback": ("run AP, channel emulator and K edge nodes as processes on this machine", None),
+    "ap": ("run the access-point process", None),
+    "edge": ("run one edge-node process", None),
+    "channel": ("run the loopback channel emulator process", None),
+    "calibrate": ("align the power the AP receives from each node", None),
+    "simulate": ("train in one process with simulated nodes and channel", None),
+    "report": ("plots and summary from a run directory", None),
+    "keys": ("generate CurveZMQ key pairs for the AP and nodes", None),
+    "config": ("validate an experiment YAML and print the resolved config", "pairzero.cli:cmd_config"),
+}
+
+
+class NotYetAvailable(RuntimeError):
+    """The subcommand's implementation has not landed yet."""
+
+
+def _add_common(p: argparse.ArgumentParser, with_config: bool = True) -> None:
+    p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, type=str.upper)
+    if with_config:
+        p.add_argument(
+            "--config", default=str(DEFAULT_CONFIG_PATH),
+            help="experiment YAML (default: %(default)s)",
+        )
+        p.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+            help="override one config value, e.g. --set zo.lr=1e-4 (repeatable)",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pairzero",
+        description="pAirZero testbed: federated zeroth-order fine-tuning over the air.",
+    )
+    parser.add_argument("--version", action="version", version=f"pairzero {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(p, with_config=name not in ("keys", "report"))
+        _add_arguments(name, p)
+    return parser
+
+
+def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    """Subcommand-specific arguments."""
+    if name == "edge":
+        p.add_argument("--node-id", type=int, required=True, help="this node's index k (0-based)")
+    elif name == "report":
+        p.add_argument("run_dir", help="a run directory written by loopback/simulate/ap")
+    elif name == "keys":
+        p.add_argument("--out", default="keys", help="directory for the key files")
+        p.add_argument("--nodes", type=int, default=3, help="number of node key pairs")
+    elif name in ("loopback", "simulate", "ap"):
+        p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
+    if name == "calibrate":
+        p.add_argument("--output", default="calibration.yaml", help="calibration YAML to write")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Validate and print the resolved config."""
+    import yaml
+
+    from pairzero.config import config_to_dict, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    sys.stdout.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return 0
+
+
+def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    _help, target = COMMANDS[args.command]
+    if target is None:
+        print(
+            f"pairzero {args.command}: not yet available in this version "
+            f"({_help}); see the README for what runs today.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return int(_resolve(target)(args) or 0)
+    except ConfigError as e:
+        print(f"pairzero {args.command}: invalid config: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pairzero {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""Experiment configuration: one YAML file per experiment, typed and frozen.
+
+Every component reads its own frozen dataclass (``ModelConfig``, ``ZOConfig``, ...); the
+experiment YAML has one mapping per component, named as the attributes of
+:class:`ExperimentConfig`. Loading validates everything where it enters:
+
+* unknown keys are rejected, with the closest valid key suggested (``zo.learnig_rate`` ->
+  ``did you mean 'zo.lr'?``);
+* wrong types and values outside their range or their set of allowed values are rejected
+  with a message naming the dotted key, the value and what is allowed;
+* keys that are left out take the defaults below, so a YAML file lists only what it changes.
+
+The resolved configuration (defaults filled in) is written next to every result by
+:func:`dump_config`.
+
+Ranges are attached to fields with :func:`_f` and checked by one generic validator, so a new
+field needs one line here and nothing elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "apply_overrides",
+    "DEFAULT_CONFIG_PATH",
+]
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "loopback.yaml"
+
+
+class ConfigError(ValueError):
+    """An experiment configuration is invalid; the message names the key and what is allowed."""
+
+
+def _f(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    doc: str = "",
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with an allowed numeric range (inclusive ge/le, exclusive gt/lt)."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------- components
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Identity and budget of one experiment."""
+
+    name: str = "pairzero"
+    seed: int = _f(0, ge=0, doc="master seed: data split, channel draws, round seeds")
+    rounds: int = _f(100, ge=1, doc="federated rounds T")
+    method: Literal["pairzero", "zo_noiseless", "zo_digital", "fo_fedavg"] = "pairzero"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which causal LM to fine-tune.
+
+    ``name`` is an embedded offline model (``opt-tiny``, ``opt-125m``), a local directory
+    saved with ``save_pretrained``, or a Hugging Face hub id such as ``facebook/opt-125m``.
+    """
+
+    name: str = "opt-tiny"
+    trainable: Literal["all", "bias", "layernorm", "bias_layernorm", "head"] = "all"
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Prompt-based classification (MeZO style) or plain LM loss."""
+
+    name: str = "builtin-sentiment"
+    kind: Literal["classification", "lm"] = "classification"
+    template: str = "{sentence} It was"
+    verbalizer: tuple[str, ...] = (" terrible", " great")
+    max_length: int = _f(64, ge=4, le=4096, doc="tokens per example")
+    batch_size: int = _f(16, ge=1, doc="examples per node per round")
+    eval_examples: int = _f(200, ge=1)
+    eval_every: int = _f(10, ge=1, doc="rounds between evaluations")
+    partition: Literal["iid", "dirichlet"] = "iid"
+    dirichlet_alpha: float = _f(0.5, gt=0.0)
+
+
+@dataclass(frozen=True)
+class ZOConfig:
+    """Two-point SPSA (MeZO) hyper-parameters."""
+
+    epsilon: float = _f(1e-3, gt=0.0, le=1.0, doc="perturbation scale")
+    lr: float = _f(1e-4, gt=0.0, doc="learning rate")
+    perturbation: Literal["gaussian", "rademacher"] = "gaussian"
+    num_perturbations: int = _f(1, ge=1, le=64, doc="q perturbations per round")
+    clip: float = _f(50.0, gt=0.0, doc="clip bound G on each node's scalar")
+    weight_decay: float = _f(0.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class NodesConfig:
+    """The K edge devices."""
+
+    count: int = _f(3, ge=1, le=1024, doc="number of edge nodes K")
+    power_budget: float = _f(1.0, gt=0.0, doc="per-node transmit power budget P_k (linear)")
+    min_distance_m: float = _f(10.0, gt=0.0)
+    max_distance_m: float = _f(100.0, gt=0.0)
+    distances_m: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """Wireless channel between the nodes and the AP (simulated, or emulated in loopback)."""
+
+    fading: Literal["none", "rayleigh", "rician"] = "rayleigh"
+    rician_k_db: float = 6.0
+    snr_db: float = _f(10.0, ge=-30.0, le=80.0, doc="receive SNR at the AP for unit received amplitude")
+    path_loss_exponent: float = _f(0.0, ge=0.0, le=6.0)
+    reference_distance_m: float = _f(10.0, gt=0.0)
+    estimation_error_std: float = _f(0.0, ge=0.0, lt=1.0, doc="relative channel-estimate error")
+    truncation_threshold: float = _f(0.0, ge=0.0, doc="g_th on |h_k|^2")
+    max_delay_samples: float = _f(4.0, ge=0.0, doc="loopback emulator: max |delay| (samples)")
+    max_cfo: float = _f(1e-4, ge=0.0, lt=0.5, doc="loopback emulator: max |CFO| (cycles/sample)")
+    random_phase: bool = True
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """(epsilon, delta)-DP per node over all rounds, against the AP."""
+
+    enabled: bool = True
+    epsilon: float = _f(8.0, gt=0.0)
+    delta: float = _f(1e-5, gt=0.0, lt=1.0)
+    eta_floor: float = _f(0.0, ge=0.0, doc="minimum alignment gain (hardware/sync floor)")
+
+
+@dataclass(frozen=True)
+class OTAConfig:
+    """Over-the-air aggregation."""
+
+    scheme: Literal["analog", "one_bit"] = "analog"
+
+
+@dataclass(frozen=True)
+class PhyConfig:
+    """Baseband burst: ZC preamble, per-node pilots (TDMA), guard, repeated payload."""
+
+    sample_rate: float = _f(1e6, gt=0.0, doc="samples/s")
+    samples_per_symbol: int = _f(4, ge=1)
+    preamble_length: int = _f(63, ge=7, doc="Zadoff-Chu length (odd prime preferred)")
+    zc_root: int = _f(25, ge=1)
+    pilot_length: int = _f(63, ge=7)
+    guard_samples: int = _f(32, ge=0)
+    payload_repetitions: int = _f(64, ge=1)
+    rolloff: float = _f(0.35, ge=0.0, le=1.0)
+    throttle: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Control plane (ZeroMQ)."""
+
+    ap_host: str = "127.0.0.1"
+    control_port: int = _f(5550, ge=1, le=65535)
+    sample_port_base: int = _f(5600, ge=1, le=65535)
+    ready_timeout_s: float = _f(30.0, gt=0.0)
+    heartbeat_s: float = _f(2.0, gt=0.0)
+    curve: bool = True
+    keys_dir: str = "keys"
+
+
+@dataclass(frozen=True)
+class RadioConfig:
+    """Where the samples go: loopback emulator or USRPs (UHD device args)."""
+
+    mode: Literal["loopback", "usrp"] = "loopback"
+    ap_args: str = ""
+    node_args: tuple[str, ...] = ()
+    center_freq_hz: float = _f(915e6, gt=0.0)
+    tx_gain_db: float = _f(40.0, ge=0.0, le=90.0)
+    rx_gain_db: float = _f(30.0, ge=0.0, le=90.0)
+    clock_source: Literal["internal", "external", "gpsdo"] = "external"
+    calibration_file: str | None = None
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where results go."""
+
+    dir: str = "runs"
+    plots: bool = True
+    log_every: int = _f(1, ge=1, doc="rounds between progress lines")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole experiment; one attribute per YAML section."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    zo: ZOConfig = field(default_factory=ZOConfig)
+    nodes: NodesConfig = field(default_factory=NodesConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    ota: OTAConfig = field(default_factory=OTAConfig)
+    phy: PhyConfig = field(default_factory=PhyConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    radio: RadioConfig = field(default_factory=RadioConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert a YAML value to ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, value, a)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            hint = ""
+            if isinstance(value, str):
+                close = difflib.get_close_matches(value, [str(a) for a in allowed], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{key}: {value!r} is not allowed; allowed values: "
+                + ", ".join(repr(a) for a in allowed)
+                + hint
+            )
+        return value
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        # PyYAML (YAML 1.1) reads `1e-4` as a string; accept any numeric spelling.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
+
+
+def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    if value is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    bounds = []
+    ok = True
+    if meta.get("ge") is not None:
+        bounds.append(f">= {meta['ge']}")
+        ok &= value >= meta["ge"]
+    if meta.get("gt") is not None:
+        bounds.append(f"> {meta['gt']}")
+        ok &= value > meta["gt"]
+    if meta.get("le") is not None:
+        bounds.append(f"<= {meta['le']}")
+        ok &= value <= meta["le"]
+    if meta.get("lt") is not None:
+        bounds.append(f"< {meta['lt']}")
+        ok &= value < meta["lt"]
+    if not ok:
+        doc = f" ({meta['doc']})" if meta.get("doc") else ""
+        raise ConfigError(f"{key}: {value!r} is out of range; allowed: {' and '.join(bounds)}{doc}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            dotted = f"{prefix}.{k}" if prefix else str(k)
+            close = difflib.get_close_matches(str(k), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown key '{dotted}'{hint} (allowed in {prefix or 'the top level'}: "
+                + ", ".join(fields)
+                + ")"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        dotted = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], dotted)
+        else:
+            value = _coerce(dotted, data[name], tp)
+            _check_range(dotted, value, f.metadata)
+            if isinstance(value, tuple):
+                for i, v in enumerate(value):
+                    _check_range(f"{dotted}[{i}]", v, f.metadata)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: ExperimentConfig) -> None:
+    n = cfg.nodes
+    if n.min_distance_m > n.max_distance_m:
+        raise ConfigError(
+            f"nodes.min_distance_m ({n.min_distance_m}) must not exceed nodes.max_distance_m "
+            f"({n.max_distance_m})"
+        )
+    if n.distances_m is not None:
+        if len(n.distances_m) != n.count:
+            raise ConfigError(
+                f"nodes.distances_m has {len(n.distances_m)} entries; it needs one per node "
+                f"(nodes.count = {n.count})"
+            )
+        if any(d <= 0 for d in n.distances_m):
+            raise ConfigError(f"nodes.distances_m: every distance must be > 0, got {n.distances_m}")
+    if cfg.task.kind == "classification" and len(cfg.task.verbalizer) < 2:
+        raise ConfigError(
+            f"task.verbalizer: classification needs at least 2 label words, got {cfg.task.verbalizer!r}"
+        )
+    if cfg.task.kind == "classification" and "{sentence}" not in cfg.task.template:
+        raise ConfigError(
+            f"task.template: must contain the placeholder '{{sentence}}', got {cfg.task.template!r}"
+        )
+    if cfg.radio.mode == "usrp" and cfg.radio.node_args and len(cfg.radio.node_args) != n.count:
+        raise ConfigError(
+            f"radio.node_args has {len(cfg.radio.node_args)} entries; it needs one per node "
+            f"(nodes.count = {n.count})"
+        )
+    if cfg.network.sample_port_base <= cfg.network.control_port <= cfg.network.sample_port_base + n.count + 1:
+        raise ConfigError(
+            f"network.control_port ({cfg.network.control_port}) collides with the sample ports "
+            f"{cfg.network.sample_port_base}..{cfg.network.sample_port_base + n.count + 1}"
+        )
+
+
+def config_from_dict(data: Any) -> ExperimentConfig:
+    """Validate a parsed YAML mapping and return the frozen experiment config."""
+    cfg = _build(ExperimentConfig, data, "")
+    _cross_checks(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load, override (``section.key=value``) and validate an experiment YAML file."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    data = apply_overrides(data, overrides)
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def apply_overrides(data: Any, overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``a.b=value`` overrides applied (value parsed as YAML)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {data!r}")
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        section, name = parts
+        sub = out.setdefault(section, {})
+        if not isinstance(sub, dict):
+            raise ConfigError(f"override {item!r}: '{section}' is not a section")
+        sub[name] = yaml.safe_load(raw)
+    return out
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) of a config, for YAML/JSON output."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)
+
+
+def dump_config(cfg: ExperimentConfig, path: str | Path) -> Path:
+    """Write the resolved config (every default filled in) as YAML."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return p

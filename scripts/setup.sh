@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up everything the pAirZero testbed needs on Debian bookworm, idempotently:
+#   1. Debian packages: GNU Radio 3.10.5, UHD 4.3 (python3-uhd, uhd-host), docker-compose;
+#   2. a virtual environment (.venv) made from /usr/bin/python3 with --system-site-packages,
+#      so that GNU Radio's Python bindings are visible;
+#   3. the project and its Python dependencies, pinned by constraints.txt.
+# A second run checks and returns in about a second: apt is skipped when the packages are
+# installed, pip when pyproject.toml and constraints.txt are unchanged since the last install.
+# Environment: PAIRZERO_VENV (default .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(gnuradio python3-uhd uhd-host docker-compose)
+VENV=${PAIRZERO_VENV:-.venv}
+t0=$(date +%s)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+    echo "[setup] installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating virtual environment $VENV (from /usr/bin/python3, --system-site-packages)"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+
+stamp="$VENV/.pairzero-stamp"
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "[setup] installing pairzero and its dependencies into $VENV (pinned by constraints.txt)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    "$VENV/bin/python" -c "from gnuradio import gr; import torch, transformers, zmq, dp_accounting" || {
+        echo "[setup] the environment is incomplete: GNU Radio, torch, transformers, pyzmq or dp-accounting does not import" >&2
+        exit 1
+    }
+    echo "$want" >"$stamp"
+fi
+echo "[setup] ready in $(($(date +%s) - t0)) s ($VENV)"

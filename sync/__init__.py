@@ -1,0 +1,1 @@
+"""Preambles, timing / phase / CFO estimation, sample-clock scheduling."""
