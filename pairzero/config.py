@@ -155,6 +155,12 @@ class PrivacyConfig:
     epsilon: float = _f(8.0, gt=0.0)
     delta: float = _f(1e-5, gt=0.0, lt=1.0)
     eta_floor: float = _f(0.0, ge=0.0, doc="minimum alignment gain (hardware/sync floor)")
+    max_artificial_noise_std: float | None = _f(
+        None, ge=0.0, doc="artificial-noise std per real dimension available (null: unlimited)"
+    )
+    error_tail_prob: float = _f(
+        1e-6, gt=0.0, lt=1.0, doc="per node-round probability the channel-error bound fails"
+    )
 
 
 @dataclass(frozen=True)
