@@ -1,0 +1,432 @@
+"""Access-point round orchestration (control plane), single-threaded over a ServerTransport.
+
+One round t:
+
+1. seed s_t = :func:`round_seed` (master seed, t) -- deterministic, so a re-run after a
+   crash uses the same perturbation;
+2. ``planner.plan(t, expected)`` -> (eta_t, sigma_a, noise share, tx sample);
+3. broadcast ROUND to every member;
+4. collect READY until every expected node answered or ``ready_timeout_s`` passed (a node
+   that never answers costs at most the deadline, never a hang);
+5. ``phy.receive(...)`` -> g_hat and the set S_t actually present (no node present: g_hat=0,
+   a no-op update, so round numbering stays contiguous);
+6. the optional AP model replica applies the update and hashes it;
+7. **commit** the record to the round log (fsynced);
+8. broadcast UPDATE (with the expected model hash every ``hash_every`` rounds);
+9. the metrics callback gets one dict (e.g. :class:`JsonlMetrics`).
+
+Commit (7) happens after the content is decided (5, 6) and before anything leaves (8): a
+crash before 7 re-runs round t from scratch after restart (no node has applied it); a crash
+after 7 leaves nodes behind by one, which they fill from the log by catch-up. Between and
+during rounds the AP serves JOIN, CATCHUP_REQUEST, LEAVE and HEARTBEAT; undecodable or
+out-of-place messages are logged and dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from access_point.roundlog import RoundLog
+from pairzero.protocol.interfaces import ApPhy, ModelReplica, PhyResult, RoundPlanner
+from pairzero.protocol.messages import (
+    AP_NODE_ID,
+    MAX_INT,
+    MAX_MESSAGE_BYTES,
+    Body,
+    CatchupRequest,
+    CatchupResponse,
+    Error,
+    Heartbeat,
+    Join,
+    JoinAck,
+    JoinReject,
+    Leave,
+    Message,
+    ProtocolError,
+    Ready,
+    Round,
+    RoundRecord,
+    Update,
+    decode,
+    encode,
+    make,
+)
+from pairzero.protocol.transport import Inbound, ServerTransport
+
+__all__ = ["round_seed", "ApSettings", "Orchestrator", "JsonlMetrics", "MetricsCallback"]
+
+log = logging.getLogger(__name__)
+
+MetricsCallback = Callable[[dict[str, Any]], None]
+
+
+def round_seed(master_seed: int, t: int) -> int:
+    """Perturbation seed of round ``t``: first 63 bits of SHA-256("pairzero-round:<seed>:<t>")."""
+    if master_seed < 0 or t < 0:
+        raise ValueError(f"master_seed={master_seed}, t={t}: both must be >= 0")
+    h = hashlib.sha256(f"pairzero-round:{master_seed}:{t}".encode()).digest()
+    return int.from_bytes(h[:8], "big") & MAX_INT
+
+
+@dataclass(frozen=True)
+class ApSettings:
+    """Orchestrator settings (seconds for times).
+
+    ``experiment``: experiment id every message carries; ``manifest_digest``: the trainable
+    manifest nodes must match; ``min_nodes``: members needed before the first round
+    (waited for up to ``start_timeout_s``, then at least one); ``hash_every``: UPDATE carries the
+    expected model hash every that many rounds (0: never; needs a replica).
+    """
+
+    experiment: str
+    master_seed: int
+    rounds: int
+    manifest_digest: str
+    lr: float
+    ready_timeout_s: float = 30.0
+    heartbeat_s: float = 2.0
+    min_nodes: int = 1
+    start_timeout_s: float = 60.0
+    hash_every: int = 10
+    catchup_page: int = 500
+    poll_s: float = 0.02
+
+    def __post_init__(self) -> None:
+        checks = {
+            "rounds": self.rounds >= 1, "master_seed": 0 <= self.master_seed <= MAX_INT,
+            "lr": math.isfinite(self.lr) and self.lr >= 0, "ready_timeout_s": self.ready_timeout_s > 0,
+            "heartbeat_s": self.heartbeat_s > 0, "min_nodes": self.min_nodes >= 1,
+            "start_timeout_s": self.start_timeout_s >= 0, "hash_every": self.hash_every >= 0,
+            "catchup_page": self.catchup_page >= 1, "poll_s": self.poll_s > 0,
+            "experiment": bool(self.experiment),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"ApSettings.{name}: invalid value {getattr(self, name)!r}")
+
+
+@dataclass
+class _Member:
+    peer: bytes
+    next_round: int
+    last_seen: float
+    key_id: str = ""
+
+
+class JsonlMetrics:
+    """Metrics callback writing one JSON object per line (flushed each round)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: TextIO = self.path.open("a")
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(row, allow_nan=False) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+@dataclass
+class _RoundState:
+    t: int
+    seed: int
+    expected: frozenset[int]
+    ready: dict[int, float | None] = field(default_factory=dict)
+
+
+class Orchestrator:
+    """The AP control loop. Call :meth:`run` in one thread; :meth:`stop` from any thread.
+
+    ``key_ids``: with CurveZMQ, enrolled public key (Z85) -> node id; JOINs whose
+    authenticated key is not that node's are refused. ``replica``: optional model replica
+    giving the expected model hash (it is brought up to date from the log at start).
+    """
+
+    def __init__(
+        self,
+        settings: ApSettings,
+        transport: ServerTransport,
+        roundlog: RoundLog,
+        planner: RoundPlanner,
+        phy: ApPhy,
+        metrics: MetricsCallback | None = None,
+        replica: ModelReplica | None = None,
+        key_ids: Mapping[bytes, int] | None = None,
+    ):
+        if roundlog.experiment != settings.experiment:
+            raise ValueError(
+                f"roundlog: experiment {roundlog.experiment!r} != settings {settings.experiment!r}"
+            )
+        self.s = settings
+        self._tx = transport
+        self._log = roundlog
+        self._planner = planner
+        self._phy = phy
+        self._metrics = metrics
+        self._replica = replica
+        self._key_ids = dict(key_ids) if key_ids is not None else None
+        self._members: dict[int, _Member] = {}
+        self._stop = threading.Event()
+        self._round: _RoundState | None = None
+        self._last_hb = 0.0
+        self.dropped = 0  # messages dropped as malformed or out of place (for tests/metrics)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def next_round(self) -> int:
+        """First round not yet committed."""
+        return self._log.next_round
+
+    @property
+    def members(self) -> list[int]:
+        """Node ids currently joined."""
+        return sorted(self._members)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current step (thread-safe)."""
+        self._stop.set()
+
+    def run(self, linger_s: float = 0.0) -> int:
+        """Run rounds ``next_round .. rounds-1``; return the number committed by this call.
+
+        Resumes from the round log. After the last round keeps serving (catch-ups, final
+        heartbeats) for ``linger_s`` seconds.
+        """
+        start = self._log.next_round
+        if self._replica is not None and start > 0:
+            self._replica.replay(self._log.records(0))
+            log.info("AP replica replayed %d rounds: hash %s", start, self._replica.model_hash())
+        if start > 0:
+            log.info("resuming experiment %s at round %d", self.s.experiment, start)
+        self._wait_for_members()
+        while not self._stop.is_set() and self._log.next_round < self.s.rounds:
+            if not self._members:
+                self._pump(self.s.poll_s)
+                continue
+            self._run_round(self._log.next_round)
+        end = time.monotonic() + linger_s
+        while not self._stop.is_set() and time.monotonic() < end:
+            self._pump(min(self.s.poll_s, max(end - time.monotonic(), 0.0)))
+        return self._log.next_round - start
+
+    # ------------------------------------------------------------------ rounds
+
+    def _wait_for_members(self) -> None:
+        deadline = time.monotonic() + self.s.start_timeout_s
+        while not self._stop.is_set() and len(self._members) < self.s.min_nodes:
+            if time.monotonic() >= deadline and self._members:
+                log.warning("starting with %d of %d nodes", len(self._members), self.s.min_nodes)
+                return
+            self._pump(self.s.poll_s)
+
+    def _run_round(self, t: int) -> None:
+        t0 = time.monotonic()
+        seed = round_seed(self.s.master_seed, t)
+        expected = frozenset(k for k, m in self._members.items() if m.next_round == t)
+        plan = self._planner.plan(t, sorted(expected))
+        rnd = Round(t=t, seed=seed, eta=plan.eta, noise_std=plan.noise_std, sigma_a=plan.sigma_a,
+                    tx_sample=plan.tx_sample, deadline_s=self.s.ready_timeout_s, lr=self.s.lr)
+        self._round = _RoundState(t, seed, expected)
+        self._broadcast(rnd)
+        deadline = t0 + self.s.ready_timeout_s
+        while not self._stop.is_set() and not expected <= self._round.ready.keys():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._pump(min(self.s.poll_s, left))
+        if self._stop.is_set():
+            self._round = None
+            return  # round t not committed: it re-runs after a restart
+        ready = dict(self._round.ready)
+        self._round = None
+        t_ready = time.monotonic()
+        result = self._receive(t, seed, plan, ready)
+        eta = result.eta if result.eta is not None else plan.eta
+        mu = result.mu if result.mu is not None else plan.mu
+        model_hash = None
+        if self._replica is not None:
+            self._replica.apply_update(seed, result.g_hat, self.s.lr)
+            model_hash = self._replica.model_hash()
+        rec = RoundRecord(
+            experiment=self.s.experiment, t=t, seed=seed, g_hat=result.g_hat, lr=self.s.lr,
+            active=tuple(sorted(result.present)), eta=eta, sigma_a=plan.sigma_a, mu=mu,
+            model_hash=model_hash, timestamp=time.time(),
+        )
+        self._log.append(rec)  # durable commit: before UPDATE leaves the AP
+        send_hash = self.s.hash_every > 0 and (t + 1) % self.s.hash_every == 0
+        self._broadcast(Update(t=t, seed=seed, g_hat=result.g_hat, lr=self.s.lr,
+                               active=rec.active, expected_hash=model_hash if send_hash else None))
+        for m in self._members.values():
+            if m.next_round == t:
+                m.next_round = t + 1
+        missing = sorted(expected - ready.keys())
+        if missing:
+            log.warning("round %d: no READY from nodes %s before the deadline", t, missing)
+        if self._metrics is not None:
+            self._metrics({
+                "round": t, "seed": seed, "g_hat": result.g_hat, "active": list(rec.active),
+                "expected": sorted(expected), "ready": sorted(ready), "missing": missing,
+                "eta": eta, "sigma_a": plan.sigma_a, "mu": mu, "lr": self.s.lr,
+                "model_hash": model_hash, "ready_wait_s": t_ready - t0,
+                "round_s": time.monotonic() - t0, "time": rec.timestamp,
+            })
+        log.info("round %d committed: g_hat=%.6g, |S|=%d/%d", t, result.g_hat,
+                 len(rec.active), len(expected))
+
+    def _receive(self, t: int, seed: int, plan: Any, ready: dict[int, float | None]) -> PhyResult:
+        if not ready:
+            log.warning("round %d: no node ready; committing a no-op update (g_hat = 0)", t)
+            return PhyResult(0.0, ())
+        result = self._phy.receive(t, seed, plan, ready)
+        if not math.isfinite(result.g_hat):
+            log.error("round %d: PHY returned non-finite g_hat %r; committing g_hat = 0", t,
+                      result.g_hat)
+            return PhyResult(0.0, ())
+        return result
+
+    # ------------------------------------------------------------------ messages
+
+    def _msg(self, body: Body) -> bytes:
+        return encode(make(self.s.experiment, self._log.next_round, body))
+
+    def _send(self, peer: bytes, body: Body) -> None:
+        self._tx.send(peer, self._msg(body))
+
+    def _broadcast(self, body: Body) -> None:
+        data = self._msg(body)
+        for m in list(self._members.values()):
+            self._tx.send(m.peer, data)
+
+    def _pump(self, timeout_s: float) -> None:
+        """Receive and handle at most one message; send heartbeats; expire silent members."""
+        now = time.monotonic()
+        if now - self._last_hb >= self.s.heartbeat_s:
+            self._last_hb = now
+            self._broadcast(Heartbeat(node=AP_NODE_ID, next_round=self._log.next_round))
+            dead = [k for k, m in self._members.items()
+                    if now - m.last_seen > 3 * self.s.heartbeat_s]
+            for k in dead:
+                log.warning("node %d silent for %.1f s: removed", k, now - self._members[k].last_seen)
+                del self._members[k]
+        inbound = self._tx.recv(timeout_s)
+        if inbound is None:
+            return
+        try:
+            msg = decode(inbound.data, self.s.experiment, MAX_MESSAGE_BYTES)
+        except ProtocolError as e:
+            self.dropped += 1
+            log.warning("dropped a message from peer %s: %s", inbound.peer.hex()[:16], e)
+            return
+        try:
+            self._handle(inbound, msg)
+        except ProtocolError as e:  # a reply we could not build (e.g. oversized)
+            self.dropped += 1
+            log.warning("could not serve %s from peer %s: %s", msg.type, inbound.peer.hex()[:16], e)
+
+    def _member_of(self, inbound: Inbound, node: int) -> _Member | None:
+        m = self._members.get(node)
+        if m is None or m.peer != inbound.peer:
+            return None
+        m.last_seen = time.monotonic()
+        return m
+
+    def _handle(self, inbound: Inbound, msg: Message) -> None:
+        b = msg.body
+        if isinstance(b, Join):
+            self._on_join(inbound, b)
+            return
+        node = getattr(b, "node", None)
+        m = self._member_of(inbound, node) if isinstance(node, int) else None
+        if m is None:
+            self.dropped += 1
+            log.warning("dropped %s from a peer that has not joined (claims node %s)", msg.type, node)
+            if not isinstance(b, Error):
+                self._send(inbound.peer, Error(code="not_joined", detail="send JOIN first"))
+            return
+        if isinstance(b, Ready):
+            r = self._round
+            if r is None or b.t != r.t:
+                self.dropped += 1
+                log.warning("dropped READY for round %d from node %d (current: %s)",
+                            b.t, b.node, None if r is None else r.t)
+                return
+            if b.scalar_ready:
+                r.ready[b.node] = b.digital_scalar
+        elif isinstance(b, CatchupRequest):
+            self._on_catchup(m, b)
+        elif isinstance(b, Heartbeat):
+            m.next_round = b.next_round
+        elif isinstance(b, Leave):
+            log.info("node %d left: %s", b.node, b.reason)
+            del self._members[b.node]
+        else:
+            self.dropped += 1
+            log.warning("dropped %s from node %d: not a node-to-AP message", msg.type, node)
+
+    def _on_join(self, inbound: Inbound, j: Join) -> None:
+        reason = self._join_refusal(inbound, j)
+        if reason:
+            log.warning("JOIN of node %d refused: %s", j.node, reason)
+            self._send(inbound.peer, JoinReject(node=j.node, reason=reason))
+            return
+        self._members[j.node] = _Member(inbound.peer, j.next_round, time.monotonic(), j.key_id)
+        log.info("node %d joined at its round %d (AP next round %d)", j.node, j.next_round,
+                 self._log.next_round)
+        self._send(inbound.peer, JoinAck(node=j.node, next_round=self._log.next_round,
+                                         hash_every=self.s.hash_every))
+
+    def _join_refusal(self, inbound: Inbound, j: Join) -> str:
+        if j.node < 0:
+            return f"node id {j.node} is invalid"
+        if self._key_ids is not None:
+            key = (inbound.user_id or "").encode()
+            owner = self._key_ids.get(key)
+            if owner != j.node:
+                return f"the authenticated key is enrolled for node {owner}, not node {j.node}"
+        if j.manifest_digest != self.s.manifest_digest:
+            return (f"manifest digest mismatch: node has {j.manifest_digest!r}, "
+                    f"experiment uses {self.s.manifest_digest!r} (different model/trainable set)")
+        committed = self._log.next_round
+        if j.next_round > committed:
+            return (f"node has applied rounds up to {j.next_round - 1} but the AP has committed "
+                    f"only {committed} rounds (different round log?)")
+        if j.next_round > 0:
+            prev = self._log.records(j.next_round - 1, limit=1)[0]
+            if prev.model_hash is not None and prev.model_hash != j.model_hash:
+                return (f"model hash after round {j.next_round - 1} is {j.model_hash!r}, "
+                        f"the round log says {prev.model_hash!r}")
+        return ""
+
+    def _on_catchup(self, m: _Member, req: CatchupRequest) -> None:
+        recs = self._log.records(req.from_round, limit=self.s.catchup_page)
+        # Page further down if one page of records would exceed the message size limit.
+        while True:
+            more = bool(recs) and recs[-1].t + 1 < self._log.next_round
+            body = CatchupResponse(node=req.node, from_round=req.from_round, records=tuple(recs),
+                                   more=more, next_round=self._log.next_round)
+            data = self._msg(body) if len(recs) <= 1 else None
+            if data is None:
+                try:
+                    data = self._msg(body)
+                except ProtocolError:
+                    recs = recs[: len(recs) // 2]
+                    continue
+            break
+        self._tx.send(m.peer, data)
+        if recs:
+            m.next_round = recs[-1].t + 1
+        log.info("catch-up for node %d: rounds %d..%d%s", req.node, req.from_round,
+                 recs[-1].t if recs else req.from_round - 1, " (more)" if more else "")

@@ -1,0 +1,213 @@
+"""Reference implementations of the control-plane interfaces, for tests and radio-free runs.
+
+* :class:`QuadraticTrainer`: node k minimizes L_k(theta) = 0.5 * ||theta - c_k||^2 with
+  theta in R^dim. Its ZO scalar along z is the exact directional derivative z . (theta - c_k)
+  (the two-point SPSA estimate of a quadratic has no bias: (L(θ+εz) − L(θ−εz)) / 2ε equals it
+  up to rounding), and the update theta <- theta - lr * g_hat * z is exact and cheap, so node
+  states can be compared bit for bit.
+* :class:`IdealApPhy` / :class:`DigitalNodePhy`: the *digital* loopback path, no radios; the
+  scalars travel inside READY and the AP forms g_hat = (eta * sum_k g_k + n) / (|S| eta),
+  n ~ N(0, noise_std^2 + sigma_a^2) seeded per round.
+* :class:`ConstantPlanner`: the same (eta, sigma_a) every round.
+
+``python -m pairzero.protocol.testing ap|node ...`` runs an AP or a node with these over
+ZeroMQ as a separate process (used by the crash/restart tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from pairzero.protocol.interfaces import PhyResult, RoundPlan
+from pairzero.protocol.messages import Round, RoundRecord
+
+__all__ = ["QuadraticTrainer", "IdealApPhy", "DigitalNodePhy", "ConstantPlanner", "replay_hash"]
+
+log = logging.getLogger(__name__)
+
+
+class QuadraticTrainer:
+    """Exact, cheap stand-in for the ZO engine (see module docstring). float64 weights."""
+
+    def __init__(self, node_id: int, dim: int = 8, manifest: str = "quadratic-v1",
+                 compute_delay_s: float = 0.0):
+        if dim < 1:
+            raise ValueError(f"dim: {dim} must be >= 1")
+        if compute_delay_s < 0:
+            raise ValueError(f"compute_delay_s: {compute_delay_s} must be >= 0")
+        self.node_id = node_id
+        self.dim = dim
+        self.theta = np.zeros(dim)  # (dim,) shared initial weights
+        self.target = np.random.default_rng(1000 + node_id).standard_normal(dim)  # (dim,) c_k
+        self._manifest = hashlib.sha256(f"{manifest}:{dim}".encode()).hexdigest()
+        self.compute_delay_s = compute_delay_s
+        self.applied: list[int] = []  # seeds applied, in order
+
+    def z(self, seed: int) -> np.ndarray:
+        """Perturbation direction Z(seed), shape (dim,), identical on every host."""
+        return np.random.default_rng(seed).standard_normal(self.dim)
+
+    def compute_scalar(self, t: int, seed: int) -> float:
+        if self.compute_delay_s:
+            time.sleep(self.compute_delay_s)
+        return float(self.z(seed) @ (self.theta - self.target))
+
+    def apply_update(self, seed: int, g_hat: float, lr: float) -> None:
+        self.theta = self.theta - lr * g_hat * self.z(seed)
+        self.applied.append(seed)
+
+    def replay(self, records: Sequence[RoundRecord]) -> None:
+        for r in records:
+            self.apply_update(r.seed, r.g_hat, r.lr)
+
+    def model_hash(self) -> str:
+        return hashlib.sha256(self.theta.tobytes()).hexdigest()
+
+    def manifest_digest(self) -> str:
+        return self._manifest
+
+
+def replay_hash(records: Sequence[RoundRecord], dim: int = 8) -> str:
+    """Model hash of a fresh QuadraticTrainer after replaying ``records`` (the reference)."""
+    tr = QuadraticTrainer(0, dim)
+    tr.replay(records)
+    return tr.model_hash()
+
+
+class ConstantPlanner:
+    """Same plan every round (no power control / privacy)."""
+
+    def __init__(self, eta: float = 1.0, sigma_a: float = 0.0, mu: float | None = None):
+        if not eta > 0:
+            raise ValueError(f"eta: {eta} must be > 0")
+        if sigma_a < 0:
+            raise ValueError(f"sigma_a: {sigma_a} must be >= 0")
+        self._plan = RoundPlan(eta=eta, sigma_a=sigma_a, mu=mu)
+
+    def plan(self, t: int, nodes: Sequence[int]) -> RoundPlan:
+        return self._plan
+
+
+class IdealApPhy:
+    """Digital 'over-the-air' sum of the scalars carried in READY (see module docstring)."""
+
+    def __init__(self, noise_std: float = 0.0, seed: int = 0):
+        if noise_std < 0:
+            raise ValueError(f"noise_std: {noise_std} must be >= 0")
+        self.noise_std = noise_std
+        self.seed = seed
+
+    def receive(self, t: int, seed: int, plan: RoundPlan,
+                ready: Mapping[int, float | None]) -> PhyResult:
+        present = tuple(sorted(k for k, g in ready.items() if g is not None))
+        if not present:
+            return PhyResult(0.0, ())
+        y = plan.eta * sum(float(ready[k]) for k in present)  # type: ignore[arg-type]
+        sigma = float(np.hypot(self.noise_std, plan.sigma_a))
+        if sigma > 0:
+            y += float(np.random.default_rng([self.seed, t]).normal(0.0, sigma))
+        return PhyResult(y / (len(present) * plan.eta), present)
+
+
+class DigitalNodePhy:
+    """Node side of the digital path: nothing goes over the air; remembers what it 'sent'."""
+
+    digital = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, float]] = []
+
+    def transmit(self, t: int, scalar: float, rnd: Round) -> None:
+        self.sent.append((t, scalar))
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def _ap_main(a: argparse.Namespace) -> int:
+    from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator
+    from access_point.roundlog import RoundLog
+    from pairzero.protocol.keys import load_server_keys
+    from pairzero.protocol.transport import ZmqServer
+
+    curve, ids = load_server_keys(a.keys) if a.keys else (None, None)
+    rl = RoundLog.open(a.log, a.experiment)
+    tx = ZmqServer(a.endpoint, curve=curve, heartbeat_s=a.heartbeat)
+    metrics = JsonlMetrics(a.metrics) if a.metrics else None
+    settings = ApSettings(
+        experiment=a.experiment, master_seed=a.seed, rounds=a.rounds,
+        manifest_digest=QuadraticTrainer(0, a.dim).manifest_digest(), lr=a.lr,
+        ready_timeout_s=a.ready_timeout, heartbeat_s=a.heartbeat, min_nodes=a.min_nodes,
+        start_timeout_s=a.start_timeout, hash_every=a.hash_every,
+    )
+    orch = Orchestrator(settings, tx, rl, ConstantPlanner(), IdealApPhy(),
+                        metrics=metrics, replica=QuadraticTrainer(0, a.dim), key_ids=ids)
+    sys.stdout.write(f"AP listening on {tx.endpoint}\n")
+    sys.stdout.flush()
+    try:
+        orch.run(linger_s=a.linger)
+    finally:
+        tx.close()
+        rl.close()
+        if metrics:
+            metrics.close()
+    return 0
+
+
+def _node_main(a: argparse.Namespace) -> int:
+    from edge_node.runtime import EdgeNode
+    from pairzero.protocol.keys import load_client_keys
+    from pairzero.protocol.transport import ZmqClient
+
+    curve = load_client_keys(a.keys, a.node_id) if a.keys else None
+    tx = ZmqClient(a.endpoint, curve=curve, heartbeat_s=a.heartbeat)
+    trainer = QuadraticTrainer(a.node_id, a.dim, compute_delay_s=a.delay)
+    node = EdgeNode(a.node_id, a.experiment, tx, trainer, DigitalNodePhy(),
+                    key_id=curve.public.decode() if curve else "", heartbeat_s=a.heartbeat)
+    try:
+        n = node.run(until_round=a.until)
+    finally:
+        tx.close()
+    sys.stdout.write(json.dumps({"node": a.node_id, "next_round": n,
+                                 "model_hash": trainer.model_hash()}) + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m pairzero.protocol.testing``."""
+    p = argparse.ArgumentParser(prog="python -m pairzero.protocol.testing")
+    p.add_argument("role", choices=["ap", "node"])
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--experiment", default="test-exp")
+    p.add_argument("--keys", default=None)
+    p.add_argument("--dim", type=int, default=8)
+    p.add_argument("--heartbeat", type=float, default=0.2)
+    p.add_argument("--log", default="rounds.sqlite")
+    p.add_argument("--metrics", default=None)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--ready-timeout", type=float, default=0.5)
+    p.add_argument("--min-nodes", type=int, default=1)
+    p.add_argument("--start-timeout", type=float, default=5.0)
+    p.add_argument("--hash-every", type=int, default=1)
+    p.add_argument("--linger", type=float, default=1.0)
+    p.add_argument("--node-id", type=int, default=0)
+    p.add_argument("--until", type=int, default=None)
+    p.add_argument("--delay", type=float, default=0.0)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s [{a.role}] %(name)s: %(message)s")
+    return _ap_main(a) if a.role == "ap" else _node_main(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

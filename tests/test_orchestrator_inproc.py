@@ -1,0 +1,141 @@
+"""In-process AP + edge nodes over InProcHub with the exact quadratic trainer and ideal PHY."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator, round_seed
+from access_point.roundlog import RoundLog
+from edge_node.runtime import EdgeNode, JoinRejected
+from pairzero.protocol.testing import (
+    ConstantPlanner,
+    DigitalNodePhy,
+    IdealApPhy,
+    QuadraticTrainer,
+    replay_hash,
+)
+from pairzero.protocol.transport import InProcHub
+
+EXP = "exp-inproc"
+HB = 0.1
+
+
+def _settings(rounds: int, **kw) -> ApSettings:
+    base = dict(experiment=EXP, master_seed=7, rounds=rounds,
+                manifest_digest=QuadraticTrainer(0).manifest_digest(), lr=0.05,
+                ready_timeout_s=0.4, heartbeat_s=HB, min_nodes=3, start_timeout_s=5.0,
+                hash_every=2)
+    base.update(kw)
+    return ApSettings(**base)
+
+
+def _node(hub: InProcHub, k: int, **kw) -> EdgeNode:
+    trainer = QuadraticTrainer(k, compute_delay_s=kw.pop("delay", 0.0))
+    return EdgeNode(k, EXP, hub.client(f"n{k}"), trainer, DigitalNodePhy(), heartbeat_s=HB, **kw)
+
+
+def _thread(fn, *args, **kw) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["result"] = fn(*args, **kw)
+        except BaseException as e:  # surfaced by the test
+            out["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th, out
+
+
+def test_orchestrator_three_nodes_identical_state_equal_to_log_replay(tmp_path: Path) -> None:
+    # Prepare
+    rounds = 6
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    metrics = JsonlMetrics(tmp_path / "metrics.jsonl")
+    orch = Orchestrator(_settings(rounds), hub.server(), rl, ConstantPlanner(), IdealApPhy(),
+                        metrics=metrics, replica=QuadraticTrainer(0))
+    nodes = [_node(hub, k) for k in range(3)]
+    # Execute
+    threads = [_thread(n.run, until_round=rounds) for n in nodes]
+    ap_th, ap_out = _thread(orch.run, linger_s=0.3)
+    for th, _ in threads:
+        th.join(20)
+    ap_th.join(20)
+    metrics.close()
+    # Assert
+    assert ap_out.get("result") == rounds, ap_out
+    for _, out in threads:
+        assert out.get("result") == rounds, out
+    recs = rl.records(0)
+    assert [r.t for r in recs] == list(range(rounds))
+    assert [r.seed for r in recs] == [round_seed(7, t) for t in range(rounds)]
+    assert all(r.active == (0, 1, 2) for r in recs)
+    hashes = {n.trainer.model_hash() for n in nodes}
+    assert hashes == {replay_hash(recs)} == {recs[-1].model_hash}
+    # g_hat of round 0 is the exact mean of the three scalars at theta = 0
+    z0 = QuadraticTrainer(0).z(recs[0].seed)
+    expected0 = np.mean([z0 @ (0 - QuadraticTrainer(k).target) for k in range(3)])
+    assert recs[0].g_hat == pytest.approx(expected0, rel=1e-12)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == list(range(rounds))
+    assert rows[0]["missing"] == []
+    rl.close()
+
+
+def test_orchestrator_dead_node_does_not_hang_and_rejoins_to_identical_state(tmp_path: Path) -> None:
+    # Prepare: node 2 computes slowly and is killed (transport closed, no LEAVE) mid-round 2
+    rounds = 8
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    orch = Orchestrator(_settings(rounds), hub.server(), rl, ConstantPlanner(), IdealApPhy(),
+                        replica=QuadraticTrainer(0))
+    n0, n1 = _node(hub, 0), _node(hub, 1)
+    victim = _node(hub, 2)
+    t0, o0 = _thread(n0.run, until_round=rounds)
+    t1, o1 = _thread(n1.run, until_round=rounds)
+    tv, ov = _thread(victim.run, until_round=2, leave=False)
+    ap_th, ap_out = _thread(orch.run, linger_s=1.0)
+    tv.join(10)  # the victim has applied rounds 0, 1 and now crashes before READY of round 2
+    hub.drop("n2")
+    # Execute: while the survivors go on, a fresh node 2 (initial weights) joins later
+    time.sleep(0.6)
+    reborn = EdgeNode(2, EXP, hub.client("n2b"), QuadraticTrainer(2), DigitalNodePhy(),
+                      heartbeat_s=HB)
+    tr, orr = _thread(reborn.run, until_round=rounds)
+    for th in (t0, t1, tr, ap_th):
+        th.join(30)
+    # Assert
+    assert ap_out.get("result") == rounds, ap_out
+    recs = rl.records(0)
+    assert len(recs) == rounds
+    assert any(2 not in r.active for r in recs), "some round must have run without node 2"
+    assert all({0, 1} <= set(r.active) for r in recs)
+    ref = replay_hash(recs)
+    assert n0.trainer.model_hash() == n1.trainer.model_hash() == reborn.trainer.model_hash() == ref
+    rl.close()
+
+
+def test_orchestrator_refuses_manifest_mismatch_with_reason(tmp_path: Path) -> None:
+    # Prepare
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    orch = Orchestrator(_settings(1, min_nodes=1, start_timeout_s=1.0), hub.server(), rl,
+                        ConstantPlanner(), IdealApPhy())
+    bad = EdgeNode(0, EXP, hub.client("bad"), QuadraticTrainer(0, dim=9), DigitalNodePhy(),
+                   heartbeat_s=HB)
+    ap_th, _ = _thread(orch.run)
+    # Execute / Assert
+    with pytest.raises(JoinRejected, match="manifest digest mismatch"):
+        bad.run(until_round=1)
+    orch.stop()
+    ap_th.join(5)
+    assert orch.members == []
+    rl.close()
