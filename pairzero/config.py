@@ -178,11 +178,18 @@ class PhyConfig:
     samples_per_symbol: int = _f(4, ge=1)
     preamble_length: int = _f(63, ge=7, doc="Zadoff-Chu length (odd prime preferred)")
     zc_root: int = _f(25, ge=1)
-    pilot_length: int = _f(63, ge=7)
+    pilot_length: int = _f(127, ge=7, doc="pilot symbols per node slot (QPSK)")
     guard_samples: int = _f(32, ge=0)
-    payload_repetitions: int = _f(64, ge=1)
+    payload_repetitions: int = _f(16, ge=1, doc="payload symbols carrying the one scalar")
     rolloff: float = _f(0.35, ge=0.0, le=1.0)
     throttle: bool = False
+    pilot_seed: int = _f(7, ge=0, doc="seed of the pseudo-random QPSK pilot sequence")
+    rrc_span: int = _f(8, ge=2, le=64, doc="root-raised-cosine pulse length (symbols, even)")
+    payload_spreading: bool = False
+    max_timing_offset: float = _f(8.0, ge=0.0, doc="RX search range for per-node delay (samples)")
+    max_cfo: float = _f(2e-4, ge=0.0, lt=0.5, doc="RX search range for CFO (cycles/sample)")
+    detection_pfa: float = _f(1e-3, gt=0.0, lt=1.0, doc="burst false-alarm probability per window")
+    presence_pfa: float = _f(1e-3, gt=0.0, lt=1.0, doc="P(absent node declared present)")
 
 
 @dataclass(frozen=True)
