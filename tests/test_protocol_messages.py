@@ -1,0 +1,110 @@
+"""Message schema: round trip of every type, and rejection of malformed input by decode()."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pairzero.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    CatchupRequest,
+    CatchupResponse,
+    Error,
+    Heartbeat,
+    Join,
+    JoinAck,
+    JoinReject,
+    Leave,
+    MsgType,
+    ProtocolError,
+    Ready,
+    Round,
+    RoundRecord,
+    Update,
+    decode,
+    encode,
+    make,
+)
+
+EXP = "exp-1"
+REC = RoundRecord(EXP, 3, 2**62 + 5, -0.1 + 0.2, 1e-4, (0, 2), 0.5, 0.0, None, "ab" * 32, 1.7e9)
+BODIES = [
+    Join(1, "m" * 64, "h" * 64, "key", 0),
+    JoinAck(1, 5, 10),
+    JoinReject(1, "manifest digest mismatch"),
+    Round(3, 123, 0.25, 0.01, 0.02, 4096, 0.5, 1e-4),
+    Ready(3, 1, True, 0.1 + 0.2),
+    Ready(3, 1, True, None),
+    Update(3, 123, -1.2345678901234567e-7, 1e-4, (0, 1, 2), None),
+    Leave(1, "bye"),
+    CatchupRequest(1, 0),
+    CatchupResponse(1, 3, (REC,), False, 4),
+    Heartbeat(-1, 4),
+    Error("not_joined", "send JOIN first"),
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=lambda b: type(b).__name__)
+def test_protocol_roundtrip_is_exact(body) -> None:
+    # Prepare
+    msg = make(EXP, 3, body)
+    # Execute
+    back = decode(encode(msg), EXP)
+    # Assert: equal dataclasses, floats bit-identical (== on dataclass compares floats exactly)
+    assert back == msg
+    assert back.type == msg.type
+
+
+def _wire(**over) -> bytes:
+    obj = {"v": 1, "exp": EXP, "t": 0, "type": "HEARTBEAT", "body": {"node": 1, "next_round": 0}}
+    obj.update(over)
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"v": 1, "exp"', "invalid JSON"),
+        (b"[1, 2]", "top level"),
+        (_wire(v=2), "protocol version"),
+        (_wire(v=True), "protocol version"),
+        (_wire(exp="other"), "experiment id"),
+        (_wire(type="PING"), "unknown message type"),
+        (_wire(t=-1), "t:"),
+        (_wire(t=1.5), "t:"),
+        (_wire(body={"node": "1", "next_round": 0}), "body.node"),
+        (_wire(body={"node": 1}), "missing ['next_round']"),
+        (_wire(body={"node": 1, "next_round": 0, "x": 1}), "unknown ['x']"),
+        (_wire(extra=1), "envelope keys"),
+        (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": 1, "digital_scalar": 0.5}),
+         "scalar_ready"),
+        (_wire(type="READY").replace(b'"body": {"node": 1, "next_round": 0}',
+                                     b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": NaN}'),
+         "non-finite"),
+        (_wire(type="READY").replace(b'"body": {"node": 1, "next_round": 0}',
+                                     b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": 1e999}'),
+         "non-finite"),
+        (b"[" * 100000 + b"]" * 100000, "JSON"),
+        (b" " * (MAX_MESSAGE_BYTES + 1), "exceeds the limit"),
+        (_wire(t=2**64), "t:"),
+    ],
+)
+def test_protocol_decode_rejects_malformed(data: bytes, fragment: str) -> None:
+    # Execute / Assert: a ProtocolError (a ValueError) whose text names the problem
+    with pytest.raises(ProtocolError, match=None) as ei:
+        decode(data, EXP)
+    assert isinstance(ei.value, ValueError)
+    assert fragment in str(ei.value)
+
+
+def test_protocol_make_refuses_invalid_outgoing() -> None:
+    with pytest.raises(ProtocolError, match="non-finite"):
+        make(EXP, 0, Ready(0, 1, True, float("nan")))
+    with pytest.raises(ProtocolError, match="eta"):
+        make(EXP, 0, Round(0, 1, -1.0, 0.0, 0.0, -1, 1.0, 1e-4))
+
+
+def test_protocol_every_type_has_a_body() -> None:
+    assert {make(EXP, 0, b).type for b in BODIES} == set(MsgType)

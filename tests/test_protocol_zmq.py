@@ -1,0 +1,239 @@
+"""ZeroMQ transport: fuzzed malformed traffic, CurveZMQ enrollment, real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from access_point.orchestrator import ApSettings, Orchestrator
+from access_point.roundlog import RoundLog
+from edge_node.runtime import EdgeNode, JoinRejected
+from pairzero.protocol.keys import cmd_keys, load_client_keys, load_server_keys
+from pairzero.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    JoinAck,
+    Ready,
+    Round,
+    Update,
+    decode,
+    encode,
+    make,
+)
+from pairzero.protocol.testing import (
+    ConstantPlanner,
+    DigitalNodePhy,
+    IdealApPhy,
+    QuadraticTrainer,
+    replay_hash,
+)
+from pairzero.protocol.transport import CurveClientKeys, ZmqClient, ZmqServer
+
+EXP = "exp-zmq"
+HB = 0.2
+N_FUZZ = 1200
+
+
+def _fuzz_messages(rng: random.Random, n: int) -> list[bytes]:
+    """Malformed messages of many kinds; none of them is a valid message from a member."""
+    valid = encode(make(EXP, 0, Ready(0, 0, True, 0.5)))
+    out: list[bytes] = []
+    for i in range(n):
+        kind = i % 8
+        if kind == 0:  # random bytes
+            out.append(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 200))))
+        elif kind == 1:  # truncated JSON
+            out.append(valid[: rng.randint(0, len(valid) - 1)])
+        elif kind == 2:  # wrong field types
+            obj = json.loads(valid)
+            key = rng.choice(["t", "node", "scalar_ready", "digital_scalar"])
+            obj["body"][key] = rng.choice(["x", [1], {"a": 1}, True, None, 1.5])
+            out.append(json.dumps(obj).encode())
+        elif kind == 3:  # NaN / Infinity / overflow
+            tok = rng.choice(["NaN", "Infinity", "-Infinity", "1e999"])
+            out.append(valid.replace(b"0.5", tok.encode()))
+        elif kind == 4:  # just over the size limit (still below the socket's MAXMSGSIZE)
+            out.append(b" " * (MAX_MESSAGE_BYTES + rng.randint(1, 900)))
+        elif kind == 5:  # wrong version / experiment / type
+            obj = json.loads(valid)
+            obj[rng.choice(["v", "exp", "type"])] = rng.choice([2, "other", "BOGUS"])
+            out.append(json.dumps(obj).encode())
+        elif kind == 6:  # a well-formed READY impersonating node 0 from a non-member peer
+            out.append(valid)
+        else:  # deep nesting
+            d = rng.randint(1000, 50000)
+            out.append(b"[" * d + b"]" * d)
+    return out
+
+
+def _thread(fn, *args, **kw):
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["result"] = fn(*args, **kw)
+        except BaseException as e:
+            out["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th, out
+
+
+def _wait(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def test_protocol_fuzz_leaves_ap_and_node_running(tmp_path: Path) -> None:
+    # Prepare: real AP + one node over TCP on a free loopback port
+    rounds = 4
+    server = ZmqServer("tcp://127.0.0.1:*", heartbeat_s=HB)
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    settings = ApSettings(EXP, 1, rounds, QuadraticTrainer(0).manifest_digest(), 0.05,
+                          ready_timeout_s=2.0, heartbeat_s=HB, min_nodes=1, hash_every=1)
+    orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(),
+                        replica=QuadraticTrainer(0))
+    fuzzer_ctx = zmq.Context()
+    fuzzer = fuzzer_ctx.socket(zmq.DEALER)
+    fuzzer.setsockopt(zmq.LINGER, 0)
+    fuzzer.setsockopt(zmq.SNDHWM, 100000)
+    fuzzer.connect(server.endpoint)
+    msgs = _fuzz_messages(random.Random(1234), N_FUZZ)
+    # Execute: the fuzz burst arrives before and while the node joins
+    for m in msgs:
+        fuzzer.send(m)
+    for _ in range(5):  # multipart messages (wrong frame count)
+        fuzzer.send_multipart([b"a", b"b"])
+    ap_th, ap_out = _thread(orch.run, linger_s=0.3)
+    client = ZmqClient(server.endpoint, heartbeat_s=HB)
+    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
+    n_th, n_out = _thread(node.run, until_round=rounds)
+    decoded_all = _wait(lambda: orch.dropped >= N_FUZZ, 30)
+    for _ in range(3):  # far over MAXMSGSIZE: libzmq cuts the fuzzer's connection
+        fuzzer.send(b"x" * (4 * MAX_MESSAGE_BYTES))
+    n_th.join(30)
+    ap_th.join(30)
+    # Assert
+    assert decoded_all, f"only {orch.dropped} of {N_FUZZ} malformed messages were dropped"
+    assert ap_out.get("result") == rounds, ap_out
+    assert n_out.get("result") == rounds, n_out
+    recs = rl.records(0)
+    assert [r.active for r in recs] == [(0,)] * rounds
+    assert node.trainer.model_hash() == replay_hash(recs)
+    fuzzer.close()
+    fuzzer_ctx.term()
+    client.close()
+    server.close()
+    rl.close()
+
+
+def test_protocol_fuzz_node_survives_and_completes_a_round() -> None:
+    # Prepare: a scripted AP (ROUTER) that the node connects to
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    client = ZmqClient(f"tcp://127.0.0.1:{port}", heartbeat_s=HB)
+    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=5.0)
+    n_th, n_out = _thread(node.run, until_round=1)
+    assert router.poll(5000)
+    peer, first = router.recv_multipart()
+    assert decode(first, EXP).type == "JOIN"
+    router.send_multipart([peer, encode(make(EXP, 0, JoinAck(0, 0, 1)))])
+    # Execute: fuzz the node, then run one real round
+    for m in _fuzz_messages(random.Random(99), N_FUZZ):
+        router.send_multipart([peer, m])
+    seed = 4242
+    router.send_multipart([peer, encode(make(EXP, 0, Round(0, seed, 1.0, 0.0, 0.0, -1, 1.0, 0.1)))])
+    ready = None
+    end = time.monotonic() + 20
+    while ready is None and time.monotonic() < end:
+        if router.poll(200):
+            _, data = router.recv_multipart()
+            msg = decode(data, EXP)
+            if isinstance(msg.body, Ready):
+                ready = msg.body
+    assert ready is not None and ready.t == 0
+    router.send_multipart([peer, encode(make(EXP, 0, Update(0, seed, 0.5, 0.1, (0,), None)))])
+    n_th.join(10)
+    # Assert: the node dropped the fuzz (minus the one valid READY kind, also dropped) and
+    # applied exactly the one real update
+    assert n_out.get("result") == 1, n_out
+    assert node.dropped >= N_FUZZ
+    ref = QuadraticTrainer(0)
+    ref.apply_update(seed, 0.5, 0.1)
+    assert node.trainer.model_hash() == ref.model_hash()
+    client.close()
+    router.close()
+    ctx.term()
+
+
+def test_protocol_curve_refuses_unenrolled_and_key_mismatch(tmp_path: Path) -> None:
+    # Prepare: `pairzero keys` for 2 nodes; an outsider with a fresh key pair
+    keys = tmp_path / "keys"
+
+    class Args:
+        out = str(keys)
+        nodes = 2
+
+    assert cmd_keys(Args()) == 0
+    assert cmd_keys(Args()) == 2  # refuses to overwrite enrolled keys
+    server_keys, ids = load_server_keys(keys)
+    server = ZmqServer("tcp://127.0.0.1:*", curve=server_keys, heartbeat_s=HB)
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    settings = ApSettings(EXP, 1, 2, QuadraticTrainer(0).manifest_digest(), 0.05,
+                          ready_timeout_s=1.0, heartbeat_s=HB, min_nodes=1)
+    orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(), key_ids=ids)
+    out_pub, out_sec = zmq.auth.create_certificates(str(tmp_path), "outsider")
+    opub, osec = zmq.auth.load_certificate(out_sec)
+    outsider_keys = CurveClientKeys(opub, osec, server_keys.public)
+    # Execute
+    outsider = ZmqClient(server.endpoint, curve=outsider_keys, heartbeat_s=HB)
+    intruder = EdgeNode(0, EXP, outsider, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB,
+                        key_id=opub.decode())
+    plain = ZmqClient(server.endpoint, heartbeat_s=HB)  # no CurveZMQ at all
+    plain_node = EdgeNode(0, EXP, plain, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
+    k1 = load_client_keys(keys, 1)
+    thief = ZmqClient(server.endpoint, curve=k1, heartbeat_s=HB)  # node 1's key claiming id 0
+    thief_node = EdgeNode(0, EXP, thief, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB,
+                          key_id=k1.public.decode())
+    ap_th, ap_out = _thread(orch.run, linger_s=0.2)
+    i_th, i_out = _thread(intruder.run, until_round=2)
+    p_th, p_out = _thread(plain_node.run, until_round=2)
+    t_th, t_out = _thread(thief_node.run, until_round=2)
+    t_th.join(10)
+    time.sleep(1.0)
+    members_before = orch.members
+    k0 = load_client_keys(keys, 0)
+    good_tx = ZmqClient(server.endpoint, curve=k0, heartbeat_s=HB)
+    good = EdgeNode(0, EXP, good_tx, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB,
+                    key_id=k0.public.decode())
+    g_th, g_out = _thread(good.run, until_round=2)
+    g_th.join(20)
+    ap_th.join(20)
+    intruder.stop()
+    plain_node.stop()
+    i_th.join(5)
+    p_th.join(5)
+    # Assert
+    assert members_before == [], "no unenrolled or mismatched client may join"
+    assert isinstance(t_out.get("error"), JoinRejected)
+    assert "enrolled for node 1" in str(t_out["error"])
+    assert not intruder.joined and not plain_node.joined
+    assert intruder.next_round == 0 and plain_node.next_round == 0
+    assert g_out.get("result") == 2, g_out
+    assert [r.active for r in rl.records(0)] == [(0,), (0,)]
+    for c in (outsider, plain, thief, good_tx):
+        c.close()
+    server.close()
+    rl.close()
