@@ -1,0 +1,167 @@
+"""Crashes as separate processes, killed with SIGKILL: AP restart resumes, a killed node rejoins."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from access_point.orchestrator import ApSettings, Orchestrator, round_seed
+from access_point.roundlog import RoundLog
+from edge_node.runtime import EdgeNode
+from pairzero.protocol.testing import (
+    ConstantPlanner,
+    DigitalNodePhy,
+    IdealApPhy,
+    QuadraticTrainer,
+    replay_hash,
+)
+from pairzero.protocol.transport import ZmqClient, ZmqServer
+
+EXP = "exp-crash"
+HB = 0.2
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pairzero.protocol.testing", *args, "--experiment", EXP,
+         "--heartbeat", str(HB)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+
+
+def _committed(path: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM rounds").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _wait(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def _run_node(node: EdgeNode, until: int, out: dict) -> threading.Thread:
+    def target() -> None:
+        try:
+            out["result"] = node.run(until_round=until)
+        except BaseException as e:
+            out["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th
+
+
+def test_orchestrator_ap_restart_resumes_without_losing_or_repeating(tmp_path: Path) -> None:
+    # Prepare: AP process + 3 node threads over TCP
+    rounds, port = 12, _free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    log_path, metrics = tmp_path / "log.sqlite", tmp_path / "metrics.jsonl"
+    ap_args = ("ap", "--endpoint", endpoint, "--log", str(log_path), "--metrics", str(metrics),
+               "--rounds", str(rounds), "--min-nodes", "3", "--ready-timeout", "1.0",
+               "--hash-every", "1", "--linger", "1.0", "--seed", "5")
+    ap = _spawn(*ap_args)
+    clients = [ZmqClient(endpoint, heartbeat_s=HB) for _ in range(3)]
+    nodes = [EdgeNode(k, EXP, clients[k], QuadraticTrainer(k, compute_delay_s=0.05),
+                      DigitalNodePhy(), heartbeat_s=HB) for k in range(3)]
+    outs: list[dict] = [{} for _ in nodes]
+    threads = [_run_node(n, rounds, o) for n, o in zip(nodes, outs, strict=True)]
+    # Execute: SIGKILL the AP after a few rounds, restart it on the same log and port
+    assert _wait(lambda: _committed(log_path) >= 4, 30), "AP made no progress"
+    ap.send_signal(signal.SIGKILL)
+    ap.wait(10)
+    at_kill = _committed(log_path)
+    time.sleep(0.5)
+    ap2 = _spawn(*ap_args)
+    for th in threads:
+        th.join(60)
+    ap2.wait(30)
+    # Assert
+    assert at_kill < rounds, "the kill must happen mid-run"
+    assert all(o.get("result") == rounds for o in outs), outs
+    rl = RoundLog.open(log_path, EXP)
+    recs = rl.records(0)
+    rl.close()
+    assert [r.t for r in recs] == list(range(rounds))
+    assert [r.seed for r in recs] == [round_seed(5, t) for t in range(rounds)]
+    ref = replay_hash(recs)
+    assert {n.trainer.model_hash() for n in nodes} == {ref} == {recs[-1].model_hash}
+    assert all(len(n.trainer.applied) == rounds for n in nodes), "an update applied twice"
+    logged = [json.loads(x)["round"] for x in metrics.read_text().splitlines()]
+    assert logged == list(range(rounds)), "metrics show a lost or repeated round"
+    for c in clients:
+        c.close()
+
+
+def test_orchestrator_killed_node_round_completes_and_node_catches_up(tmp_path: Path) -> None:
+    # Prepare: AP + 2 nodes in threads; node 2 is a process that computes slowly
+    rounds = 8
+    server = ZmqServer("tcp://127.0.0.1:*", heartbeat_s=HB)
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    settings = ApSettings(EXP, 3, rounds, QuadraticTrainer(0).manifest_digest(), 0.05,
+                          ready_timeout_s=0.8, heartbeat_s=HB, min_nodes=3, hash_every=2)
+    orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(),
+                        replica=QuadraticTrainer(0))
+    ap_out: dict = {}
+
+    def ap_target() -> None:
+        ap_out["result"] = orch.run(linger_s=2.0)
+
+    ap_th = threading.Thread(target=ap_target, daemon=True)
+    ap_th.start()
+    victim = _spawn("node", "--endpoint", server.endpoint, "--node-id", "2", "--delay", "0.3",
+                    "--until", str(rounds))
+    clients = [ZmqClient(server.endpoint, heartbeat_s=HB) for _ in range(2)]
+    nodes = [EdgeNode(k, EXP, clients[k], QuadraticTrainer(k), DigitalNodePhy(), heartbeat_s=HB)
+             for k in range(2)]
+    outs: list[dict] = [{}, {}]
+    threads = [_run_node(n, rounds, o) for n, o in zip(nodes, outs, strict=True)]
+    # Execute: kill node 2 while it computes the scalar of round 2 (after 2 full rounds)
+    assert _wait(lambda: rl.next_round >= 2, 30)
+    time.sleep(0.1)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    assert _wait(lambda: rl.next_round >= 5, 30)
+    reborn = _spawn("node", "--endpoint", server.endpoint, "--node-id", "2",
+                    "--until", str(rounds))
+    out, _ = reborn.communicate(timeout=60)
+    for th in threads:
+        th.join(30)
+    ap_th.join(30)
+    # Assert
+    assert ap_out.get("result") == rounds
+    recs = rl.records(0)
+    assert [r.t for r in recs] == list(range(rounds))
+    assert 2 in recs[0].active and 2 in recs[1].active
+    assert 2 not in recs[2].active and {0, 1} <= set(recs[2].active)
+    result = json.loads(out.strip().splitlines()[-1])
+    ref = replay_hash(recs)
+    assert result == {"node": 2, "next_round": rounds, "model_hash": ref}
+    assert nodes[0].trainer.model_hash() == nodes[1].trainer.model_hash() == ref
+    for c in clients:
+        c.close()
+    server.close()
+    rl.close()
