@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from access_point.roundlog import RoundLog
+from pairzero.config import ExperimentConfig
 from pairzero.protocol.interfaces import ApPhy, ModelReplica, PhyResult, RoundPlanner
 from pairzero.protocol.messages import (
     AP_NODE_ID,
@@ -112,6 +113,17 @@ class ApSettings:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"ApSettings.{name}: invalid value {getattr(self, name)!r}")
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, experiment: str, manifest_digest: str) -> ApSettings:
+        """Settings from the experiment config (run, zo.lr, nodes.count, network.*)."""
+        n = cfg.network
+        return cls(
+            experiment=experiment, master_seed=cfg.run.seed, rounds=cfg.run.rounds,
+            manifest_digest=manifest_digest, lr=cfg.zo.lr, ready_timeout_s=n.ready_timeout_s,
+            heartbeat_s=n.heartbeat_s, min_nodes=cfg.nodes.count,
+            start_timeout_s=n.start_timeout_s, hash_every=n.hash_every,
+        )
 
 
 @dataclass

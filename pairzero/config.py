@@ -203,6 +203,8 @@ class NetworkConfig:
     heartbeat_s: float = _f(2.0, gt=0.0)
     curve: bool = True
     keys_dir: str = "keys"
+    hash_every: int = _f(10, ge=0, doc="rounds between model-hash checks in UPDATE (0: never)")
+    start_timeout_s: float = _f(60.0, ge=0.0, doc="AP wait for all nodes before round 0 (s)")
 
 
 @dataclass(frozen=True)
