@@ -27,8 +27,21 @@ from gnuradio import analog, blocks, gr
 
 from grc_flowgraphs.blocks import FIR_TAPS, BurstSource, IndexedSink, NodeChannel
 from pairzero.config import ChannelConfig
+from pairzero.phy.frame import FrameLayout
+from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
+from pairzero.phy.tx import NodePrecoding, build_node_burst, compute_precoding, refine_cfo
 
-__all__ = ["NodeChannelParams", "draw_node_channels", "ChannelEmulator", "EdgeTx", "ApRx"]
+__all__ = [
+    "NodeChannelParams",
+    "draw_node_channels",
+    "ChannelEmulator",
+    "EdgeTx",
+    "ApRx",
+    "RoundResult",
+    "transmit_frame",
+    "ota_round",
+    "FRAME_GAP",
+]
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +251,70 @@ class ApRx:
 
     def close(self) -> None:
         self._sock.close(0)
+
+
+FRAME_GAP = 512  # samples between frames: > EdgeTx tail + emulator FIR delay + capture margin
+CAPTURE_MARGIN = 128  # samples captured either side of a frame
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One OTA round through the loopback: the payload frame's RX result and the estimates used."""
+
+    payload: RxResult
+    estimates: list[NodeEstimate]
+    precoding: list[NodePrecoding]
+    next_index: int
+
+
+def transmit_frame(
+    layout: FrameLayout,
+    txs: Sequence[EdgeTx | None],
+    ap: ApRx,
+    receiver: BurstReceiver,
+    start_index: int,
+    values: Sequence[float] | None = None,
+    precoding: Sequence[NodePrecoding] | None = None,
+    timeout_s: float = 5.0,
+) -> RxResult | None:
+    """Every node in ``txs`` (None = silent node) sends its frame at ``start_index``; the AP
+    captures and processes it. Returns None when the AP window did not arrive in time."""
+    pre = {p.node: p for p in precoding or []}
+    for k, tx in enumerate(txs):
+        if tx is None:
+            continue
+        value = None if values is None or k not in pre and precoding is not None else values[k]
+        tx.send(build_node_burst(layout, k, value, pre.get(k), frame_start=start_index), start_index)
+    a = start_index - CAPTURE_MARGIN
+    w = ap.capture(a, layout.length + 2 * CAPTURE_MARGIN, timeout_s)
+    if w is None:
+        return None
+    return receiver.process(w, a, expected_start=start_index)
+
+
+def ota_round(
+    layout: FrameLayout,
+    txs: Sequence[EdgeTx | None],
+    ap: ApRx,
+    receiver: BurstReceiver,
+    start_index: int,
+    values: Sequence[float],
+    eta: float,
+    timeout_s: float = 5.0,
+) -> RoundResult | None:
+    """The round protocol of :mod:`pairzero.phy.tx`: two pilot frames (the second refines each
+    node's CFO by the phase advance), then the payload frame precoded with
+    ``b_k = eta conj(h_k)/|h_k|^2``. ``values``: the K real scalars g_k."""
+    step = layout.length + FRAME_GAP
+    first = transmit_frame(layout, txs, ap, receiver, start_index, timeout_s=timeout_s)
+    second = transmit_frame(layout, txs, ap, receiver, start_index + step, timeout_s=timeout_s)
+    if first is None or second is None or not (first.detected and second.detected):
+        return None
+    est = [refine_cfo(a, b) for a, b in zip(first.nodes, second.nodes, strict=True)]
+    prec = compute_precoding(est, eta=eta)
+    payload = transmit_frame(
+        layout, txs, ap, receiver, start_index + 2 * step, values, prec, timeout_s=timeout_s
+    )
+    if payload is None:
+        return None
+    return RoundResult(payload, est, prec, start_index + 3 * step)
