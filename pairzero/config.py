@@ -118,6 +118,7 @@ class ZOConfig:
     num_perturbations: int = _f(1, ge=1, le=64, doc="q perturbations per round")
     clip: float = _f(50.0, gt=0.0, doc="clip bound G on each node's scalar")
     weight_decay: float = _f(0.0, ge=0.0)
+    threads: int = _f(0, ge=0, le=64, doc="threads generating z (0: usable CPUs, at most 8); speed only, never the bits")
 
 
 @dataclass(frozen=True)

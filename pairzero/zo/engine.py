@@ -92,7 +92,8 @@ class ZOEngine:
     """Two-point ZO estimator and update over an ordered list of fp32 parameters.
 
     ``named_params`` fixes the manifest (order matters; tied tensors are perturbed once).
-    ``threads`` (default :func:`default_threads`) only changes speed, never the bits.
+    ``threads`` (default ``cfg.threads``, or :func:`default_threads` when that is 0) only
+    changes speed, never the bits.
     """
 
     def __init__(
@@ -114,7 +115,9 @@ class ZOEngine:
                 raise ValueError(f"named_params: {n!r} has dtype {p.dtype}, expected torch.float32 (fp32 master weights)")
         if cfg.perturbation not in ("gaussian", "rademacher"):
             raise ValueError(f"cfg.perturbation: {cfg.perturbation!r}, expected 'gaussian' or 'rademacher'")
-        self.threads = default_threads() if threads is None else threads
+        if threads is None:
+            threads = getattr(cfg, "threads", 0) or default_threads()
+        self.threads = threads
         if not (isinstance(self.threads, int) and self.threads >= 1):
             raise ValueError(f"threads: {threads!r}, expected an int >= 1")
         exempt = no_decay_names(model)
