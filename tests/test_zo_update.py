@@ -102,3 +102,25 @@ def test_zo_several_losses_share_one_perturbation() -> None:
     eng.restore()
     assert g[0] == g[1]
     assert g[2] == pytest.approx(3 * g[0], rel=1e-3)  # fp32 loss rounding
+
+
+def test_zo_failed_loss_leaves_weights_restored() -> None:
+    # Prepare: a loss that fails on its second evaluation (θ at θ - εz then).
+    m = TinyMLP()
+    eng = ZOEngine(m, list(m.named_parameters()), ZOConfig(epsilon=1e-2), threads=1)
+    before = [p.detach().clone() for p in eng.params]
+    calls = []
+
+    def flaky(mod: TinyMLP) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("node lost its batch")
+        return mod.loss()
+
+    # Execute
+    with pytest.raises(RuntimeError, match="lost"):
+        eng.scalars(4, [flaky])
+    # Assert: no pending round and θ back to within rounding of ε·z (ε = 1e-2 ≫ 1e-6).
+    assert eng.pending_seed is None
+    for b, p in zip(before, eng.params, strict=True):
+        torch.testing.assert_close(p.detach(), b, atol=1e-6, rtol=0)

@@ -174,16 +174,29 @@ class ZOEngine:
             raise ValueError("loss_fns: empty, expected at least one loss callable")
         eps, q, bound = self.cfg.epsilon, self.cfg.num_perturbations, self.cfg.clip
         out: list[list[float]] = [[] for _ in loss_fns]
-        for j in range(q):
-            self._run([ZStep(seed, j, (eps,))])
-            lp = self._evaluate(loss_fns)
-            self._run([ZStep(seed, j, (-2.0 * eps,))])
-            self._pending = seed  # θ is now perturbed: a failure below leaves it flagged
-            lm = self._evaluate(loss_fns)
-            if j < q - 1:
+        offset = 0.0  # current perturbation of θ along z_j, in units of ε
+        j = 0
+        try:
+            for j in range(q):
                 self._run([ZStep(seed, j, (eps,))])
-            for i in range(len(loss_fns)):
-                out[i].append(two_point_scalar(lp[i], lm[i], eps, bound))
+                offset = 1.0
+                lp = self._evaluate(loss_fns)
+                self._run([ZStep(seed, j, (-2.0 * eps,))])
+                offset = -1.0
+                lm = self._evaluate(loss_fns)
+                if j < q - 1:
+                    self._run([ZStep(seed, j, (eps,))])
+                    offset = 0.0
+                for i in range(len(loss_fns)):
+                    out[i].append(two_point_scalar(lp[i], lm[i], eps, bound))
+        except BaseException:
+            if offset:
+                # Undo the perturbation: θ is back up to rounding only, so this node is no
+                # longer bit-identical to its replicas and must resynchronise (replay).
+                self._run([ZStep(seed, j, (-offset * eps,))])
+                log.error("scalars(seed=%d) failed; θ restored up to rounding: replay to resync", seed)
+            raise
+        self._pending = seed  # θ = θ - ε·z(seed, q-1) until apply_update
         return out
 
     def scalars(self, seed: int, loss_fns: Sequence[LossFn]) -> list[float]:
