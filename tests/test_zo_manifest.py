@@ -62,3 +62,60 @@ def test_zo_engine_refuses_non_fp32_and_empty() -> None:
         ZOEngine(lin, list(lin.named_parameters()), ZOConfig())
     with pytest.raises(ValueError, match="named_params"):
         ZOEngine(lin, [], ZOConfig())
+
+
+def test_zo_manifest_scheme_depends_on_distribution() -> None:
+    named = [("w", torch.zeros(3))]
+    g, r = build_manifest(named, dist="gaussian"), build_manifest(named, dist="rademacher")
+    assert g.digest != r.digest
+    with pytest.raises(ManifestMismatch, match="different z scheme"):
+        check_manifest(g, r)
+    with pytest.raises(ValueError, match="dist"):
+        build_manifest(named, dist="uniform")
+
+
+_CHILD = """
+import torch
+from pairzero.zo import build_manifest
+print(build_manifest([("w", torch.zeros(3))], dist="{dist}").digest)
+"""
+
+
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+    reason="needs an x86 CPU with AVX2 to compare with the scalar (DEFAULT) path",
+)
+def test_zo_gaussian_manifest_refuses_other_cpu_class() -> None:
+    # Gaussian z differs between torch's DEFAULT and AVX2 kernels (measured), so a node forced
+    # to ATEN_CPU_CAPABILITY=default must get another digest; Rademacher z does not differ.
+    import os
+    import subprocess
+    import sys
+
+    def digest(dist: str, cap: str) -> str:
+        env = dict(os.environ, ATEN_CPU_CAPABILITY=cap)
+        return subprocess.run([sys.executable, "-c", _CHILD.format(dist=dist)], env=env,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert digest("gaussian", "default") != digest("gaussian", "avx2")
+    assert digest("rademacher", "default") == digest("rademacher", "avx2")
+
+
+def test_zo_rademacher_z_identical_across_cpu_capability() -> None:
+    # The claim behind the "rademacher/int" tag: the same bits on the scalar and vector paths.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, torch\n"
+        "from pairzero.zo import add_perturbation_\n"
+        "z = torch.zeros(70000); add_perturbation_([z], 3, 1.0, 'rademacher', key='k')\n"
+        "print(hashlib.sha256(z.numpy().tobytes()).hexdigest())\n"
+    )
+    outs = {
+        subprocess.run([sys.executable, "-c", code], env=dict(os.environ, ATEN_CPU_CAPABILITY=c),
+                       capture_output=True, text=True, check=True).stdout.strip()
+        for c in ("default", "avx2")
+    }
+    assert len(outs) == 1

@@ -105,16 +105,16 @@ class ZOEngine:
         threads: int | None = None,
     ) -> None:
         named = dedup_named_params(named_params)
+        if cfg.perturbation not in ("gaussian", "rademacher"):
+            raise ValueError(f"cfg.perturbation: {cfg.perturbation!r}, expected 'gaussian' or 'rademacher'")
         self.model = model
         self.cfg = cfg
-        self.manifest: ParamManifest = build_manifest(named)
+        self.manifest: ParamManifest = build_manifest(named, dist=cfg.perturbation)
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         for n, p in named:
             if p.dtype != torch.float32:
                 raise ValueError(f"named_params: {n!r} has dtype {p.dtype}, expected torch.float32 (fp32 master weights)")
-        if cfg.perturbation not in ("gaussian", "rademacher"):
-            raise ValueError(f"cfg.perturbation: {cfg.perturbation!r}, expected 'gaussian' or 'rademacher'")
         if threads is None:
             threads = getattr(cfg, "threads", 0) or default_threads()
         self.threads = threads

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,11 +27,31 @@ __all__ = [
     "build_manifest",
     "dedup_named_params",
     "check_manifest",
+    "z_backend",
 ]
 
 #: Identifier of the z-generation scheme (see :mod:`pairzero.zo.perturb`); part of the digest,
 #: so nodes running an incompatible scheme are refused at join instead of drifting apart.
 Z_SCHEME = "pairzero-z-v1;chunk=262144;key=sha256(digest|seed|j|param|chunk)"
+
+
+def z_backend(dist: str) -> str:
+    """What else the bits of z depend on, for distribution ``dist``; part of the digest.
+
+    Gaussian z comes from torch's Box-Muller, which takes a vectorized path on x86 CPUs with
+    AVX2/AVX512 and a scalar libm path otherwise (measured on torch 2.13: ``DEFAULT`` and
+    ``AVX2`` give different low bits, ``AVX2`` and ``AVX512`` the same), and may change with
+    the torch version: the tag names both, so mixed fleets are refused at join instead of
+    drifting apart.  Rademacher z uses only mt19937 words and integer bit operations: CPU
+    independent (tag ``rademacher/int``).
+    """
+    if dist == "rademacher":
+        return "rademacher/int"
+    if dist != "gaussian":
+        raise ValueError(f"dist: {dist!r}, expected 'gaussian' or 'rademacher'")
+    cap = torch.backends.cpu.get_cpu_capability()
+    cls = "x86-avx2" if cap in ("AVX2", "AVX512") else f"{platform.machine()}-{cap}"
+    return f"gaussian/torch-{torch.__version__.split('+')[0]}/{cls}"
 
 
 class ManifestMismatch(ValueError):
@@ -43,6 +64,7 @@ class ParamManifest:
 
     entries: tuple[tuple[str, tuple[int, ...], str], ...]
     digest: str
+    scheme: str = Z_SCHEME
 
     @property
     def numel(self) -> int:
@@ -58,7 +80,7 @@ class ParamManifest:
     def to_json(self) -> str:
         """Serialize (entries and digest) as JSON text."""
         return json.dumps(
-            {"scheme": Z_SCHEME, "entries": [[n, list(s), d] for n, s, d in self.entries],
+            {"scheme": self.scheme, "entries": [[n, list(s), d] for n, s, d in self.entries],
              "digest": self.digest}
         )
 
@@ -67,17 +89,18 @@ class ParamManifest:
         """Parse :meth:`to_json` output; the digest is recomputed and must match."""
         obj = json.loads(text)
         entries = tuple((str(n), tuple(int(x) for x in s), str(d)) for n, s, d in obj["entries"])
-        digest = _digest(entries)
+        scheme = str(obj["scheme"])
+        digest = _digest(entries, scheme)
         if digest != obj["digest"]:
             raise ManifestMismatch(
-                f"manifest digest {obj['digest']!r} does not match its entries "
-                f"(recomputed {digest!r}; scheme here is {Z_SCHEME!r})"
+                f"manifest digest {obj['digest']!r} does not match its entries and scheme "
+                f"(recomputed {digest!r})"
             )
-        return cls(entries=entries, digest=digest)
+        return cls(entries=entries, digest=digest, scheme=scheme)
 
 
-def _digest(entries: tuple[tuple[str, tuple[int, ...], str], ...]) -> str:
-    payload = json.dumps({"scheme": Z_SCHEME, "entries": [[n, list(s), d] for n, s, d in entries]},
+def _digest(entries: tuple[tuple[str, tuple[int, ...], str], ...], scheme: str) -> str:
+    payload = json.dumps({"scheme": scheme, "entries": [[n, list(s), d] for n, s, d in entries]},
                          separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -99,18 +122,30 @@ def dedup_named_params(
     return out
 
 
-def build_manifest(named_params: Iterable[tuple[str, torch.Tensor]]) -> ParamManifest:
-    """Manifest of ``named_params`` in the given order; tied tensors are counted once."""
+def build_manifest(
+    named_params: Iterable[tuple[str, torch.Tensor]], dist: str = "gaussian"
+) -> ParamManifest:
+    """Manifest of ``named_params`` in the given order; tied tensors are counted once.
+
+    ``dist`` (the z distribution) selects the :func:`z_backend` tag in the scheme.
+    """
     entries = tuple(
         (name, tuple(int(s) for s in p.shape), str(p.dtype).removeprefix("torch."))
         for name, p in dedup_named_params(named_params)
     )
     if not entries:
         raise ValueError("named_params: empty, expected at least one trainable parameter")
-    return ParamManifest(entries=entries, digest=_digest(entries))
+    scheme = f"{Z_SCHEME};{z_backend(dist)}"
+    return ParamManifest(entries=entries, digest=_digest(entries, scheme), scheme=scheme)
 
 
 def _describe_difference(local: ParamManifest, remote: ParamManifest) -> str:
+    if local.entries == remote.entries and local.scheme != remote.scheme:
+        return (
+            f"same parameters, different z scheme: local {local.scheme!r} vs remote "
+            f"{remote.scheme!r} (Gaussian z depends on the torch version and CPU class: use "
+            "the same on every node, or zo.perturbation: rademacher)"
+        )
     if len(local.entries) != len(remote.entries):
         head = f"{len(local.entries)} parameters here vs {len(remote.entries)} remote"
     else:
@@ -148,5 +183,5 @@ def check_manifest(local: ParamManifest, remote_digest: str | ParamManifest) -> 
     raise ManifestMismatch(
         f"parameter manifest mismatch: local digest {local.digest[:16]}... vs remote "
         f"{digest[:16]}...: {detail}. Both sides must perturb the same parameters "
-        f"(names, shapes, dtypes, order, scheme {Z_SCHEME!r})."
+        f"(names, shapes, dtypes, order) with the same z scheme (local: {local.scheme!r})."
     )
