@@ -44,6 +44,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Lower bound on the ZMTP heartbeat timeout (s). Shorter timeouts cut healthy connections on a
+#: loaded host (a reconnect gets a new routing id, and messages in flight to the old one are
+#: lost); protocol-level liveness (HEARTBEAT messages) acts faster anyway.
+_ZMTP_TIMEOUT_MIN_S = 10.0
+
 
 @dataclass(frozen=True)
 class Inbound:
@@ -250,7 +255,7 @@ class ZmqServer:
             self._sock.setsockopt(zmq.SNDHWM, 10000)
             self._sock.setsockopt(zmq.RCVHWM, 10000)
             self._sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(heartbeat_s))
-            self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(3 * heartbeat_s))
+            self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(max(3 * heartbeat_s, _ZMTP_TIMEOUT_MIN_S)))
             if curve is not None:
                 self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger(__name__ + ".zap"))
                 self._auth.start()
@@ -330,7 +335,7 @@ class ZmqClient:
             self._sock.setsockopt(zmq.RECONNECT_IVL, _ms(reconnect_s))
             self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             self._sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(heartbeat_s))
-            self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(3 * heartbeat_s))
+            self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(max(3 * heartbeat_s, _ZMTP_TIMEOUT_MIN_S)))
             if curve is not None:
                 self._sock.curve_secretkey = curve.secret
                 self._sock.curve_publickey = curve.public
