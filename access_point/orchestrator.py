@@ -24,7 +24,6 @@ out-of-place messages are logged and dropped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -62,20 +61,13 @@ from pairzero.protocol.messages import (
     make,
 )
 from pairzero.protocol.transport import Inbound, ServerTransport
+from pairzero.seeds import round_seed
 
 __all__ = ["round_seed", "ApSettings", "Orchestrator", "JsonlMetrics", "MetricsCallback"]
 
 log = logging.getLogger(__name__)
 
 MetricsCallback = Callable[[dict[str, Any]], None]
-
-
-def round_seed(master_seed: int, t: int) -> int:
-    """Perturbation seed of round ``t``: first 63 bits of SHA-256("pairzero-round:<seed>:<t>")."""
-    if master_seed < 0 or t < 0:
-        raise ValueError(f"master_seed={master_seed}, t={t}: both must be >= 0")
-    h = hashlib.sha256(f"pairzero-round:{master_seed}:{t}".encode()).digest()
-    return int.from_bytes(h[:8], "big") & MAX_INT
 
 
 @dataclass(frozen=True)

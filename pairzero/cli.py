@@ -34,9 +34,9 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "edge": ("run one edge-node process", None),
     "channel": ("run the loopback channel emulator process", None),
     "calibrate": ("align the power the AP receives from each node", None),
-    "simulate": ("train in one process with simulated nodes and channel", None),
-    "report": ("plots and summary from a run directory", None),
-    "keys": ("generate CurveZMQ key pairs for the AP and nodes", None),
+    "simulate": ("train in one process with simulated nodes and channel", "pairzero.simulate:cmd_simulate"),
+    "report": ("plots and summary from run directories", "pairzero.report:cmd_report"),
+    "keys": ("generate CurveZMQ key pairs for the AP and nodes", "pairzero.protocol.keys:cmd_keys"),
     "config": ("validate an experiment YAML and print the resolved config", "pairzero.cli:cmd_config"),
 }
 
@@ -77,10 +77,13 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name == "edge":
         p.add_argument("--node-id", type=int, required=True, help="this node's index k (0-based)")
     elif name == "report":
-        p.add_argument("run_dir", help="a run directory written by loopback/simulate/ap")
+        p.add_argument("run_dirs", nargs="+", help="run directories written by loopback/simulate/ap")
+        p.add_argument("--compare-out", default="comparison.png",
+                       help="with several run dirs: comparison plot vs SNR (default: %(default)s)")
     elif name == "keys":
         p.add_argument("--out", default="keys", help="directory for the key files")
         p.add_argument("--nodes", type=int, default=3, help="number of node key pairs")
+        p.add_argument("--force", action="store_true", help="overwrite existing key files")
     elif name in ("loopback", "simulate", "ap"):
         p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
     if name == "calibrate":

@@ -77,6 +77,7 @@ class RunConfig:
     seed: int = _f(0, ge=0, doc="master seed: data split, channel draws, round seeds")
     rounds: int = _f(100, ge=1, doc="federated rounds T")
     method: Literal["pairzero", "zo_noiseless", "zo_digital", "fo_fedavg"] = "pairzero"
+    fo_lr: float = _f(1e-3, gt=0.0, doc="SGD learning rate of the fo_fedavg baseline")
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,9 @@ class PhyConfig:
     samples_per_symbol: int = _f(4, ge=1)
     preamble_length: int = _f(63, ge=7, doc="Zadoff-Chu length (odd prime preferred)")
     zc_root: int = _f(25, ge=1)
-    pilot_length: int = _f(127, ge=7, doc="pilot symbols per node slot (QPSK)")
+    pilot_length: int = _f(255, ge=7, doc="pilot symbols per node slot (QPSK)")
     guard_samples: int = _f(32, ge=0)
-    payload_repetitions: int = _f(16, ge=1, doc="payload symbols carrying the one scalar")
+    payload_repetitions: int = _f(8, ge=1, doc="payload symbols carrying the one scalar")
     rolloff: float = _f(0.35, ge=0.0, le=1.0)
     throttle: bool = False
     pilot_seed: int = _f(7, ge=0, doc="seed of the pseudo-random QPSK pilot sequence")
