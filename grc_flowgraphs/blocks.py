@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 FIR_TAPS = 41  # fractional-delay FIR length; group delay (FIR_TAPS - 1) // 2 samples
 WINDOW_POLL_MS = 5
+IDLE_WAIT_S = 0.2  # longest a source work() call waits for node data before returning 0
 
 
 def fractional_delay_taps(delay: float, ntaps: int = FIR_TAPS, gain: complex = 1.0) -> list[complex]:
@@ -209,11 +210,14 @@ class BurstSource(gr.sync_block):
         self._drain(0)
         n_out = len(output_items[0])
         n = min(n_out, self._target(n_out) - self.clock)
-        if n <= 0:
+        # Wait here (polling) rather than return 0 at once: the scheduler sleeps a long while
+        # after a source produces nothing, which would add that latency to every frame.
+        deadline = time.monotonic() + IDLE_WAIT_S
+        while n <= 0 and time.monotonic() < deadline:
             self._drain(WINDOW_POLL_MS)
             n = min(n_out, self._target(n_out) - self.clock)
-            if n <= 0:
-                return 0
+        if n <= 0:
+            return 0
         lo, hi = self.clock, self.clock + n
         for k, out in enumerate(output_items):
             out[:n] = 0
