@@ -18,10 +18,9 @@ import numpy.typing as npt
 
 from pairzero.phy.frame import FrameLayout
 from sync.estimation import (
-    cfo_ml,
+    cfo_ml_batch,
     detection_threshold,
     fractional_shift,
-    ls_gain,
     parabolic_offset,
     presence_threshold,
     xcorr_valid,
@@ -32,6 +31,7 @@ __all__ = ["NodeEstimate", "RxResult", "BurstReceiver"]
 log = logging.getLogger(__name__)
 
 _PAD = 16  # zero padding (samples) around a template before a fractional shift
+_FRAC = 64  # fractional-delay resolution of the pilot template bank (1/_FRAC sample)
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,28 @@ class BurstReceiver:
         self._pre_energy = float(np.vdot(p[0], p[0]).real)
         self._pilot_energy = float(np.vdot(layout.pilot_template, layout.pilot_template).real)
         tp = np.concatenate([np.zeros(_PAD), layout.pilot_template, np.zeros(_PAD)])
-        self._pilot_padded = tp
+        # Bank of fractionally shifted pilot templates, shifts -1/2..1/2 in 1/_FRAC steps
+        # (quantisation <= 1/(2 _FRAC) sample): no FFT per node at run time. (_FRAC+1, L+2 PAD)
+        shifts = np.arange(-_FRAC // 2, _FRAC // 2 + 1) / _FRAC
+        self._pilot_bank = np.stack([fractional_shift(tp, d) for d in shifts])
+        self._pre_conj = np.conj(np.stack(p)).T  # (L_pre, K)
+        # Only 2d+3 lags of each pilot correlation are needed: a banded matrix whose column l
+        # holds conj(pilot) at rows l..l+L-1, so correlations = windows @ matrix. (L+2d+2, 2d+3)
+        lt, nl = len(layout.pilot_template), 2 * self.search + 3
+        lags = np.zeros((lt + nl - 1, nl), dtype=np.complex128)
+        for lag in range(nl):
+            lags[lag : lag + lt, lag] = np.conj(layout.pilot_template)
+        self._pilot_lags = lags
 
     # ------------------------------------------------------------------ detection
     def _preamble_metric(self, r: npt.NDArray[np.complexfloating]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.complex128]]:
         """Metric (N-L+1,) in [0, 1] and per-node correlations (K, N-L+1) of the preamble."""
-        c = np.stack([xcorr_valid(r, p) for p in self.layout.preamble_templates])  # (K, P)
+        n_pos = len(r) - self._pre_len + 1
+        if n_pos <= 4 * self._pre_len:  # few positions (scheduled frame): direct products
+            view = np.lib.stride_tricks.sliding_window_view(r, self._pre_len)  # (P, L)
+            c = (view @ self._pre_conj).T  # (K, P)
+        else:  # blind search over a long window: FFT correlation
+            c = np.stack([xcorr_valid(r, p) for p in self.layout.preamble_templates])  # (K, P)
         e = np.concatenate([[0.0], np.cumsum(np.abs(r) ** 2)])
         win = e[self._pre_len :] - e[: -self._pre_len]  # sliding window energy, (P,)
         metric = (np.abs(c) ** 2).sum(axis=0) / (self._pre_energy * np.maximum(win, 1e-30))
@@ -158,50 +174,54 @@ class BurstReceiver:
 
     # ------------------------------------------------------------------ pilots
     def _pilots(self, r: npt.NDArray[np.complex128], fs: int, start_index: int) -> tuple[list[NodeEstimate], float]:
+        """All K pilot slots at once; arrays are (K, ...) with one row per node."""
         lay = self.layout
         t = lay.pilot_template
-        lt, d = len(t), self.search
-        fits = []
-        resid_energy, resid_n = 0.0, 0
-        for k in range(lay.num_nodes):
-            a0 = fs + lay.pilot_starts[k]
-            win = r[a0 - d - 1 : a0 + lt + d + 1]  # delays -d-1 .. d+1
-            c = xcorr_valid(win, t)  # (2d+3,)
-            p = np.abs(c) ** 2
-            j = int(np.argmax(p[1:-1])) + 1
-            tau = j - d - 1 + parabolic_offset(p[j - 1], p[j], p[j + 1])
-            # Fractionally shifted template over r[a - PAD : a + lt + PAD], a = a0 + round(tau).
-            ti = int(np.round(tau))
-            a = a0 + ti
-            ts = fractional_shift(self._pilot_padded, tau - ti)
-            rs = r[a - _PAD : a + lt + _PAD]
-            f = cfo_ml(rs, ts, self.max_cfo)
-            centre = _PAD + lay.pilot_center + (tau - ti)  # phase reference inside rs
-            rot = np.exp(2j * np.pi * f * (np.arange(len(rs)) - centre))
-            h = ls_gain(rs, ts * rot)
-            res = rs - h * ts * rot
-            resid_energy += float(np.vdot(res, res).real)
-            resid_n += len(res)
-            fits.append((k, h, f, tau, start_index + a - _PAD + centre, float(p[j])))
+        lt, d, k_all = len(t), self.search, lay.num_nodes
+        a0 = fs + np.asarray(lay.pilot_starts)  # (K,) nominal slot starts in r
+        # Candidate delays -d-1 .. d+1: windows (K, lt + 2d + 2) -> correlations (K, 2d+3).
+        idx = (a0 - d - 1)[:, None] + np.arange(lt + 2 * d + 2)[None, :]
+        win = r[idx]
+        c = win @ self._pilot_lags  # (K, 2d+3): one BLAS product, no FFT
+        p = np.abs(c) ** 2
+        ar = np.arange(k_all)
+        j = np.argmax(p[:, 1:-1], axis=1) + 1  # integer peak, (K,)
+        yl, ym, yr = p[ar, j - 1], p[ar, j], p[ar, j + 1]
+        den = yl - 2 * ym + yr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(den < 0, np.clip(0.5 * (yl - yr) / den, -0.5, 0.5), 0.0)
+        tau = j - d - 1 + frac  # delay from the nominal slot (samples), (K,)
+        ti = np.round(tau).astype(int)
+        # Fractionally shifted templates from the bank, aligned with r[a - PAD : a + lt + PAD].
+        ts = self._pilot_bank[np.round((tau - ti) * _FRAC).astype(int) + _FRAC // 2]  # (K, L')
+        a = a0 + ti
+        rs = r[(a - _PAD)[:, None] + np.arange(ts.shape[1])[None, :]]  # (K, L')
+        f = cfo_ml_batch(rs, ts, self.max_cfo)  # (K,)
+        centre = _PAD + lay.pilot_center + (tau - ti)  # phase reference inside rs, (K,)
+        rot = np.exp(2j * np.pi * f[:, None] * (np.arange(ts.shape[1])[None, :] - centre[:, None]))
+        model = ts * rot
+        h = np.einsum("kn,kn->k", np.conj(model), rs) / np.einsum("kn,kn->k", np.conj(model), model).real
+        res = rs - h[:, None] * model
         # 3 complex + 1 real parameters fitted per node: unbiased residual variance.
-        noise_var = resid_energy / max(1.0, resid_n - 3.5 * lay.num_nodes)
+        noise_var = float(np.sum(np.abs(res) ** 2) / max(1.0, res.size - 3.5 * k_all))
         thr = presence_threshold(2 * d + 1, lay.phy.presence_pfa)
+        stat = ym / (self._pilot_energy * noise_var)
+        ref = start_index + a - _PAD + centre
         out = []
-        for k, h, f, tau, ref, peak in fits:
-            stat = peak / (self._pilot_energy * noise_var)
-            present = stat > thr
+        for k in range(k_all):
+            present = bool(stat[k] > thr)
             out.append(
                 NodeEstimate(
                     node=k,
-                    present=bool(present),
-                    gain=complex(h),
-                    cfo=float(f),
-                    delay=float(tau),
-                    ref_index=float(ref),
-                    snr_db=float(10 * np.log10(max(abs(h) ** 2, 1e-300) / noise_var)),
-                    statistic=float(stat),
+                    present=present,
+                    gain=complex(h[k]),
+                    cfo=float(f[k]),
+                    delay=float(tau[k]),
+                    ref_index=float(ref[k]),
+                    snr_db=float(10 * np.log10(max(abs(h[k]) ** 2, 1e-300) / noise_var)),
+                    statistic=float(stat[k]),
                 )
             )
             if not present:
-                log.info("node %d absent: pilot statistic %.1f <= threshold %.1f", k, stat, thr)
+                log.info("node %d absent: pilot statistic %.1f <= threshold %.1f", k, stat[k], thr)
         return out, noise_var
