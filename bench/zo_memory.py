@@ -31,7 +31,11 @@ overhead).  MiB = 2**20 bytes.  Children run with ``MALLOC_MMAP_THRESHOLD_=13107
 :data:`MMAP_THRESHOLD`) so that the peak RSS follows live tensors, not allocator retention.
 
 Times: medians over ``--reps`` repetitions after one warm-up (seconds, wall clock).  The
-machine may be shared: compare ratios within one run.
+machine may be shared, so forward_s (inference process) and zo_step_s (zo process) are taken
+at different moments; the *paired* figures are robust to that: inside the zo and mezo_ref
+steps the two forwards are timed too, and ``ratio_zo_step_over_own_2fwd`` is the median of
+step / (its own two forwards), ``zo_overhead_s`` the median of step - its forwards (the z
+sweeps), ``zo_sweep_s`` one z sweep over all 125M parameters.
 
 Prints one JSON object as the last stdout line and writes it to bench/results/zo_memory.json.
 """
@@ -81,7 +85,7 @@ def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -
     from transformers import OPTConfig, OPTForCausalLM
 
     from pairzero.config import ZOConfig
-    from pairzero.zo import ZOEngine
+    from pairzero.zo import ZOEngine, add_perturbation_
 
     if threads:
         torch.set_num_threads(threads)
@@ -110,6 +114,14 @@ def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -
         return torch.nn.functional.cross_entropy(logits, labels)
 
     times: list[float] = []
+    fwd_in_step: list[float] = []  # seconds spent in the forwards inside each timed step
+    fwd_acc = [0.0]
+
+    def timed_objective(m: OPTForCausalLM) -> torch.Tensor:
+        t = time.perf_counter()
+        out = objective(m)
+        fwd_acc[0] += time.perf_counter() - t
+        return out
     extra: dict[str, Any] = {}
     if variant == "inference":
         model.eval()
@@ -122,10 +134,18 @@ def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -
         eng = ZOEngine(model, list(model.named_parameters()), ZOConfig(epsilon=1e-3, lr=1e-6))
         extra["zo_threads"] = eng.threads
         for r in range(reps + 1):
+            fwd_acc[0] = 0.0
             t0 = time.perf_counter()
-            gg = eng.scalars(100 + r, [objective])[0]
+            gg = eng.scalars(100 + r, [timed_objective])[0]
             eng.apply_update(100 + r, gg)
             times.append(time.perf_counter() - t0)
+            fwd_in_step.append(fwd_acc[0])
+        sweeps = []
+        for _ in range(3):  # one z sweep over all parameters (scale 0: θ unchanged)
+            t0 = time.perf_counter()
+            add_perturbation_(eng.params, 777, 0.0, eng.cfg.perturbation, key=eng.manifest.digest, threads=eng.threads)
+            sweeps.append(time.perf_counter() - t0)
+        extra["zo_sweep_s"] = statistics.median(sweeps)
         t0 = time.perf_counter()
         eng.replay([(999, 0.0)])  # one follower/replay round: one sweep (z generated once)
         extra["zo_replay_round_s"] = time.perf_counter() - t0
@@ -152,9 +172,10 @@ def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -
         def forward_loss() -> float:
             model.eval()
             with torch.inference_mode():
-                return float(objective(model))
+                return float(timed_objective(model))
 
         for r in range(reps + 1):
+            fwd_acc[0] = 0.0
             t0 = time.perf_counter()
             seed = 100 + r
             perturb(seed, 1.0)
@@ -168,11 +189,12 @@ def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -
                 z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
                 p.data = p.data - lr * (pg * z)
             times.append(time.perf_counter() - t0)
+            fwd_in_step.append(fwd_acc[0])
     else:
         raise ValueError(f"variant: {variant!r}, expected one of {VARIANTS}")
 
     peak_kb = _status_kb("VmHWM")
-    return {
+    res: dict[str, Any] = {
         "variant": variant,
         "peak_mb": (peak_kb - base_kb) * 1024 / MIB,
         "over_model_mb": (peak_kb - model_kb) * 1024 / MIB,
@@ -185,6 +207,12 @@ def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -
         "torch_threads": torch.get_num_threads(),
         **extra,
     }
+    if fwd_in_step:
+        # Paired with each step (same process, same moment): robust to a shared machine.
+        res["overhead_s"] = statistics.median(t - f for t, f in zip(times[1:], fwd_in_step[1:], strict=True))
+        res["step_over_own_forwards"] = statistics.median(
+            t / f for t, f in zip(times[1:], fwd_in_step[1:], strict=True))
+    return res
 
 
 def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -250,6 +278,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "zo_step_s<=1.10*2*forward_s": out["ratio_zo_step_over_2fwd"] <= 1.10,
         "zo_step_s<mezo_ref_step_s": out["zo_step_s"] < out["mezo_ref_step_s"],
     }
+    # Paired figures: each step divided by the time of the two forwards inside it.
+    out["zo_overhead_s"] = r["zo"]["overhead_s"]
+    out["mezo_ref_overhead_s"] = r["mezo_ref"]["overhead_s"]
+    out["zo_sweep_s"] = r["zo"].get("zo_sweep_s")
+    out["ratio_zo_step_over_own_2fwd"] = r["zo"]["step_over_own_forwards"]
+    out["ratio_mezo_ref_step_over_own_2fwd"] = r["mezo_ref"]["step_over_own_forwards"]
     out["step_times_s"] = {v: r[v]["step_s_all"] for v in VARIANTS}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")

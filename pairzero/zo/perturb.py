@@ -19,8 +19,10 @@ Distributions (``dist``):
     ``torch.randn(generator=...)`` (Box-Muller on mt19937 uniforms).  Fastest bit-exact
     Gaussian measured here (randn ≈ normal_ ≈ 0.30 s per 125M values on one core).  torch
     selects a vectorized Box-Muller on AVX2 CPUs, so a node on a CPU without AVX2 (or forced to
-    ``ATEN_CPU_CAPABILITY=default``) may draw different low bits: use one CPU class per
-    federation, or Rademacher.
+    ``ATEN_CPU_CAPABILITY=default``) draws different low bits (measured on torch 2.13).  The
+    manifest scheme names the torch version and CPU class
+    (:func:`pairzero.zo.manifest.z_backend`), so such a node is refused at join; use one CPU
+    class per federation, or Rademacher.
 ``"rademacher"``
     ±1 from the bits of mt19937 words: one 32-bit word gives 32 signs (bit b of word w is
     element 32w+b; 1 -> +1, 0 -> -1).  Integer-only, hence identical on every CPU; ≈6x faster
