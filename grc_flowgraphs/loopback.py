@@ -26,7 +26,7 @@ import zmq
 from gnuradio import analog, blocks, gr
 
 from grc_flowgraphs.blocks import FIR_TAPS, BurstSource, IndexedSink, NodeChannel
-from pairzero.config import ChannelConfig
+from pairzero.config import ChannelConfig, ExperimentConfig
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
 from pairzero.phy.tx import NodePrecoding, build_node_burst, compute_precoding, refine_cfo
@@ -89,7 +89,8 @@ class ChannelEmulator:
 
     ``noise_var``: complex AWGN variance at the AP (per sample; SNR = |gain|^2 / noise_var).
     ``lockstep``: run as fast as the nodes define their streams (deterministic, unthrottled);
-    otherwise free-running, throttled to ``sample_rate`` when ``throttle``.
+    otherwise free-running, throttled to ``sample_rate`` when ``throttle``. ``fading_doppler``
+    > 0 adds time-varying Rayleigh fading (gr-channels ``fading_model``) on top of the gains.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class ChannelEmulator:
         sample_rate: float = 1e6,
         node_timeout_s: float = 1.0,
         wait_for_ap: bool = True,
+        fading_doppler: float = 0.0,
     ) -> None:
         if len(node_channels) != len(node_addresses):
             raise ValueError(
@@ -121,7 +123,7 @@ class ChannelEmulator:
         self.noise = analog.noise_source_c(analog.GR_GAUSSIAN, float(np.sqrt(noise_var)), seed)
         self.channels = []
         for k, ch in enumerate(self.node_channels):
-            blk = NodeChannel(ch.gain, ch.delay, ch.cfo, seed=seed + 1 + k)
+            blk = NodeChannel(ch.gain, ch.delay, ch.cfo, fading_doppler, seed=seed + 1 + k)
             self.channels.append(blk)
             self.tb.connect((self.source, k), blk, (self.add, k))
         self.tb.connect(self.noise, (self.add, len(self.node_channels)))
@@ -144,7 +146,19 @@ class ChannelEmulator:
         """Emulator with seeded channels drawn from ``channel`` and noise from ``snr_db``."""
         chans = draw_node_channels(channel, num_nodes, seed)
         noise_var = 10 ** (-channel.snr_db / 10)
+        kwargs.setdefault("fading_doppler", channel.fading_doppler)
         return cls(chans, noise_var, node_addresses, ap_address, seed=seed, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_experiment(
+        cls, cfg: ExperimentConfig, node_addresses: Sequence[str], ap_address: str, **kwargs: object
+    ) -> ChannelEmulator:
+        """Emulator for an experiment: ``channel`` section, ``nodes.count``, ``run.seed``;
+        lockstep unless ``phy.throttle`` (then free-running at ``phy.sample_rate``)."""
+        kwargs.setdefault("lockstep", not cfg.phy.throttle)
+        kwargs.setdefault("throttle", cfg.phy.throttle)
+        kwargs.setdefault("sample_rate", cfg.phy.sample_rate)
+        return cls.from_config(cfg.channel, cfg.nodes.count, cfg.run.seed, node_addresses, ap_address, **kwargs)
 
     def start(self) -> None:
         """Start the flowgraph (returns at once)."""

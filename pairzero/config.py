@@ -146,6 +146,7 @@ class ChannelConfig:
     truncation_threshold: float = _f(0.0, ge=0.0, doc="g_th on |h_k|^2")
     max_delay_samples: float = _f(4.0, ge=0.0, doc="loopback emulator: max |delay| (samples)")
     max_cfo: float = _f(1e-4, ge=0.0, lt=0.5, doc="loopback emulator: max |CFO| (cycles/sample)")
+    fading_doppler: float = _f(0.0, ge=0.0, lt=0.5, doc="loopback emulator: time-varying Rayleigh fading, normalised Doppler (cycles/sample); 0 = block fading")
     random_phase: bool = True
 
 
