@@ -3,7 +3,8 @@
 Run (from the repository root)::
 
     .venv/bin/python bench/zo_memory.py            # all four variants, ~3-6 min on 2 cores
-    .venv/bin/python bench/zo_memory.py --reps 3 --batch 16 --seq 128
+    .venv/bin/python bench/zo_memory.py --reps 3 --batch 16 --seq 128 --perturbation gaussian
+    .venv/bin/python bench/zo_memory.py --variant zo --perturbation rademacher   # one variant
 
 Model: the exact facebook/opt-125m shapes (vocab 50272, hidden 768, 12 layers, 12 heads,
 FFN 3072, 2048 positions, tied lm_head; 125.2M parameters) built from ``OPTConfig`` with random
@@ -80,7 +81,9 @@ def _reset_peak() -> bool:
         return False
 
 
-def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -> dict[str, Any]:
+def _child(
+    variant: str, reps: int, batch: int, seq: int, threads: int | None, dist: str = "gaussian"
+) -> dict[str, Any]:
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
@@ -131,7 +134,7 @@ def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -
                 float(objective(model))
             times.append(time.perf_counter() - t0)
     elif variant == "zo":
-        eng = ZOEngine(model, list(model.named_parameters()), ZOConfig(epsilon=1e-3, lr=1e-6))
+        eng = ZOEngine(model, list(model.named_parameters()), ZOConfig(epsilon=1e-3, lr=1e-6, perturbation=dist))
         extra["zo_threads"] = eng.threads
         for r in range(reps + 1):
             fwd_acc[0] = 0.0
@@ -217,7 +220,8 @@ def _child(variant: str, reps: int, batch: int, seq: int, threads: int | None) -
 
 def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant,
-           "--reps", str(args.reps), "--batch", str(args.batch), "--seq", str(args.seq)]
+           "--reps", str(args.reps), "--batch", str(args.batch), "--seq", str(args.seq),
+           "--perturbation", args.perturbation]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
@@ -235,11 +239,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--perturbation", choices=("gaussian", "rademacher"), default="gaussian",
+                    help="z distribution of the zo variant")
     args = ap.parse_args(argv)
     if args.reps < 1:
         raise SystemExit(f"--reps: {args.reps}, expected >= 1")
     if args.variant:
-        res = _child(args.variant, args.reps, args.batch, args.seq, args.threads or None)
+        res = _child(args.variant, args.reps, args.batch, args.seq, args.threads or None, args.perturbation)
         print(json.dumps(res))
         return res
 
@@ -265,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reps": args.reps,
         "torch_threads": r["zo"]["torch_threads"],
         "zo_threads": r["zo"].get("zo_threads"),
+        "zo_perturbation": args.perturbation,
         "malloc_mmap_threshold": MMAP_THRESHOLD,
         "baseline": "RSS after imports, before building the model; peak counter reset after model build",
     }
