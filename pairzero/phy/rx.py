@@ -89,15 +89,17 @@ class BurstReceiver:
         # Bank of fractionally shifted pilot templates, shifts -1/2..1/2 in 1/_FRAC steps
         # (quantisation <= 1/(2 _FRAC) sample): no FFT per node at run time. (_FRAC+1, L+2 PAD)
         shifts = np.arange(-_FRAC // 2, _FRAC // 2 + 1) / _FRAC
-        self._pilot_bank = np.stack([fractional_shift(tp, d) for d in shifts])
+        self._pilot_bank = np.stack([fractional_shift(tp, d) for d in shifts]).astype(np.complex64)
         self._pre_conj = np.conj(np.stack(p)).T  # (L_pre, K)
+        self._det_thr: dict[int, float] = {}
+        self._presence_thr = presence_threshold(2 * self.search + 1, phy.presence_pfa)
         # Only 2d+3 lags of each pilot correlation are needed: a banded matrix whose column l
         # holds conj(pilot) at rows l..l+L-1, so correlations = windows @ matrix. (L+2d+2, 2d+3)
         lt, nl = len(layout.pilot_template), 2 * self.search + 3
         lags = np.zeros((lt + nl - 1, nl), dtype=np.complex128)
         for lag in range(nl):
             lags[lag : lag + lt, lag] = np.conj(layout.pilot_template)
-        self._pilot_lags = lags
+        self._pilot_lags = lags.astype(np.complex64)  # float32 templates: ~1e-7 relative, ample
 
     # ------------------------------------------------------------------ detection
     def _preamble_metric(self, r: npt.NDArray[np.complexfloating]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.complex128]]:
@@ -126,7 +128,9 @@ class BurstReceiver:
         and per-node delays are relative to it. Without it the whole window is searched.
         """
         lay = self.layout
-        r = np.asarray(samples, dtype=np.complex128)
+        r = np.asarray(samples)
+        if r.dtype not in (np.complex64, np.complex128):
+            r = r.astype(np.complex128)
         if r.ndim != 1:
             raise ValueError(f"samples: expected a 1-D array, got shape {r.shape}")
         if expected_start is None:
@@ -143,7 +147,10 @@ class BurstReceiver:
         seg = r[lo : hi + self._pre_len]
         metric, corr = self._preamble_metric(seg)
         i = int(np.argmax(metric))
-        thr = detection_threshold(lay.num_nodes, self._pre_len, len(metric), lay.phy.detection_pfa)
+        thr = self._det_thr.get(len(metric))
+        if thr is None:  # depends only on the number of positions searched: computed once
+            thr = detection_threshold(lay.num_nodes, self._pre_len, len(metric), lay.phy.detection_pfa)
+            self._det_thr[len(metric)] = thr
         # A lone noise spike cannot pass: with signal the metric is ~SNR/(1+SNR) <= 1.
         if metric[i] < thr:
             return RxResult(detected=False, metric=float(metric[i]), threshold=thr)
@@ -204,7 +211,7 @@ class BurstReceiver:
         res = rs - h[:, None] * model
         # 3 complex + 1 real parameters fitted per node: unbiased residual variance.
         noise_var = float(np.sum(np.abs(res) ** 2) / max(1.0, res.size - 3.5 * k_all))
-        thr = presence_threshold(2 * d + 1, lay.phy.presence_pfa)
+        thr = self._presence_thr
         stat = ym / (self._pilot_energy * noise_var)
         ref = start_index + a - _PAD + centre
         out = []
