@@ -24,6 +24,7 @@ out-of-place messages are logged and dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -244,7 +245,11 @@ class Orchestrator:
         rnd = Round(t=t, seed=seed, eta=plan.eta, noise_std=plan.noise_std, sigma_a=plan.sigma_a,
                     tx_sample=plan.tx_sample, deadline_s=self.s.ready_timeout_s, lr=self.s.lr)
         self._round = _RoundState(t, seed, expected)
-        self._broadcast(rnd)
+        if plan.precoding:  # radio PHY: every node gets its own precoding (or none: pilots only)
+            for k, m in list(self._members.items()):
+                self._send(m.peer, dataclasses.replace(rnd, precoding=plan.precoding.get(k)))
+        else:
+            self._broadcast(rnd)
         deadline = t0 + self.s.ready_timeout_s
         while not self._stop.is_set() and not expected <= self._round.ready.keys():
             left = deadline - time.monotonic()

@@ -29,9 +29,10 @@ log = logging.getLogger("pairzero.cli")
 
 # subcommand -> (one-line help, "module:function" implementing it, or None if not yet built)
 COMMANDS: dict[str, tuple[str, str | None]] = {
-    "loopback": ("run AP, channel emulator and K edge nodes as processes on this machine", None),
-    "ap": ("run the access-point process", None),
-    "edge": ("run one edge-node process", None),
+    "loopback": ("run AP, channel emulator and K edge nodes as processes on this machine",
+                 "pairzero.loopback:cmd_loopback"),
+    "ap": ("run the access-point process", "access_point.main:cmd_ap"),
+    "edge": ("run one edge-node process", "edge_node.main:cmd_edge"),
     "channel": ("run the loopback channel emulator process", None),
     "calibrate": ("align the power the AP receives from each node", None),
     "simulate": ("train in one process with simulated nodes and channel", "pairzero.simulate:cmd_simulate"),
@@ -86,6 +87,9 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--force", action="store_true", help="overwrite existing key files")
     elif name in ("loopback", "simulate", "ap"):
         p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
+    if name in ("ap", "channel"):
+        p.add_argument("--run-dir", default=None,
+                       help="existing run directory to write into (the loopback launcher sets it)")
     if name == "calibrate":
         p.add_argument("--output", default="calibration.yaml", help="calibration YAML to write")
 

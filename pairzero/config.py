@@ -212,9 +212,14 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class RadioConfig:
-    """Where the samples go: loopback emulator or USRPs (UHD device args)."""
+    """Where the samples go.
 
-    mode: Literal["loopback", "usrp"] = "loopback"
+    ``loopback``: GNU Radio flowgraphs on this machine, the channel emulator between nodes and
+    AP; ``usrp``: USRPs (UHD device args); ``baseband``: no samples at all, the scalars travel
+    in the control plane and the AP applies the simulated channel (as ``simulate`` does).
+    """
+
+    mode: Literal["loopback", "baseband", "usrp"] = "loopback"
     ap_args: str = ""
     node_args: tuple[str, ...] = ()
     center_freq_hz: float = _f(915e6, gt=0.0)

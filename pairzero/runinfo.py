@@ -66,3 +66,18 @@ def make_run_dir(cfg: ExperimentConfig, kind: str, base: str | Path | None = Non
 def write_provenance(cfg: ExperimentConfig, run_dir: Path) -> None:
     dump_config(cfg, run_dir / "config.yaml")
     (run_dir / "provenance.json").write_text(json.dumps(provenance(cfg), indent=2) + "\n")
+
+
+def experiment_id(cfg: ExperimentConfig) -> str:
+    """Id every control message carries: the run name + a hash of what defines the training.
+
+    Processes started from different configs (model, task, ZO, seed, node count, privacy) get
+    different ids, so their messages are rejected instead of silently mixing two experiments.
+    """
+    import hashlib
+
+    d = config_to_dict(cfg)
+    key = {s: d[s] for s in ("run", "model", "task", "zo", "privacy", "ota")}
+    key["nodes"] = d["nodes"]["count"]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{cfg.run.name}-{digest}"

@@ -74,9 +74,12 @@ class ZOTrainer:
         if self._cached is not None and self._cached[0] == seed:
             return list(self._cached[1])
         if self.engine.pending_seed is not None:
-            # A round we computed was never committed and another one starts: leave the
-            # pending state the way a replica would see it, as an update with g_hat = 0.
-            log.warning("round seed %d was never committed; restoring θ", self.engine.pending_seed)
+            # Cannot happen with the orchestrator (an uncommitted round re-runs with the same
+            # seed; a committed one reaches us as UPDATE or in catch-up). If it does, θ can only
+            # be restored up to rounding: this node no longer matches its replicas, and the
+            # periodic model-hash check will stop it (restart it to replay from the log).
+            log.error("round seed %d was never committed; θ restored up to rounding, so this node "
+                      "has diverged from the others", self.engine.pending_seed)
             self.engine.restore()
         g = self.engine.scalars(seed, self.loss_fns(seed))
         self._cached = (seed, list(g))

@@ -68,6 +68,7 @@ class OTARoundRunner:
         self.sigma_a_max = sigma_a_max
         self.seed = int(seed)
         self.accountant = GaussianDPAccountant(channel.n_nodes)
+        self.last_plan: PowerPlan | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> OTARoundRunner:
@@ -100,6 +101,7 @@ class OTARoundRunner:
         """Draw round t's channel, plan, aggregate g (K,) over the air, account mu_t."""
         state = self.channel.draw(round_t)
         plan = self.plan(state, available)
+        self.last_plan = plan  # who was active (plan.active) in the latest round
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM_RX_NOISE, round_t]))
         res = ota_round(g, state, plan, rng, self.scheme)
         self.accountant.add(res.mu_t)

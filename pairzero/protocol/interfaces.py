@@ -11,10 +11,10 @@ Reference implementations for tests and radio-free dry runs live in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from pairzero.protocol.messages import Round, RoundRecord
+from pairzero.protocol.messages import Precoding, Round, RoundRecord
 
 __all__ = ["RoundPlan", "PhyResult", "RoundPlanner", "ApPhy", "NodePhy", "ModelReplica", "Trainer"]
 
@@ -26,7 +26,9 @@ class RoundPlan:
     ``eta``: alignment gain eta_t (linear amplitude); ``sigma_a``: total artificial-noise std
     the AP plans (real amplitude); ``noise_std``: each node's artificial-noise share;
     ``tx_sample``: payload start on the shared sample clock (-1: PHY decides); ``mu``: the
-    round's Gaussian-DP mu_t = 2 G eta / sqrt(sigma_n^2 + sigma_a^2), or None if not accounted.
+    round's Gaussian-DP mu_t = 2 G eta / sqrt(sigma_n^2 + sigma_a^2), or None if not accounted;
+    ``precoding``: per-node payload precoding (radio PHY), node id -> Precoding; nodes not in
+    it send pilots only. Empty: every node gets the same ROUND (digital path).
     """
 
     eta: float = 1.0
@@ -34,6 +36,7 @@ class RoundPlan:
     noise_std: float = 0.0
     tx_sample: int = -1
     mu: float | None = None
+    precoding: Mapping[int, Precoding] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

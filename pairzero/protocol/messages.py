@@ -39,6 +39,7 @@ __all__ = [
     "JoinAck",
     "JoinReject",
     "Round",
+    "Precoding",
     "Ready",
     "Update",
     "Leave",
@@ -123,6 +124,23 @@ class JoinReject:
 
 
 @dataclass(frozen=True)
+class Precoding:
+    """One node's payload precoding for a round (see :mod:`pairzero.phy.tx`).
+
+    ``b_re``/``b_im``: complex amplitude b_k multiplying the scalar (linear, includes the channel
+    inversion); ``cfo``: carrier offset to pre-compensate (cycles/sample); ``delay``: channel
+    delay to pre-compensate (samples); ``ref_index``: absolute sample index at which b_k's
+    phase holds.
+    """
+
+    b_re: float
+    b_im: float
+    cfo: float
+    delay: float
+    ref_index: float
+
+
+@dataclass(frozen=True)
 class Round:
     """AP -> nodes: start round ``t``.
 
@@ -131,7 +149,9 @@ class Round:
     share each node adds to its payload (real amplitude units, 0 = none); ``sigma_a``: total
     artificial-noise std the AP plans for; ``tx_sample``: sample index on the shared sample
     clock at which the payload burst starts (-1: PHY decides); ``deadline_s``: seconds after
-    this message within which READY must reach the AP; ``lr``: learning rate for the update.
+    this message within which READY must reach the AP; ``lr``: learning rate for the update;
+    ``precoding``: this node's payload precoding (radio PHY; sent per node), or None: the
+    node sends its pilots only (no channel estimate yet) or the PHY needs none (digital path).
     """
 
     t: int
@@ -142,6 +162,7 @@ class Round:
     tx_sample: int
     deadline_s: float
     lr: float
+    precoding: Precoding | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,170 @@
+"""``pairzero ap``: the access-point process.
+
+Binds the control plane (ZeroMQ ROUTER at ``network.ap_host:network.control_port``, CurveZMQ
+when ``network.curve``), resumes from the round log in the run directory, and runs the rounds:
+ROUND → READY (deadline) → over-the-air receive → commit to the round log → UPDATE. It keeps a
+replica of the model (ZO engine, no forward passes except evaluation) to publish the expected
+model hash and to evaluate validation accuracy every ``task.eval_every`` rounds.
+
+Example (the loopback launcher does this for you)::
+
+    pairzero ap --config configs/loopback.yaml --run-dir runs/my-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pairzero.config import ExperimentConfig, load_config
+from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
+
+__all__ = ["cmd_ap", "ApProgress", "build_phy"]
+
+log = logging.getLogger(__name__)
+
+
+class ApProgress:
+    """Metrics callback: evaluation every ``eval_every`` rounds, JSONL row, progress line."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, replica: Any, ota: Any) -> None:
+        self.cfg = cfg
+        self.replica = replica
+        self.ota = ota
+        self.path = run_dir / "metrics.jsonl"
+        self.f = self.path.open("a")
+        self.t0 = time.monotonic()
+        self.last: dict[str, Any] = {}
+
+    def evaluate(self, round_no: int) -> dict[str, Any]:
+        ev = self.replica.evaluate()
+        return {"round": round_no, "val_loss": ev["loss"], "val_accuracy": ev["accuracy"]}
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.f.write(json.dumps(row, allow_nan=False) + "\n")
+        self.f.flush()
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        out = dict(row)
+        out["round"] = row["round"] + 1  # rounds completed, as in simulate's metrics
+        eps = getattr(self.ota, "eps_spent", lambda: None)()
+        if eps is not None:
+            out["eps_spent"] = eps
+        last = getattr(self.ota, "last", None)
+        if last is not None:
+            out.update(sq_err=_finite(last.sq_err), g_true_mean=_finite(last.true_mean),
+                       mse_closed_form=_finite(last.mse_closed_form), n_active=int(last.n_active))
+        if out["round"] % self.cfg.task.eval_every == 0 or out["round"] == self.cfg.run.rounds:
+            out.update({k: v for k, v in self.evaluate(out["round"]).items() if k != "round"})
+        out["elapsed_s"] = round(time.monotonic() - self.t0, 3)
+        self.write(out)
+        self.last = out
+        if out["round"] % self.cfg.output.log_every == 0 or "val_accuracy" in out:
+            parts = [f"round {out['round']:4d}/{self.cfg.run.rounds}",
+                     f"g_hat {out['g_hat']:+.4f}", f"|S| {len(out['active'])}/{self.cfg.nodes.count}"]
+            if out.get("missing"):
+                parts.append(f"missing {out['missing']}")
+            if "eps_spent" in out:
+                parts.append(f"eps {out['eps_spent']:.3f}")
+            if "val_accuracy" in out:
+                parts.append(f"val loss {out['val_loss']:.4f} acc {out['val_accuracy']:.3f}")
+            parts.append(f"{out['elapsed_s']:.0f}s")
+            print("  ".join(parts), flush=True)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x == x and abs(x) != float("inf") else None
+
+
+def build_phy(cfg: ExperimentConfig, run_dir: Path) -> Any:
+    """The AP's planner + receive chain for ``radio.mode`` (one object implementing both)."""
+    mode = cfg.radio.mode
+    if mode == "baseband":
+        from access_point.baseband import BasebandOTA
+
+        return BasebandOTA(cfg)
+    if mode in ("loopback", "usrp"):
+        from access_point.ota_phy import GnuRadioApPhy
+
+        return GnuRadioApPhy(cfg)
+    raise ValueError(f"radio.mode: {mode!r} is not supported by the AP")
+
+
+def cmd_ap(args: argparse.Namespace) -> int:
+    """CLI entry: ``pairzero ap``."""
+    from access_point.orchestrator import ApSettings, Orchestrator
+    from access_point.roundlog import RoundLog
+    from pairzero.protocol.keys import load_server_keys
+    from pairzero.protocol.transport import ZmqServer
+    from pairzero.trainer import ZOTrainer
+
+    cfg = load_config(args.config, args.overrides)
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "config.yaml").exists():
+            write_provenance(cfg, run_dir)
+    else:
+        run_dir = make_run_dir(cfg, "ap", args.out)
+    exp = experiment_id(cfg)
+    replica = ZOTrainer(cfg, node_ids=[])
+    phy = build_phy(cfg, run_dir)
+    curve, key_ids = (None, None)
+    if cfg.network.curve:
+        curve, key_ids = load_server_keys(cfg.network.keys_dir)
+    endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
+    rl = RoundLog.open(run_dir / "rounds.sqlite", exp)
+    progress = ApProgress(cfg, run_dir, replica, phy)
+    try:
+        transport = ZmqServer(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
+    except Exception as e:
+        rl.close()
+        raise SystemExit(f"pairzero ap: cannot bind {endpoint}: {e} (is another AP running?)") from None
+    settings = ApSettings.from_config(cfg, exp, replica.manifest_digest())
+    orch = Orchestrator(settings, transport, rl, phy, phy, metrics=progress, replica=replica,
+                        key_ids=key_ids)
+
+    def _stop(signum: int, frame: object) -> None:
+        log.warning("signal %d: stopping after the current step (the round log stays consistent)", signum)
+        orch.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"AP {exp}: listening on {transport.endpoint}, {cfg.nodes.count} nodes, "
+          f"{cfg.run.rounds} rounds, PHY {cfg.radio.mode}, run dir {run_dir}", flush=True)
+    if rl.next_round == 0:
+        progress.write({**progress.evaluate(0), "elapsed_s": 0.0})
+    try:
+        committed = orch.run(linger_s=2.0 * cfg.network.heartbeat_s)
+    finally:
+        transport.close()
+        rl.close()
+        progress.close()
+        close = getattr(phy, "close", None)
+        if close is not None:
+            close()
+    done = orch.next_round >= cfg.run.rounds
+    summary = {"rounds_committed": orch.next_round, "committed_by_this_run": committed,
+               "finished": done, **{k: progress.last.get(k) for k in ("val_accuracy", "val_loss", "eps_spent")},
+               "model_hash": replica.model_hash(), "experiment": exp, "run_dir": str(run_dir)}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if done and cfg.output.plots:
+        from pairzero.report import plot_run
+
+        for p in plot_run(run_dir):
+            print(f"plot: {p}", flush=True)
+    print(f"AP done: {orch.next_round}/{cfg.run.rounds} rounds committed; results in {run_dir}", flush=True)
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    sys.exit("use `pairzero ap`")

@@ -1,0 +1,82 @@
+"""``pairzero edge --node-id k``: one edge-node process.
+
+Loads the model and node k's data shard, joins the AP (CurveZMQ key ``node<k>`` from
+``network.keys_dir`` when ``network.curve``), and per round computes its ZO scalar with two
+forward passes, transmits it (over the air, or in READY in baseband mode), and applies the
+AP's update. A node that joins late or missed rounds replays the round log it missed.
+
+Example (the loopback launcher does this for you)::
+
+    pairzero edge --config configs/loopback.yaml --node-id 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from typing import Any
+
+from pairzero.config import ExperimentConfig, load_config
+from pairzero.protocol.messages import Round
+from pairzero.runinfo import experiment_id
+
+__all__ = ["cmd_edge", "BasebandNodePhy", "build_node_phy"]
+
+log = logging.getLogger(__name__)
+
+
+class BasebandNodePhy:
+    """Baseband mode: nothing goes over the air; the scalar travels in READY."""
+
+    digital = True
+
+    def transmit(self, t: int, scalar: float, rnd: Round) -> None:
+        return None
+
+
+def build_node_phy(cfg: ExperimentConfig, node: int) -> Any:
+    """The node's transmit chain for ``radio.mode``."""
+    if cfg.radio.mode == "baseband":
+        return BasebandNodePhy()
+    from edge_node.ota_phy import GnuRadioNodePhy
+
+    return GnuRadioNodePhy(cfg, node)
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    """CLI entry: ``pairzero edge``."""
+    from edge_node.runtime import EdgeNode
+    from pairzero.protocol.keys import load_client_keys
+    from pairzero.protocol.transport import ZmqClient
+    from pairzero.trainer import ZOTrainer
+
+    cfg = load_config(args.config, args.overrides)
+    k = args.node_id
+    if not 0 <= k < cfg.nodes.count:
+        raise SystemExit(f"pairzero edge: --node-id {k} out of range (nodes.count = {cfg.nodes.count})")
+    curve = load_client_keys(cfg.network.keys_dir, k) if cfg.network.curve else None
+    trainer = ZOTrainer(cfg, node_ids=[k])
+    phy = build_node_phy(cfg, k)
+    endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
+    transport = ZmqClient(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
+    node = EdgeNode(k, experiment_id(cfg), transport, trainer, phy,
+                    key_id=curve.public.decode() if curve else "", heartbeat_s=cfg.network.heartbeat_s)
+
+    def _stop(signum: int, frame: object) -> None:
+        log.warning("signal %d: node %d leaving", signum, k)
+        node.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    log.info("node %d: connecting to %s", k, endpoint)
+    try:
+        n = node.run(until_round=cfg.run.rounds)
+    finally:
+        transport.close()
+        close = getattr(phy, "close", None)
+        if close is not None:
+            close()
+    log.info("node %d: stopped at round %d (%d rounds participated), model %s", k, n,
+             node.rounds_participated, trainer.model_hash()[:16])
+    return 0 if n >= cfg.run.rounds else 1

@@ -1,0 +1,141 @@
+"""``pairzero loopback``: the whole testbed on one machine, one process per role.
+
+Starts the channel emulator (GNU Radio, ``radio.mode: loopback``), the access point and K edge
+nodes as separate processes, exactly as they run on a lab's hosts, on 127.0.0.1. Shows the
+AP's progress, stops everything cleanly on Ctrl-C (no orphan processes: the children also die
+with the launcher), and leaves one run directory::
+
+    runs/<name>-loopback-<time>/
+        config.yaml  provenance.json      resolved config, git revision, seeds
+        metrics.jsonl summary.json *.png  per-round metrics, summary, plots
+        rounds.sqlite                     the AP's round log (replayable checkpoint)
+        keys/                             CurveZMQ keys generated for this run
+        logs/{ap,channel,edge<k>}.log     every process's log
+
+Example::
+
+    pairzero loopback --config configs/loopback.yaml --set run.rounds=50
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import socket
+import sys
+import time
+from pathlib import Path
+
+from pairzero.config import ConfigError, ExperimentConfig, load_config
+from pairzero.procs import Child, Supervisor
+from pairzero.runinfo import make_run_dir, write_provenance
+
+__all__ = ["cmd_loopback", "ports_in_use"]
+
+log = logging.getLogger(__name__)
+
+
+def ports_in_use(cfg: ExperimentConfig) -> list[int]:
+    """The configured TCP ports on ``network.ap_host`` that another process already holds."""
+    n = cfg.network
+    ports = [n.control_port]
+    if cfg.radio.mode == "loopback":
+        ports += [n.sample_port_base + i for i in range(cfg.nodes.count + 1)]
+    busy = []
+    for p in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((n.ap_host, p))
+            except OSError:
+                busy.append(p)
+    return busy
+
+
+def _echo(name: str) -> object:
+    """Print a child's output lines except its INFO/DEBUG log lines (those stay in its log)."""
+
+    def echo(line: str) -> None:
+        if " INFO " in line or " DEBUG " in line or not line.strip():
+            return
+        print(line if name == "ap" else f"[{name}] {line}", flush=True)
+
+    return echo
+
+
+def cmd_loopback(args: argparse.Namespace) -> int:
+    """CLI entry: ``pairzero loopback``."""
+    cfg = load_config(args.config, args.overrides)
+    if cfg.radio.mode == "usrp":
+        raise ConfigError("radio.mode: 'usrp' cannot run in loopback; use 'loopback' or 'baseband'")
+    if cfg.network.ap_host not in ("127.0.0.1", "localhost"):
+        raise ConfigError(f"network.ap_host: {cfg.network.ap_host!r}; loopback runs on 127.0.0.1")
+    busy = ports_in_use(cfg)
+    if busy:
+        raise SystemExit(
+            f"pairzero loopback: ports {busy} on {cfg.network.ap_host} are in use (another run?); "
+            "pick others with --set network.control_port=... --set network.sample_port_base=..."
+        )
+    run_dir = make_run_dir(cfg, "loopback", args.out)
+    if cfg.network.curve:
+        from pairzero.protocol.keys import generate_keys
+
+        keys = run_dir / "keys"
+        generate_keys(keys, cfg.nodes.count)
+        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, keys_dir=str(keys)))
+        write_provenance(cfg, run_dir)  # the children read this resolved config
+    logs = run_dir / "logs"
+    exe = [sys.executable, "-m", "pairzero.cli"]
+    common = ["--config", str(run_dir / "config.yaml"), "--log-level", args.log_level]
+    print(f"loopback: AP + {cfg.nodes.count} edge nodes"
+          + (" + GNU Radio channel emulator" if cfg.radio.mode == "loopback" else " (baseband OTA)")
+          + f", {cfg.run.rounds} rounds; run dir {run_dir}", flush=True)
+    sup = Supervisor(grace_s=15.0)
+    t0 = time.monotonic()
+    try:
+        if cfg.radio.mode == "loopback":
+            sup.start(Child("channel", [*exe, "channel", *common], logs / "channel.log", _echo("channel")))  # type: ignore[arg-type]
+        ap = sup.start(Child("ap", [*exe, "ap", *common, "--run-dir", str(run_dir)], logs / "ap.log",
+                             _echo("ap")))  # type: ignore[arg-type]
+        nodes = [
+            sup.start(Child(f"edge{k}", [*exe, "edge", *common, "--node-id", str(k)],
+                            logs / f"edge{k}.log", _echo(f"edge{k}")))  # type: ignore[arg-type]
+            for k in range(cfg.nodes.count)
+        ]
+        reported: set[str] = set()
+        while ap.poll() is None:
+            for c in sup.children:
+                rc = c.poll()
+                if rc not in (None, 0) and c.name not in reported:
+                    reported.add(c.name)
+                    print(f"loopback: {c.name} exited with status {rc} (see {c.log_path}); "
+                          "the AP goes on without it", flush=True)
+            time.sleep(0.2)
+        rc_ap = ap.wait()
+        # The nodes leave after the last UPDATE; give them a moment, then stop the rest.
+        deadline = time.monotonic() + 10.0
+        while any(n.poll() is None for n in nodes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        codes = sup.stop()
+    except KeyboardInterrupt:
+        print("\nloopback: interrupted; stopping all processes", flush=True)
+        sup.stop()
+        print(f"loopback: stopped; partial results in {run_dir}", flush=True)
+        return 130
+    finally:
+        sup.stop()
+    print(f"loopback: finished in {time.monotonic() - t0:.0f} s (AP status {rc_ap}, "
+          f"processes {codes}); results in {run_dir}", flush=True)
+    _write_latest(run_dir)
+    return int(rc_ap or 0)
+
+
+def _write_latest(run_dir: Path) -> None:
+    """``<output dir>/latest`` points at the newest run (a symlink, best effort)."""
+    link = run_dir.parent / "latest"
+    try:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(run_dir.name)
+    except OSError:
+        pass
