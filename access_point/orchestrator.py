@@ -377,7 +377,11 @@ class Orchestrator:
         elif isinstance(b, CatchupRequest):
             self._on_catchup(m, b)
         elif isinstance(b, Heartbeat):
-            m.next_round = b.next_round
+            # A heartbeat sent before the node applied the latest UPDATE arrives after the AP
+            # advanced the member: never let it move the member back (it would be left out of
+            # the next round and its READY dropped). A node that really fell behind catches up
+            # when it sees the next ROUND.
+            m.next_round = max(m.next_round, b.next_round)
         elif isinstance(b, Leave):
             log.info("node %d left: %s", b.node, b.reason)
             del self._members[b.node]

@@ -78,6 +78,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """Entry point: ``args.config`` (path or None), ``args.overrides`` (list of key=value),
     ``args.output`` (YAML path, default ``<output.dir>/calibration.yaml``). Returns an exit code."""
     cfg = load_config(args.config, list(getattr(args, "overrides", None) or []))
+    if cfg.radio.mode == "baseband":
+        log.error("calibrate: radio.mode 'baseband' has no radio to calibrate; use 'loopback' or 'usrp'")
+        return 2
     if cfg.radio.mode != "loopback":
         from grc_flowgraphs.radio import find_usrp_devices
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import socket
 import sys
 import time
@@ -76,6 +77,12 @@ def cmd_loopback(args: argparse.Namespace) -> int:
             f"pairzero loopback: ports {busy} on {cfg.network.ap_host} are in use (another run?); "
             "pick others with --set network.control_port=... --set network.sample_port_base=..."
         )
+    # K + 1 processes share this machine's cores: one thread each (torch's OpenMP pool and the
+    # z generators), unless the config asks for more; oversubscribed OpenMP pools spin-wait
+    # and make every round many times slower.
+    threads = max(1, len(os.sched_getaffinity(0)) // (cfg.nodes.count + 1))
+    if cfg.zo.threads == 0:
+        cfg = dataclasses.replace(cfg, zo=dataclasses.replace(cfg.zo, threads=threads))
     run_dir = make_run_dir(cfg, "loopback", args.out)
     if cfg.network.curve:
         from pairzero.protocol.keys import generate_keys
@@ -91,15 +98,20 @@ def cmd_loopback(args: argparse.Namespace) -> int:
           + (" + GNU Radio channel emulator" if cfg.radio.mode == "loopback" else " (baseband OTA)")
           + f", {cfg.run.rounds} rounds; run dir {run_dir}", flush=True)
     sup = Supervisor(grace_s=15.0)
+    # Children: unbuffered output (progress reaches the terminal at once), no per-process
+    # weight-loading progress bars.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+           "OMP_NUM_THREADS": str(cfg.zo.threads), "MKL_NUM_THREADS": str(cfg.zo.threads)}
     t0 = time.monotonic()
     try:
         if cfg.radio.mode == "loopback":
-            sup.start(Child("channel", [*exe, "channel", *common], logs / "channel.log", _echo("channel")))  # type: ignore[arg-type]
+            sup.start(Child("channel", [*exe, "channel", *common], logs / "channel.log",
+                            _echo("channel")), env)  # type: ignore[arg-type]
         ap = sup.start(Child("ap", [*exe, "ap", *common, "--run-dir", str(run_dir)], logs / "ap.log",
-                             _echo("ap")))  # type: ignore[arg-type]
+                             _echo("ap")), env)  # type: ignore[arg-type]
         nodes = [
             sup.start(Child(f"edge{k}", [*exe, "edge", *common, "--node-id", str(k)],
-                            logs / f"edge{k}.log", _echo(f"edge{k}")))  # type: ignore[arg-type]
+                            logs / f"edge{k}.log", _echo(f"edge{k}")), env)  # type: ignore[arg-type]
             for k in range(cfg.nodes.count)
         ]
         reported: set[str] = set()

@@ -79,5 +79,6 @@ def experiment_id(cfg: ExperimentConfig) -> str:
     d = config_to_dict(cfg)
     key = {s: d[s] for s in ("run", "model", "task", "zo", "privacy", "ota")}
     key["nodes"] = d["nodes"]["count"]
+    key["zo"] = {k: v for k, v in d["zo"].items() if k != "threads"}  # speed only, never the bits
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return f"{cfg.run.name}-{digest}"

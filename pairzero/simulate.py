@@ -95,8 +95,8 @@ def run_simulation(
                      pilot_uses=cfg.phy.pilot_length)
     down = downlink_cost(method, n_params, k)
 
-    def say(msg: str) -> None:
-        log.info(msg)
+    def say(msg: str) -> None:  # progress is the command's output; the log keeps a copy
+        log.debug(msg)
         if echo:
             print(msg, flush=True)
 

@@ -105,7 +105,7 @@ class OTARoundRunner:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM_RX_NOISE, round_t]))
         res = ota_round(g, state, plan, rng, self.scheme)
         self.accountant.add(res.mu_t)
-        log.info(
+        log.debug(
             "round %d: |S|=%d eta=%.4g (%s) sigma_a=%.3g max mu_t=%.4g",
             round_t, res.n_active, res.eta, plan.limited_by, res.sigma_a, float(np.max(res.mu_t)),
         )
