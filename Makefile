@@ -3,7 +3,7 @@ VENV ?= .venv
 export PAIRZERO_VENV := $(VENV)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint bench grc clean
+.PHONY: setup demo test test-slow lint bench grc simulate clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,14 @@ lint: setup
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+simulate: setup
+	$(BIN)/pairzero simulate --config configs/loopback.yaml
+
+# Compile every flowgraph with grcc (GNU Radio Companion's compiler) into grc_flowgraphs/build.
+grc: setup
+	PATH=$(abspath $(BIN)):$$PATH PYTHONPATH=$(CURDIR) GRC_BLOCKS_PATH=$(CURDIR)/grc_flowgraphs \
+		grcc -o grc_flowgraphs/build grc_flowgraphs/*.grc
 
 clean:
 	rm -rf runs grc_flowgraphs/build .pytest_cache .ruff_cache

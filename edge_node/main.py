@@ -13,8 +13,10 @@ Example (the loopback launcher does this for you)::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from pairzero.config import ExperimentConfig, load_config
@@ -77,6 +79,14 @@ def cmd_edge(args: argparse.Namespace) -> int:
         close = getattr(phy, "close", None)
         if close is not None:
             close()
+    model_hash = trainer.model_hash()
     log.info("node %d: stopped at round %d (%d rounds participated), model %s", k, n,
-             node.rounds_participated, trainer.model_hash()[:16])
+             node.rounds_participated, model_hash[:16])
+    if args.run_dir:
+        report = {"node": k, "next_round": n, "rounds_participated": node.rounds_participated,
+                  "model_hash": model_hash, "compute_s": {str(t): s for t, s in trainer.compute_s.items()},
+                  "tx_s": {str(t): s for t, s in getattr(phy, "tx_s", {}).items()}}
+        out = Path(args.run_dir) / "nodes"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"edge{k}.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0 if n >= cfg.run.rounds else 1

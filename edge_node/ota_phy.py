@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class GnuRadioNodePhy:
         self.layout = FrameLayout(cfg.phy, cfg.nodes.count)
         self._noise = np.random.default_rng(secrets.randbits(128))
         self.sent: list[int] = []  # tx_sample of every frame sent (for tests and logs)
+        self.tx_s: dict[int, float] = {}  # round t -> seconds to build and hand over the frame
         if frontend is None:
             if cfg.radio.mode == "usrp":
                 from grc_flowgraphs.radio import UsrpEdgeTx
@@ -66,7 +68,9 @@ class GnuRadioNodePhy:
         if rnd.tx_sample < 0:
             raise ValueError(f"round {t}: tx_sample {rnd.tx_sample} — the AP runs without a radio "
                              "PHY; set the same radio.mode on the AP and the nodes")
+        t0 = time.perf_counter()
         self.frontend.send(self.burst(scalar, rnd), rnd.tx_sample)  # type: ignore[attr-defined]
+        self.tx_s[t] = time.perf_counter() - t0
         self.sent.append(rnd.tx_sample)
 
     def close(self) -> None:

@@ -87,7 +87,7 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--force", action="store_true", help="overwrite existing key files")
     elif name in ("loopback", "simulate", "ap"):
         p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
-    if name in ("ap", "channel"):
+    if name in ("ap", "channel", "edge"):
         p.add_argument("--run-dir", default=None,
                        help="existing run directory to write into (the loopback launcher sets it)")
     if name == "calibrate":

@@ -110,7 +110,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
         ap = sup.start(Child("ap", [*exe, "ap", *common, "--run-dir", str(run_dir)], logs / "ap.log",
                              _echo("ap")), env)  # type: ignore[arg-type]
         nodes = [
-            sup.start(Child(f"edge{k}", [*exe, "edge", *common, "--node-id", str(k)],
+            sup.start(Child(f"edge{k}", [*exe, "edge", *common, "--node-id", str(k), "--run-dir", str(run_dir)],
                             logs / f"edge{k}.log", _echo(f"edge{k}")), env)  # type: ignore[arg-type]
             for k in range(cfg.nodes.count)
         ]

@@ -12,6 +12,7 @@ node's scalar is a pure function of (config, t, k, θ), the same in simulate and
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ class ZOTrainer:
         self.validation = tuple(data.validation[: cfg.task.eval_examples])
         self.objective = make_objective(cfg.task, self.tokenizer)
         self._cached: tuple[int, list[float]] | None = None  # (seed, scalars) of the pending round
+        self.compute_s: dict[int, float] = {}  # round t -> seconds of compute_scalar (edge node)
         log.info(
             "trainer: model %s (%s trainable values, mode %s), nodes %s, %d train / %d validation",
             cfg.model.name, f"{self.engine.manifest.numel:,}", cfg.model.trainable, self.node_ids,
@@ -114,7 +116,10 @@ class ZOTrainer:
         """The single hosted node's scalar (edge-node use)."""
         if len(self.node_ids) != 1:
             raise RuntimeError(f"compute_scalar: this trainer hosts {len(self.node_ids)} nodes, expected 1")
-        return self.local_scalars(seed)[0]
+        t0 = time.perf_counter()
+        g = self.local_scalars(seed)[0]
+        self.compute_s[t] = time.perf_counter() - t0
+        return g
 
     def manifest_digest(self) -> str:
         return self.engine.manifest.digest

@@ -1,0 +1,59 @@
+"""Helpers for the end-to-end tests that start real pAirZero processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from access_point.roundlog import RoundLog
+from pairzero.config import ExperimentConfig, config_from_dict
+from pairzero.protocol.messages import RoundRecord
+from pairzero.runinfo import experiment_id
+from pairzero.trainer import ZOTrainer
+
+
+def free_port_block(n: int, start: int = 20000, stop: int = 60000) -> int:
+    """First port p such that p..p+n-1 can all be bound on 127.0.0.1 right now."""
+    p = start
+    while p + n < stop:
+        ok = True
+        for q in range(p, p + n):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", q))
+                except OSError:
+                    ok = False
+                    p = q + 1
+                    break
+        if ok:
+            return p
+    raise RuntimeError("no free block of ports")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_cfg(run_dir: Path) -> ExperimentConfig:
+    """The resolved config a run directory was made with."""
+    return config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+
+
+def round_log(run_dir: Path) -> list[RoundRecord]:
+    """Every committed round of the AP's log (checksums and contiguity verified on open)."""
+    rl = RoundLog.open(run_dir / "rounds.sqlite", experiment_id(load_cfg(run_dir)))
+    try:
+        return rl.records(0)
+    finally:
+        rl.close()
+
+
+def replay_hash(run_dir: Path) -> str:
+    """Model hash of a fresh model (initial weights) after replaying the AP's round log."""
+    tr = ZOTrainer(load_cfg(run_dir), node_ids=[])
+    tr.replay(round_log(run_dir))
+    return tr.model_hash()
