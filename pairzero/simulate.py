@@ -69,7 +69,7 @@ class _FirstOrder:
             g = torch.autograd.grad(loss, self.params)
             for acc, gi in zip(grads, g, strict=True):
                 acc.add_(gi, alpha=1.0 / len(tr.node_ids))
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         with torch.no_grad():
             for p, g in zip(self.params, grads, strict=True):
                 p.sub_(self.lr * g)
