@@ -85,6 +85,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     if args.run_dir:
         report = {"node": k, "next_round": n, "rounds_participated": node.rounds_participated,
                   "model_hash": model_hash, "compute_s": {str(t): s for t, s in trainer.compute_s.items()},
+                  "update_s": {str(t): s for t, s in trainer.update_s.items()},
                   "tx_s": {str(t): s for t, s in getattr(phy, "tx_s", {}).items()}}
         out = Path(args.run_dir) / "nodes"
         out.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,8 @@ class ZOTrainer:
         self.objective = make_objective(cfg.task, self.tokenizer)
         self._cached: tuple[int, list[float]] | None = None  # (seed, scalars) of the pending round
         self.compute_s: dict[int, float] = {}  # round t -> seconds of compute_scalar (edge node)
+        self.update_s: dict[int, float] = {}  # round t -> seconds of its apply_update
+        self._last_t: tuple[int, int] | None = None  # (t, seed) of the latest compute_scalar
         log.info(
             "trainer: model %s (%s trainable values, mode %s), nodes %s, %d train / %d validation",
             cfg.model.name, f"{self.engine.manifest.numel:,}", cfg.model.trainable, self.node_ids,
@@ -93,7 +95,10 @@ class ZOTrainer:
             raise ValueError(f"lr: the AP sent {lr}, this node is configured with zo.lr = {self.cfg.zo.lr}")
         if self.engine.pending_seed is not None and self.engine.pending_seed != seed:
             self.engine.restore()
+        t0 = time.perf_counter()
         self.engine.apply_update(seed, g_hat)
+        if self._last_t is not None and self._last_t[1] == seed:
+            self.update_s[self._last_t[0]] = time.perf_counter() - t0
         self._cached = None
 
     def replay(self, records: Iterable[Any]) -> None:
@@ -119,6 +124,7 @@ class ZOTrainer:
         t0 = time.perf_counter()
         g = self.local_scalars(seed)[0]
         self.compute_s[t] = time.perf_counter() - t0
+        self._last_t = (t, seed)
         return g
 
     def manifest_digest(self) -> str:

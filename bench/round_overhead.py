@@ -1,0 +1,103 @@
+"""Per-round time of the loopback testbed split into compute, PHY and control plane.
+
+    .venv/bin/python bench/round_overhead.py [--model opt-125m] [--rounds 8] [--nodes 3]
+
+Runs ``pairzero loopback`` (AP, GNU Radio channel emulator and K edge-node processes, real
+ZeroMQ control plane) on the given model and reads back what every process measured:
+
+* a round's period P_t: time between the AP's commits of rounds t-1 and t (AP clock);
+* compute C_t: the slowest node's ZO work for the round, i.e. its two forward passes with the
+  perturbation sweeps (``compute_s``) plus its fused restore+update sweep of the previous round
+  (``update_s``): the part that is inherent to zeroth-order training;
+* PHY: the AP's capture + receiver (``phy_s``) plus the slowest node's frame build + hand-over
+  to the emulator (``tx_s``);
+* control plane and everything else: P_t - C_t - PHY (message latency, READY deadline waits,
+  the AP's round log commit and its model replica update).
+
+Only rounds with an over-the-air payload (from the third on) after the first payload round
+are counted. Target: (PHY + control) / P <= 10% on opt-125m shapes.
+Prints one JSON object (last line) and writes bench/results/round_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _free_base(n: int) -> int:
+    for base in range(21000, 60000, 50):
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="opt-125m")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=16)
+    a = ap.parse_args()
+    base = _free_base(a.nodes + 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pairzero.cli", "loopback", "--out", tmp,
+               "--set", f"model.name={a.model}", "--set", f"run.rounds={a.rounds}",
+               "--set", f"nodes.count={a.nodes}", "--set", f"task.batch_size={a.batch}",
+               "--set", "task.eval_every=100000", "--set", "output.plots=false",
+               "--set", f"network.control_port={base}", "--set", f"network.sample_port_base={base + 1}",
+               "--set", "network.ready_timeout_s=120"]
+        t0 = time.monotonic()
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.monotonic() - t0
+        if res.returncode != 0:
+            sys.exit(f"loopback failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+        (run_dir,) = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.is_symlink()]
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rows = {r["round"] - 1: r for r in rows if "g_hat" in r}  # keyed by round index t
+        nodes = [json.loads(p.read_text()) for p in sorted((run_dir / "nodes").glob("edge*.json"))]
+    per_round = []
+    for t in range(3, a.rounds):  # rounds 0-1 sound the channel; round 2 has no previous update
+        period = rows[t]["time"] - rows[t - 1]["time"]
+        comp = max(n["compute_s"].get(str(t), 0.0) + n["update_s"].get(str(t - 1), 0.0) for n in nodes)
+        phy = rows[t]["phy_s"] + max(n["tx_s"].get(str(t), 0.0) for n in nodes)
+        per_round.append({"t": t, "period_s": period, "compute_s": comp, "phy_s": phy,
+                          "control_s": period - comp - phy, "active": rows[t]["active"]})
+    tot = {k: sum(r[k] for r in per_round) for k in ("period_s", "compute_s", "phy_s", "control_s")}
+    out = {
+        "model": a.model, "nodes": a.nodes, "rounds": a.rounds, "batch": a.batch,
+        "rounds_measured": len(per_round),
+        "mean_round_s": tot["period_s"] / len(per_round),
+        "compute_frac": tot["compute_s"] / tot["period_s"],
+        "phy_frac": tot["phy_s"] / tot["period_s"],
+        "control_frac": tot["control_s"] / tot["period_s"],
+        "overhead_frac": (tot["phy_s"] + tot["control_s"]) / tot["period_s"],
+        "target_overhead_frac": 0.10,
+        "wall_s": round(wall, 1),
+        "per_round": per_round,
+    }
+    out["meets_target"] = out["overhead_frac"] <= out["target_overhead_frac"]
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "results" / "round_overhead.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
