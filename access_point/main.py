@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pairzero.config import ExperimentConfig, load_config
+from pairzero.report import progress_line
 from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
 
 __all__ = ["cmd_ap", "ApProgress", "build_phy"]
@@ -66,16 +67,7 @@ class ApProgress:
         self.write(out)
         self.last = out
         if out["round"] % self.cfg.output.log_every == 0 or "val_accuracy" in out:
-            parts = [f"round {out['round']:4d}/{self.cfg.run.rounds}",
-                     f"g_hat {out['g_hat']:+.4f}", f"|S| {len(out['active'])}/{self.cfg.nodes.count}"]
-            if out.get("missing"):
-                parts.append(f"missing {out['missing']}")
-            if "eps_spent" in out:
-                parts.append(f"eps {out['eps_spent']:.3f}")
-            if "val_accuracy" in out:
-                parts.append(f"val loss {out['val_loss']:.4f} acc {out['val_accuracy']:.3f}")
-            parts.append(f"{out['elapsed_s']:.0f}s")
-            print("  ".join(parts), flush=True)
+            print(progress_line(out, self.cfg.run.rounds), flush=True)
 
     def close(self) -> None:
         self.f.close()

@@ -39,6 +39,7 @@ import torch
 from pairzero.config import ExperimentConfig, load_config
 from pairzero.ota.comm import downlink_cost, uplink_cost
 from pairzero.ota.pipeline import OTARoundRunner
+from pairzero.report import progress_line
 from pairzero.runinfo import make_run_dir
 from pairzero.seeds import round_seed
 from pairzero.trainer import ZOTrainer
@@ -131,7 +132,7 @@ def run_simulation(
             mf.flush()
             history.append(row)
             if (t + 1) % cfg.output.log_every == 0 or "val_accuracy" in row:
-                say(_progress_line(row, cfg.run.rounds))
+                say(progress_line(row, cfg.run.rounds))
 
     final = history[-1]
     sq = [r["sq_err"] for r in history if isinstance(r.get("sq_err"), float) and math.isfinite(r["sq_err"])]
@@ -202,22 +203,6 @@ def _zo_round(trainer: ZOTrainer, ota: OTARoundRunner | None, t: int, seed: int,
         row.update(g_hat=g_hat, sq_err=0.0, n_active=k)
     tr.engine.apply_update(seed, g_hat)
     return row
-
-
-def _progress_line(row: dict[str, Any], rounds: int) -> str:
-    parts = [f"round {row['round']:4d}/{rounds}"]
-    if "train_loss" in row:
-        parts.append(f"loss {row['train_loss']:.4f}")
-    if "g_hat" in row:
-        parts.append(f"g_hat {row['g_hat']:+.3f} (true {row.get('g_true_mean', float('nan')):+.3f})")
-    if "eta" in row:
-        parts.append(f"|S| {row['n_active']} eta {row['eta']:.3g} sigma_a {row['sigma_a']:.3g}")
-    if "eps_spent" in row:
-        parts.append(f"eps {row['eps_spent']:.3f}")
-    if "val_accuracy" in row:
-        parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}")
-    parts.append(f"{row['elapsed_s']:.0f}s")
-    return "  ".join(parts)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
