@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -198,8 +197,3 @@ class GnuRadioApPhy:
         if close is not None:
             close()
 
-
-def wait_for_device_time(frontend: object, seconds: float = 1.1) -> None:  # pragma: no cover - radios
-    """Let a USRP latch the time set at the next PPS edge before scheduling bursts."""
-    del frontend
-    time.sleep(seconds)
