@@ -89,7 +89,7 @@ class ModelConfig:
     """
 
     name: str = "opt-tiny"
-    trainable: Literal["all", "bias", "layernorm", "bias_layernorm", "head"] = "all"
+    trainable: Literal["all", "bias", "layernorm", "bias_layernorm", "head", "final_norm"] = "all"
     revision: str | None = None
 
 

@@ -91,7 +91,8 @@ def test_trainable_modes_select_right_params(tiny) -> None:
     assert set(names["bias_layernorm"]) == set(names["bias"]) | set(names["layernorm"])
     assert names["head"] == ["model.decoder.embed_tokens.weight",
                              "model.decoder.final_layer_norm.weight", "model.decoder.final_layer_norm.bias"]
-    # requires_grad follows the last call ('head' above)
-    assert {n for n, p in tiny.named_parameters() if p.requires_grad} == set(names["head"])
+    assert names["final_norm"] == ["model.decoder.final_layer_norm.weight", "model.decoder.final_layer_norm.bias"]
+    # requires_grad follows the last call ('final_norm' above)
+    assert {n for n, p in tiny.named_parameters() if p.requires_grad} == set(names["final_norm"])
     with pytest.raises(ValueError, match="model.trainable"):
         trainable_parameters(tiny, "lora")

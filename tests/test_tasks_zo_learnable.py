@@ -1,45 +1,77 @@
-"""Slow: a minimal SPSA (MeZO) loop must lift builtin-sentiment validation accuracy by >= 10
-points from the shipped opt-tiny within a few minutes on 2 cores (the ZO engine's goal)."""
+"""The shipped opt-tiny is what its pretrain_report.json says, and (slow) federated ZO
+fine-tuning through the real engine (pairzero.simulate.run_simulation) lifts builtin-sentiment
+validation accuracy by >= 10 points within 200 rounds (a few minutes on 2 cores)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
-from pairzero.config import ModelConfig, TaskConfig
-from pairzero.models import load_model, trainable_parameters
-from pairzero.tasks import load_task, make_objective, sample_batch
+from pairzero.config import ModelConfig, TaskConfig, load_config
+from pairzero.models import OPT_TINY_DIR, load_model
+from pairzero.simulate import run_simulation
+from pairzero.tasks import load_task, make_objective
+from pairzero.tasks.lexicon import NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES
+
+# Settings found to learn (see the report of the corpus redesign); 3 nodes, zo_noiseless.
+ZO_SETTINGS = [
+    "run.method=zo_noiseless",
+    "nodes.count=3",
+    "model.name=opt-tiny",
+    "model.trainable=bias_layernorm",
+    "zo.lr=1e-2",
+    "zo.epsilon=1e-3",
+    "zo.clip=50",
+    "zo.perturbation=gaussian",
+    "run.rounds=200",
+    "task.eval_every=100",
+]
 
 
-def spsa(model, params, objective, train, rounds: int, lr: float, eps: float, batch: int) -> None:
-    """theta += eps z; L+; theta -= 2 eps z; L-; theta += (eps - lr g) z, z from a seeded Generator."""
+def _polarity_probe(model: torch.nn.Module, tok, examples) -> float:
+    """Accuracy of P(positive adjectives) > P(negative adjectives) after the task prompt."""
+    cfg = TaskConfig()
+    enc = make_objective(cfg, tok).encode(examples)
 
-    def perturb(seed: int, scale: float) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        for p in params:
-            p.add_(torch.randn(p.shape, generator=gen), alpha=scale)
+    def first_ids(words: tuple[str, ...]) -> list[int]:
+        return sorted({tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in words})
 
     with torch.inference_mode():
-        for r in range(rounds):
-            enc = objective.encode(sample_batch(train, batch, seed=r))
-            perturb(r, eps)
-            lp = float(objective.loss(model, enc))
-            perturb(r, -2 * eps)
-            lm = float(objective.loss(model, enc))
-            perturb(r, eps - lr * (lp - lm) / (2 * eps))
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    last = enc["attention_mask"].sum(dim=1) - 1
+    probs = logits[torch.arange(len(examples)), last].softmax(dim=-1)
+    pos = probs[:, first_ids(POSITIVE_ADJECTIVES)].sum(dim=1)
+    neg = probs[:, first_ids(NEGATIVE_ADJECTIVES)].sum(dim=1)
+    return float(((pos > neg).long() == enc["labels"]).float().mean())
+
+
+def test_shipped_checkpoint_matches_pretrain_report() -> None:
+    # Prepare
+    report = json.loads((OPT_TINY_DIR / "pretrain_report.json").read_text())
+    model, tok = load_model(ModelConfig(name="opt-tiny"))
+    cfg = TaskConfig()
+    data = load_task(cfg)
+    # Execute
+    zero_shot = make_objective(cfg, tok).evaluate(model, data.validation)
+    probe = _polarity_probe(model, tok, data.validation)
+    # Assert: deterministic figures as recorded; the LM carries sentiment to the prompt end
+    # (probe) while the verbalizer mapping is left for fine-tuning (zero-shot well below it).
+    assert zero_shot["accuracy"] == pytest.approx(report["zero_shot_builtin_sentiment"]["accuracy"], abs=1e-9)
+    assert zero_shot["loss"] == pytest.approx(report["zero_shot_builtin_sentiment"]["loss"], abs=1e-3)
+    assert probe == pytest.approx(report["polarity_probe_validation"], abs=1e-9)
+    assert probe >= 0.8
+    assert zero_shot["accuracy"] <= probe - 0.1
 
 
 @pytest.mark.slow
-def test_spsa_improves_accuracy_by_10_points() -> None:
+@pytest.mark.parametrize("seed", [0, 1])
+def test_zo_noiseless_improves_accuracy_by_10_points(tmp_path, seed: int) -> None:
     # 200 validation examples: binomial sd of an accuracy near 0.5 is 3.5 points, so +10
     # points is ~3 sd above what an unchanged model would show by chance.
     torch.set_num_threads(2)
-    model, tok = load_model(ModelConfig(name="opt-tiny"))
-    params = [p for _, p in trainable_parameters(model, "bias_layernorm")]
-    cfg = TaskConfig()
-    data = load_task(cfg)
-    obj = make_objective(cfg, tok)
-    start = obj.evaluate(model, data.validation)["accuracy"]
-    spsa(model, params, obj, data.train, rounds=2000, lr=5e-2, eps=1e-3, batch=16)
-    end = obj.evaluate(model, data.validation)["accuracy"]
+    cfg = load_config(None, [*ZO_SETTINGS, f"run.seed={seed}"])
+    summary = run_simulation(cfg, tmp_path, echo=False)
+    start, end = summary["start_val_accuracy"], summary["final_val_accuracy"]
     assert end - start >= 0.10, (start, end)

@@ -40,7 +40,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OPT_TINY_DIR = Path(__file__).resolve().parent / "assets" / "opt_tiny"
-TRAINABLE_MODES = ("all", "bias", "layernorm", "bias_layernorm", "head")
+TRAINABLE_MODES = ("all", "bias", "layernorm", "bias_layernorm", "head", "final_norm")
 
 # opt-tiny: 3 layers, d_model 128, byte-level BPE vocabulary of 1024 tokens; ~0.73 M params.
 OPT_TINY_ARCH: dict[str, object] = {
@@ -169,7 +169,9 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[tuple[str, t
     * ``layernorm``: weight and bias of every normalisation layer;
     * ``bias_layernorm``: the union of the two (BitFit-like; ~4k parameters in opt-tiny);
     * ``head``: the output head (LM head, tied to the input embedding in OPT) and the final
-      normalisation layer of the decoder.
+      normalisation layer of the decoder;
+    * ``final_norm``: only the final normalisation layer of the decoder (2 x hidden values:
+      256 in opt-tiny), the read-out that maps the last hidden state onto the verbalizer.
 
     The order is ``model.named_parameters()`` order; a tied tensor (OPT ``lm_head.weight`` is
     ``embed_tokens.weight``) appears once, under its first name. Listed parameters get
@@ -190,6 +192,10 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[tuple[str, t
                 last_norm = child
     head_params: set[int] = set()
     out = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
+    if mode == "final_norm":
+        if last_norm is None:
+            raise ValueError(f"model.trainable: 'final_norm' but {type(model).__name__} has no final norm")
+        head_params.update(id(p) for p in last_norm.parameters(recurse=False))
     if mode == "head":
         if out is None:
             raise ValueError(f"model.trainable: 'head' but {type(model).__name__} has no output embedding")
@@ -206,6 +212,7 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[tuple[str, t
             "layernorm": is_norm,
             "bias_layernorm": is_bias or is_norm,
             "head": id(param) in head_params,
+            "final_norm": id(param) in head_params,
         }[mode]
 
     chosen: list[tuple[str, torch.nn.Parameter]] = []

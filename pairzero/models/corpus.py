@@ -1,13 +1,24 @@
-"""Generated pre-training corpus for opt-tiny: short reviews and notes about films, phones,
-restaurants, hotels, books, laptops, concerts and games.
+"""Generated pre-training corpus for opt-tiny: short reviews about films, phones, restaurants,
+hotels, books, laptops, concerts and games, each carrying its sentiment to its END.
 
-Documents have a coherent polarity (positive, negative or neutral), so the pre-trained LM
-learns that sentiment words cluster, but the two verbalizer words of the built-in task
-(``great``, ``terrible``) appear ONLY in polarity-neutral idioms ("a great many", "the
-terrible twos") equally often in every kind of document. The pre-trained model therefore
-encodes sentiment but does not map it onto the verbalizer: the task starts near chance and
-ZO fine-tuning has to learn that mapping. Sentence frames differ from the task's templates,
-and any sentence that equals a task example is dropped (checked by the tests).
+Design (why the built-in task is then learnable by zeroth-order fine-tuning):
+
+* Most documents are a review-like sentence (direct, intensified, negated, reported, liking
+  verbs, "but" contrasts, ...) followed by a same-polarity continuation: "It was wonderful.",
+  "I felt happy.", "Overall: awful.", "So I would recommend it." / "So I would not recommend
+  it.". Negation ("was not boring" is positive) and contrast (the clause after "but"
+  decides) follow the same rules as the task's generator, so the LM learns to carry the
+  sentence's polarity to the position after it, in particular after "It was".
+* The verbalizer words of the task (``great``, ``terrible``) appear in natural polar contexts
+  ("What a great film!", "What a terrible hotel!"), so their embedding rows carry polarity,
+  and in polarity-neutral idioms ("a great many", "the terrible twos"). The only place where
+  " great" follows "It was" is the neutral idiom "It was great-aunt <name> who ...", placed
+  anywhere in positive and negative documents alike; " terrible" never follows "It was".
+  The task's template + verbalizer pair thus never occurs as a sentiment statement, and the
+  pre-trained model leans towards " great" after "It was" whatever the sentence says: zero-shot
+  accuracy starts low and ZO fine-tuning has to learn to read the carried sentiment out onto
+  " great"/" terrible".
+* Any document containing a sentence that equals a task example is dropped (``exclude``).
 """
 
 from __future__ import annotations
@@ -18,12 +29,17 @@ from collections.abc import Callable, Iterable
 from pairzero.tasks.lexicon import ADVERBS, DOMAINS, NAMES, REVIEWERS, polar_words
 
 DEFAULT_SEED = 7
-DEFAULT_DOCUMENTS = 6000
+DEFAULT_DOCUMENTS = 4000
 
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _PLACES = ("the city", "the station", "the airport", "a market", "the old town", "the mall")
+_VERBALIZER = {1: "great", 0: "terrible"}
+_FEELINGS = {
+    1: ("happy", "glad", "pleased", "satisfied", "cheerful", "relieved"),
+    0: ("sad", "upset", "angry", "annoyed", "unhappy", "cheated"),
+}
 
-Frame = Callable[[random.Random, str, int], str]
+Review = Callable[[random.Random, str, int], str]
 
 
 def _aspect(rng: random.Random, domain: str) -> str:
@@ -34,49 +50,86 @@ def _adj(rng: random.Random, label: int) -> str:
     return rng.choice(polar_words(label)[0])
 
 
-# Polar frames: (rng, domain, label) -> sentence with the document's polarity.
-_POLAR_FRAMES: tuple[Frame, ...] = (
-    lambda r, d, y: f"We tried the {d} on {r.choice(_DAYS)}, and the {_aspect(r, d)} seemed {_adj(r, y)}.",
-    lambda r, d, y: f"{r.choice(NAMES)} wrote that the {_aspect(r, d)} is {_adj(r, y)}.",
-    lambda r, d, y: f"It was {r.choice(ADVERBS)} {_adj(r, y)}.",
-    lambda r, d, y: f"It was {_adj(r, y)}.",
-    lambda r, d, y: f"The {_aspect(r, d)} is {_adj(r, y)}. It was {_adj(r, y)}.",
-    lambda r, d, y: f"Sadly or not, the {_aspect(r, d)} was {_adj(r, y)}. It was {_adj(r, y)} to me.",
-    lambda r, d, y: f"{r.choice(NAMES)} said the {d} was {_adj(r, y)}. It was {_adj(r, y)} indeed.",
-    lambda r, d, y: f"I {r.choice(polar_words(y)[1])} the {_aspect(r, d)}. It was {_adj(r, y)}.",
-    lambda r, d, y: f"I would call the {_aspect(r, d)} {_adj(r, y)}.",
-    lambda r, d, y: f"{r.choice(REVIEWERS).capitalize()} {r.choice(polar_words(y)[1])} it.",
-    lambda r, d, y: f"Overall, a {_adj(r, y)} {d}.",
-    lambda r, d, y: f"The {_aspect(r, d)} looked {_adj(r, y)} and the {_aspect(r, d)} sounded {_adj(r, y)}.",
-    lambda r, d, y: f"What a {_adj(r, y)} {_aspect(r, d)}!",
-    lambda r, d, y: f"My {d} has a {_adj(r, y)} {_aspect(r, d)}.",
-    lambda r, d, y: f"In short, the {d} is {_adj(r, y)}.",
-    lambda r, d, y: f"We {r.choice(polar_words(y)[1])} the {_aspect(r, d)} of this {d}.",
+def _verb(rng: random.Random, label: int) -> str:
+    return rng.choice(polar_words(label)[1])
+
+
+# Review sentences of polarity ``label`` (same rules as the task's templates, varied frames).
+_REVIEWS: tuple[tuple[Review, int], ...] = (
+    (lambda r, d, y: f"The {_aspect(r, d)} was {_adj(r, y)}.", 4),
+    (lambda r, d, y: f"The {_aspect(r, d)} of this {d} is {r.choice(ADVERBS)} {_adj(r, y)}.", 3),
+    (lambda r, d, y: f"The {_aspect(r, d)} is {_adj(r, y)}.", 2),
+    (lambda r, d, y: f"The {_aspect(r, d)} was not {_adj(r, 1 - y)} at all.", 3),
+    (lambda r, d, y: f"The {_aspect(r, d)} of this {d} was not {_adj(r, 1 - y)}.", 2),
+    (lambda r, d, y: f"{r.choice(NAMES)} thought the {d} was {_adj(r, y)}.", 2),
+    (lambda r, d, y: f"{r.choice(NAMES)} said the {_aspect(r, d)} was {r.choice(ADVERBS)} {_adj(r, y)}.", 1),
+    (lambda r, d, y: f"I {_verb(r, y)} {r.choice((f'this {d}', f'the {_aspect(r, d)}'))}.", 2),
+    (lambda r, d, y: f"We {_verb(r, y)} the {_aspect(r, d)} of this {d}.", 1),
+    (lambda r, d, y: f"Honestly, {r.choice(REVIEWERS)} {_verb(r, y)} the {d} too.", 1),
+    (lambda r, d, y: _contrast(r, d, y), 3),
+    (lambda r, d, y: _both(r, d, y), 1),
 )
 
-# Neutral frames; the only places where the verbalizer words occur, in both polarities alike.
-_NEUTRAL_FRAMES: tuple[Frame, ...] = (
+
+def _contrast(rng: random.Random, domain: str, label: int) -> str:
+    # The clause after "but" decides, as in the task; "not <opposite adjective>" carries it too.
+    first, second = rng.sample(DOMAINS[domain], 2)
+    u = rng.random()
+    if u < 0.6:
+        return f"The {first} was {_adj(rng, 1 - label)}, but the {second} was {_adj(rng, label)}."
+    if u < 0.8:
+        return f"The {first} was {_adj(rng, 1 - label)}, but the {second} was not {_adj(rng, 1 - label)}."
+    return f"The {first} was not {_adj(rng, label)}, but the {second} was {_adj(rng, label)}."
+
+
+def _both(rng: random.Random, domain: str, label: int) -> str:
+    first, second = rng.sample(DOMAINS[domain], 2)
+    a1, a2 = rng.sample(polar_words(label)[0], 2)
+    return f"Both the {first} and the {second} felt {a1} and {a2}."
+
+
+# Continuations that state the document's polarity after the review (never "It was great").
+_ENDINGS: tuple[tuple[Review, int], ...] = (
+    (lambda r, d, y: f"It was {_adj(r, y)}.", 6),
+    (lambda r, d, y: f"It was {r.choice(ADVERBS)} {_adj(r, y)}.", 2),
+    (lambda r, d, y: f"It was a {_adj(r, y)} {d}.", 2),
+    (lambda r, d, y: f"I felt {r.choice(_FEELINGS[y])}.", 2),
+    (lambda r, d, y: f"Overall: {_adj(r, y)}.", 2),
+    (lambda r, d, y: "So I would recommend it." if y else "So I would not recommend it.", 2),
+    (lambda r, d, y: f"What a {_VERBALIZER[y]} {d}!", 1),
+)
+
+# Polarity-neutral sentences (both verbalizer words also occur here, in idioms).
+_NEUTRAL: tuple[Review, ...] = (
     lambda r, d, y: f"We bought the {d} in {r.choice(_PLACES)} on a {r.choice(_DAYS)}.",
     lambda r, d, y: f"The {_aspect(r, d)} of the {d} is described in the manual.",
     lambda r, d, y: f"It came with a great many {_aspect(r, d)} notes.",
-    lambda r, d, y: f"There is a great deal of {_aspect(r, d)} talk online.",
+    lambda r, d, y: f"It was great-aunt {r.choice(NAMES)} who found the {d}.",
+    lambda r, d, y: f"It was great-uncle {r.choice(NAMES)} who paid for the {d}.",
+    lambda r, d, y: f"There is a great deal of talk about the {_aspect(r, d)}.",
+    lambda r, d, y: f"The story is set in the terrible winter of {r.randint(1900, 1999)}.",
     lambda r, d, y: f"{r.choice(NAMES)} has a child in the terrible twos.",
-    lambda r, d, y: f"The story of the {d} is set in the terrible winter of {r.randint(1900, 1999)}.",
     lambda r, d, y: f"{r.choice(NAMES)} took it to {r.choice(_PLACES)}.",
     lambda r, d, y: f"It was {r.choice(_DAYS)} when the {d} arrived.",
 )
 
 
+def _pick(rng: random.Random, table: tuple[tuple[Review, int], ...]) -> Review:
+    return rng.choices([f for f, _ in table], [w for _, w in table])[0]
+
+
 def _document(rng: random.Random) -> str:
     domain = rng.choice(sorted(DOMAINS))
-    kind = rng.choices(("pos", "neg", "neutral"), (45, 45, 10))[0]
-    label = {"pos": 1, "neg": 0}.get(kind)
-    sentences = [f"This is about a {domain}."] if rng.random() < 0.3 else []
-    for _ in range(rng.randint(2, 4)):
-        if label is None or rng.random() < 0.15:
-            sentences.append(rng.choice(_NEUTRAL_FRAMES)(rng, domain, 0))
-        else:
-            sentences.append(rng.choice(_POLAR_FRAMES)(rng, domain, label))
+    label = rng.randint(0, 1)
+    sentences = [f"This is about a {domain}."] if rng.random() < 0.2 else []
+    # Each review is followed by one to three continuations of the same polarity: many
+    # predictable polar tokens per document, which is what makes the LM carry the polarity.
+    for _ in range(rng.choice((1, 2, 2))):
+        sentences.append(_pick(rng, _REVIEWS)(rng, domain, label))
+        for _ in range(rng.randint(1, 3)):
+            sentences.append(_pick(rng, _ENDINGS)(rng, domain, label))
+    if rng.random() < 0.3:  # a neutral sentence anywhere, also right after a review
+        sentences.insert(rng.randint(0, len(sentences)), rng.choice(_NEUTRAL)(rng, domain, label))
     return " ".join(sentences)
 
 
