@@ -33,7 +33,7 @@ def _config(tmp_path: Path) -> Path:
         f"network.control_port={port}", f"network.sample_port_base={port + 1}",
         "network.ready_timeout_s=2.0", "network.heartbeat_s=0.5", "network.start_timeout_s=60",
         f"network.keys_dir={tmp_path / 'keys'}", "output.plots=false", "zo.threads=1",
-        "task.batch_size=32",
+        "task.batch_size=32", "nodes.count=3",
     ])
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(cfg)))

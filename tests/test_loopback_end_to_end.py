@@ -15,14 +15,14 @@ import pytest
 
 from tests.e2e_util import free_port_block, read_jsonl, replay_hash, round_log
 
-ROUNDS = 8
+ROUNDS = 12
 
 
 def _run_loopback(tmp_path: Path, *overrides: str, timeout: float = 300) -> Path:
     base = free_port_block(6)
     cmd = [sys.executable, "-m", "pairzero.cli", "loopback", "--out", str(tmp_path),
            "--set", f"network.control_port={base}", "--set", f"network.sample_port_base={base + 1}",
-           "--set", "output.plots=false"]
+           "--set", "output.plots=false", "--set", "nodes.count=3"]
     for o in overrides:
         cmd += ["--set", o]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -36,7 +36,7 @@ def gnuradio_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Prepare / Execute: high SNR, privacy off, so the over-the-air estimate is close to exact.
     return _run_loopback(
         tmp_path_factory.mktemp("loopback"), f"run.rounds={ROUNDS}", "privacy.enabled=false",
-        "channel.snr_db=30.0", "task.eval_every=4",
+        "channel.snr_db=30.0", f"task.eval_every={ROUNDS // 2}",
     )
 
 
@@ -54,6 +54,12 @@ def test_over_the_air_rounds_include_every_node(gnuradio_run: Path) -> None:
     assert all(r.active == () and r.g_hat == 0.0 for r in recs[:2])
     assert all(r.active == (0, 1, 2) for r in recs[2:])
     assert all(r.g_hat != 0.0 for r in recs[2:])
+
+
+def test_validation_loss_decreases(gnuradio_run: Path) -> None:
+    evals = [r for r in read_jsonl(gnuradio_run / "metrics.jsonl") if "val_loss" in r]
+    assert [r["round"] for r in evals] == [0, ROUNDS // 2, ROUNDS]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
 
 
 def test_nodes_ap_and_log_replay_are_bit_identical(gnuradio_run: Path) -> None:

@@ -15,7 +15,7 @@ from tests.e2e_util import read_jsonl
 
 
 def _sim(tmp_path: Path, *overrides: str) -> tuple[dict, list[dict], Path]:
-    cfg = load_config(None, ["output.plots=false", "task.eval_every=5", *overrides])
+    cfg = load_config(None, ["output.plots=false", "task.eval_every=5", "nodes.count=3", *overrides])
     summary = run_simulation(cfg, tmp_path, echo=False)
     run_dir = Path(summary["run_dir"])
     return summary, read_jsonl(run_dir / "metrics.jsonl"), run_dir
@@ -76,7 +76,7 @@ def test_first_order_fedavg_baseline_runs_and_costs_the_full_gradient(tmp_path: 
 
 
 def test_cli_simulate_prints_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["simulate", "--out", str(tmp_path), "--set", "run.rounds=2",
+    rc = main(["simulate", "--out", str(tmp_path), "--set", "run.rounds=2", "--set", "nodes.count=3",
                "--set", "output.plots=false", "--set", "task.eval_every=1"])
     out = capsys.readouterr().out
     assert rc == 0
