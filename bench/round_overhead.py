@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pairzero.runinfo import git_revision  # noqa: E402
+
 
 def _free_base(n: int) -> int:
     for base in range(21000, 60000, 50):
@@ -82,6 +84,7 @@ def main() -> None:
                           "control_s": period - comp - phy, "active": rows[t]["active"]})
     tot = {k: sum(r[k] for r in per_round) for k in ("period_s", "compute_s", "phy_s", "control_s")}
     out = {
+        "benchmark": "round_overhead", "git_revision": git_revision(), "command": cmd[3:],
         "model": a.model, "nodes": a.nodes, "rounds": a.rounds, "batch": a.batch,
         "rounds_measured": len(per_round),
         "mean_round_s": tot["period_s"] / len(per_round),

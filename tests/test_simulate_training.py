@@ -81,3 +81,15 @@ def test_cli_simulate_prints_progress(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert rc == 0
     assert "round    2/2" in out and "val loss" in out and "done:" in out
+
+
+@pytest.mark.slow
+def test_default_config_pairzero_within_2_points_of_noiseless(tmp_path: Path) -> None:
+    # The README's claim: on the embedded default (30 nodes, Rayleigh at 10 dB, epsilon = 8),
+    # over-the-air aggregation with privacy ends within 2 points of exact aggregation.
+    base = ["output.plots=false"]
+    ota = run_simulation(load_config(None, base), tmp_path / "ota", echo=False)
+    exact = run_simulation(load_config(None, [*base, "run.method=zo_noiseless"]), tmp_path / "exact", echo=False)
+    assert ota["eps_spent"] <= 8.0 + 1e-9
+    assert ota["final_val_accuracy"] >= exact["final_val_accuracy"] - 0.02
+    assert ota["final_val_accuracy"] >= ota["start_val_accuracy"] + 0.10
