@@ -18,6 +18,7 @@ guarantee is computed against. Each round's realized design mu_t is accounted pe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,7 @@ class GnuRadioApPhy:
         self._plans: dict[int, PowerPlan] = {}
         self.last_rx: RxResult | None = None
         self.capture_timeout_s = cfg.network.ready_timeout_s + 10.0
+        self.shared_reference = cfg.radio.mode == "usrp" and cfg.radio.clock_source != "internal"
         if frontend is None:
             frontend = self._default_frontend()
         self.frontend = frontend
@@ -164,6 +166,12 @@ class GnuRadioApPhy:
             if not e.present:
                 self.estimates.pop(e.node, None)
                 self.refined.discard(e.node)
+            elif self.shared_reference:
+                # USRPs on a shared 10 MHz reference have no carrier offset to speak of, and
+                # rounds are seconds apart (too far to refine a CFO by phase advance): precode
+                # with this round's gain and phase, without CFO pre-compensation.
+                self.estimates[e.node] = dataclasses.replace(e, cfo=0.0)
+                self.refined.add(e.node)
             elif old is not None and 0 < e.ref_index - old.ref_index <= 2 * self.stride:
                 self.estimates[e.node] = refine_cfo(old, e)
                 self.refined.add(e.node)

@@ -415,6 +415,12 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"task.template: must contain the placeholder '{{sentence}}', got {cfg.task.template!r}"
         )
+    if cfg.radio.mode == "usrp" and cfg.radio.clock_source == "internal":
+        raise ConfigError(
+            "radio.clock_source: 'internal' cannot work with radio.mode 'usrp': over-the-air "
+            "aggregation needs the nodes and the AP on one time base; use 'external' "
+            "(shared 10 MHz + PPS) or 'gpsdo'"
+        )
     if cfg.radio.mode == "usrp" and cfg.radio.node_args and len(cfg.radio.node_args) != n.count:
         raise ConfigError(
             f"radio.node_args has {len(cfg.radio.node_args)} entries; it needs one per node "

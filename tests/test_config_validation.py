@@ -80,6 +80,7 @@ BAD_INPUTS = [
     ({"network": {"control_port": 70000}}, ["network.control_port", "<= 65535"]),
     ({"zo": {"epsilon": float("nan")}}, ["zo.epsilon", "finite"]),
     ({"zo": 3}, ["zo", "expected a mapping"]),
+    ({"radio": {"mode": "usrp", "clock_source": "internal"}}, ["radio.clock_source", "'external'"]),
 ]
 
 
