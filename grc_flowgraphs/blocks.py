@@ -196,8 +196,10 @@ class BurstSource(gr.sync_block):
                         and now - self._last_seen[k] > self.node_timeout_s):
                     self._absent[k] = True
                     self._absent_log.append((k, self.clock))
-                    log.warning("node %d silent for %.1f s: zero-filled from sample %d",
-                                k, self.node_timeout_s, self.clock)
+                    # A node that has not sent anything yet is most likely still starting up.
+                    log.log(logging.WARNING if self._horizon[k] > 0 else logging.INFO,
+                            "node %d silent for %.1f s: zero-filled from sample %d",
+                            k, self.node_timeout_s, self.clock)
             live = [h for h, a in zip(self._horizon, self._absent, strict=True) if not a]
         return min(live) if live else self.clock
 
