@@ -14,6 +14,7 @@ Example (the loopback launcher does this for you)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -100,50 +101,46 @@ def cmd_ap(args: argparse.Namespace) -> int:
     from pairzero.trainer import ZOTrainer
 
     cfg = load_config(args.config, args.overrides)
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not (run_dir / "config.yaml").exists():
-            write_provenance(cfg, run_dir)
-    else:
-        run_dir = make_run_dir(cfg, "ap", args.out)
     exp = experiment_id(cfg)
-    replica = ZOTrainer(cfg, node_ids=[])
-    phy = build_phy(cfg, run_dir)
-    curve, key_ids = (None, None)
-    if cfg.network.curve:
-        curve, key_ids = load_server_keys(cfg.network.keys_dir)
+    # What most often fails first (keys, the port) before anything is loaded or created.
+    curve, key_ids = load_server_keys(cfg.network.keys_dir) if cfg.network.curve else (None, None)
     endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
-    rl = RoundLog.open(run_dir / "rounds.sqlite", exp)
-    progress = ApProgress(cfg, run_dir, replica, phy)
     try:
         transport = ZmqServer(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
     except Exception as e:
-        rl.close()
-        raise SystemExit(f"pairzero ap: cannot bind {endpoint}: {e} (is another AP running?)") from None
-    settings = ApSettings.from_config(cfg, exp, replica.manifest_digest())
-    orch = Orchestrator(settings, transport, rl, phy, phy, metrics=progress, replica=replica,
-                        key_ids=key_ids)
+        raise OSError(f"cannot bind {endpoint}: {e} (is another AP running?)") from None
+    with contextlib.ExitStack() as stack:
+        stack.callback(transport.close)
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not (run_dir / "config.yaml").exists():
+                write_provenance(cfg, run_dir)
+        else:
+            run_dir = make_run_dir(cfg, "ap", args.out)
+        replica = ZOTrainer(cfg, node_ids=[])
+        phy = build_phy(cfg, run_dir)
+        if hasattr(phy, "close"):
+            stack.callback(phy.close)
+        rl = RoundLog.open(run_dir / "rounds.sqlite", exp)
+        stack.callback(rl.close)
+        progress = ApProgress(cfg, run_dir, replica, phy)
+        stack.callback(progress.close)
+        settings = ApSettings.from_config(cfg, exp, replica.manifest_digest())
+        orch = Orchestrator(settings, transport, rl, phy, phy, metrics=progress, replica=replica,
+                            key_ids=key_ids)
 
-    def _stop(signum: int, frame: object) -> None:
-        log.warning("signal %d: stopping after the current step (the round log stays consistent)", signum)
-        orch.stop()
+        def _stop(signum: int, frame: object) -> None:
+            log.warning("signal %d: stopping after the current step (the round log stays consistent)", signum)
+            orch.stop()
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    print(f"AP {exp}: listening on {transport.endpoint}, {cfg.nodes.count} nodes, "
-          f"{cfg.run.rounds} rounds, PHY {cfg.radio.mode}, run dir {run_dir}", flush=True)
-    if rl.next_round == 0:
-        progress.write({**progress.evaluate(0), "elapsed_s": 0.0})
-    try:
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        print(f"AP {exp}: listening on {transport.endpoint}, {cfg.nodes.count} nodes, "
+              f"{cfg.run.rounds} rounds, PHY {cfg.radio.mode}, run dir {run_dir}", flush=True)
+        if rl.next_round == 0:
+            progress.write({**progress.evaluate(0), "elapsed_s": 0.0})
         committed = orch.run(linger_s=2.0 * cfg.network.heartbeat_s)
-    finally:
-        transport.close()
-        rl.close()
-        progress.close()
-        close = getattr(phy, "close", None)
-        if close is not None:
-            close()
     done = orch.next_round >= cfg.run.rounds
     summary = {"rounds_committed": orch.next_round, "committed_by_this_run": committed,
                "finished": done, **{k: progress.last.get(k) for k in ("val_accuracy", "val_loss", "eps_spent")},

@@ -181,18 +181,38 @@ class GnuRadioApPhy:
         if res.absent:
             log.info("round %d: no pilot from nodes %s", t, res.absent)
         present = {e.node for e in res.nodes if e.present}
-        s = sorted(k for k in plan.precoding if k in ready and k in present)
+        # Whoever was precoded and whose pilot is in this frame transmitted its payload (even
+        # if its READY came late): it is in y, so it is in S_t and it is charged privacy.
+        s = sorted(k for k in plan.precoding if k in present)
+        late = [k for k in s if k not in ready]
+        if late:
+            log.info("round %d: nodes %s transmitted without a READY in time", t, late)
         if not s or pp is None:
             return PhyResult(0.0, ())
         if self.cfg.ota.scheme == "one_bit":
             g_hat = float(np.sign(res.y.real))
         else:
             g_hat = float(res.y.real / (len(s) * plan.eta))
+        mu = self._realized_mu(pp, plan, len(s))
         mu_t = np.zeros(self.k)
-        if plan.mu is not None:
-            mu_t[s] = plan.mu
+        if mu is not None:
+            mu_t[s] = mu
         self.accountant.add(mu_t)
-        return PhyResult(g_hat=g_hat, present=tuple(s), eta=plan.eta, mu=plan.mu)
+        return PhyResult(g_hat=g_hat, present=tuple(s), eta=plan.eta, mu=mu)
+
+    @staticmethod
+    def _realized_mu(pp: PowerPlan, plan: RoundPlan, n_sent: int) -> float | None:
+        """The round's mu with the artificial noise that was really sent.
+
+        The nodes share sigma_a (each adds noise_std); when fewer than planned transmit, less
+        noise reaches the AP and mu grows: mu = 2 G eta (1 + e) / sqrt(sigma_n^2 + sigma_a'^2)
+        with sigma_a'^2 = sigma_a^2 n_sent / n_planned.
+        """
+        if plan.mu is None or pp.sigma_a == 0.0:
+            return plan.mu
+        sn2 = pp.noise_var / 2.0
+        sa2 = pp.sigma_a**2 * n_sent / max(len(plan.precoding), 1)
+        return float(plan.mu * math.sqrt((sn2 + pp.sigma_a**2) / (sn2 + sa2)))
 
     def eps_spent(self) -> float | None:
         """Largest ε spent by any node so far (None without privacy)."""

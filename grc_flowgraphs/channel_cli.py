@@ -17,6 +17,7 @@ import threading
 from access_point.ota_phy import sample_addresses
 from grc_flowgraphs.loopback import ChannelEmulator
 from pairzero.config import load_config
+from pairzero.loopback import busy_ports
 
 __all__ = ["cmd_channel"]
 
@@ -27,6 +28,11 @@ def cmd_channel(args: argparse.Namespace) -> int:
     """CLI entry: ``pairzero channel``."""
     cfg = load_config(args.config, args.overrides)
     nodes, ap = sample_addresses(cfg)
+    base = cfg.network.sample_port_base
+    busy = busy_ports("127.0.0.1", list(range(base, base + cfg.nodes.count + 1)))
+    if busy:  # checked here: a bind error inside the running flowgraph would only be logged
+        raise OSError(f"sample ports {busy} on 127.0.0.1 are in use (another emulator?); "
+                      "choose network.sample_port_base")
     emu = ChannelEmulator.from_experiment(cfg, nodes, ap, node_timeout_s=cfg.network.ready_timeout_s)
     stop = threading.Event()
 

@@ -127,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"pairzero {args.command}: invalid config: {e}", file=sys.stderr)
         return 2
+    except (ValueError, OSError) as e:
+        # Bad input that is not a config key (a missing keys directory, a run directory
+        # without results, a port in use...): one clear line; the traceback at DEBUG level.
+        log.debug("pairzero %s failed", args.command, exc_info=True)
+        print(f"pairzero {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"pairzero {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -449,6 +449,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
     data = apply_overrides(data, overrides)
     try:
         return config_from_dict(data)
@@ -470,6 +472,8 @@ def apply_overrides(data: Any, overrides: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r}: expected section.key=value")
         section, name = parts
         sub = out.setdefault(section, {})
+        if sub is None:  # an empty section in the YAML
+            sub = out[section] = {}
         if not isinstance(sub, dict):
             raise ConfigError(f"override {item!r}: '{section}' is not a section")
         sub[name] = yaml.safe_load(raw)

@@ -32,7 +32,7 @@ from pairzero.config import ConfigError, ExperimentConfig, load_config
 from pairzero.procs import Child, Supervisor
 from pairzero.runinfo import make_run_dir, write_provenance
 
-__all__ = ["cmd_loopback", "ports_in_use"]
+__all__ = ["cmd_loopback", "ports_in_use", "busy_ports"]
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,18 @@ def ports_in_use(cfg: ExperimentConfig) -> list[int]:
     ports = [n.control_port]
     if cfg.radio.mode == "loopback":
         ports += [n.sample_port_base + i for i in range(cfg.nodes.count + 1)]
+    return busy_ports(n.ap_host, ports)
+
+
+def busy_ports(host: str, ports: list[int]) -> list[int]:
+    """Those of ``ports`` on ``host`` that cannot be bound now."""
     busy = []
     for p in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As ZeroMQ binds: a port in TIME_WAIT after a previous run is free to use.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                s.bind((n.ap_host, p))
+                s.bind((host, p))
             except OSError:
                 busy.append(p)
     return busy
@@ -84,6 +91,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     if cfg.zo.threads == 0:
         cfg = dataclasses.replace(cfg, zo=dataclasses.replace(cfg.zo, threads=threads))
     run_dir = make_run_dir(cfg, "loopback", args.out)
+    _write_latest(run_dir)
     if cfg.network.curve:
         from pairzero.protocol.keys import generate_keys
 
@@ -122,6 +130,11 @@ def cmd_loopback(args: argparse.Namespace) -> int:
                     reported.add(c.name)
                     print(f"loopback: {c.name} exited with status {rc} (see {c.log_path}); "
                           "the AP goes on without it", flush=True)
+            if all(n.poll() not in (None, 0) for n in nodes):
+                print("loopback: every edge node has failed; stopping (see the logs in "
+                      f"{logs})", flush=True)
+                sup.stop()
+                return 1
             time.sleep(0.2)
         rc_ap = ap.wait()
         # The nodes leave after the last UPDATE; give them a moment, then stop the rest.
@@ -138,7 +151,6 @@ def cmd_loopback(args: argparse.Namespace) -> int:
         sup.stop()
     print(f"loopback: finished in {time.monotonic() - t0:.0f} s (AP status {rc_ap}, "
           f"processes {codes}); results in {run_dir}", flush=True)
-    _write_latest(run_dir)
     return int(rc_ap or 0)
 
 

@@ -25,12 +25,20 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _load_prctl() -> object | None:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved once in the parent: dlopen between fork and exec can deadlock in a threaded parent.
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec: no allocation
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)  # type: ignore[operator]
 
 
 @dataclass
@@ -67,7 +75,10 @@ class Child:
                 f.write(raw)
                 f.flush()
                 if self.echo is not None:
-                    self.echo(raw.decode(errors="replace").rstrip("\n"))
+                    try:
+                        self.echo(raw.decode(errors="replace").rstrip("\n"))
+                    except Exception:  # e.g. a closed terminal pipe: keep draining into the log
+                        self.echo = None
 
     def poll(self) -> int | None:
         return None if self.proc is None else self.proc.poll()

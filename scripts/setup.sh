@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the pAirZero testbed needs on Debian bookworm, idempotently:
-#   1. Debian packages: GNU Radio 3.10.5, UHD 4.3 (python3-uhd, uhd-host), docker-compose;
+#   1. Debian packages: GNU Radio 3.10.5, UHD 4.3 (python3-uhd, uhd-host), docker-compose,
+#      python3-venv and python3-pip (Debian's python3 has no ensurepip without them);
 #   2. a virtual environment (.venv) made from /usr/bin/python3 with --system-site-packages,
 #      so that GNU Radio's Python bindings are visible;
 #   3. the project and its Python dependencies, pinned by constraints.txt.
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gnuradio python3-uhd uhd-host docker-compose)
+APT_PACKAGES=(gnuradio python3-uhd uhd-host docker-compose python3-venv python3-pip)
 VENV=${PAIRZERO_VENV:-.venv}
 t0=$(date +%s)
 

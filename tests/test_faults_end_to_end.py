@@ -31,7 +31,7 @@ def _config(tmp_path: Path) -> Path:
     cfg = load_config(None, [
         "radio.mode=baseband", f"run.rounds={ROUNDS}", "task.eval_every=1000",
         f"network.control_port={port}", f"network.sample_port_base={port + 1}",
-        "network.ready_timeout_s=2.0", "network.heartbeat_s=0.5", "network.start_timeout_s=60",
+        "network.ready_timeout_s=3.0", "network.heartbeat_s=1.0", "network.start_timeout_s=60",
         f"network.keys_dir={tmp_path / 'keys'}", "output.plots=false", "zo.threads=1",
         "task.batch_size=32", "nodes.count=3",
     ])

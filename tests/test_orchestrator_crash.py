@@ -77,7 +77,7 @@ def _run_node(node: EdgeNode, until: int, out: dict) -> threading.Thread:
 
 def test_orchestrator_ap_restart_resumes_without_losing_or_repeating(tmp_path: Path) -> None:
     # Prepare: AP process + 3 node threads over TCP
-    rounds, port = 12, _free_port()
+    rounds, port = 40, _free_port()  # the SIGKILL after round 4 must land mid-run
     endpoint = f"tcp://127.0.0.1:{port}"
     log_path, metrics = tmp_path / "log.sqlite", tmp_path / "metrics.jsonl"
     ap_args = ("ap", "--endpoint", endpoint, "--log", str(log_path), "--metrics", str(metrics),

@@ -23,13 +23,13 @@ from pairzero.protocol.testing import (
 from pairzero.protocol.transport import InProcHub
 
 EXP = "exp-inproc"
-HB = 0.1
+HB = 0.25  # nodes and AP drop each other after 3 silent heartbeats: 0.75 s
 
 
 def _settings(rounds: int, **kw) -> ApSettings:
     base = dict(experiment=EXP, master_seed=7, rounds=rounds,
                 manifest_digest=QuadraticTrainer(0).manifest_digest(), lr=0.05,
-                ready_timeout_s=0.4, heartbeat_s=HB, min_nodes=3, start_timeout_s=5.0,
+                ready_timeout_s=2.0, heartbeat_s=HB, min_nodes=3, start_timeout_s=5.0,
                 hash_every=2)
     base.update(kw)
     return ApSettings(**base)
@@ -97,7 +97,7 @@ def test_orchestrator_dead_node_does_not_hang_and_rejoins_to_identical_state(tmp
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     # The deadline must be long enough that the live nodes always answer on a loaded 2-core
     # machine (the rounds without node 2 each wait for it in full).
-    orch = Orchestrator(_settings(rounds, ready_timeout_s=1.5), hub.server(), rl, ConstantPlanner(),
+    orch = Orchestrator(_settings(rounds, ready_timeout_s=2.0), hub.server(), rl, ConstantPlanner(),
                         IdealApPhy(), replica=QuadraticTrainer(0))
     n0, n1 = _node(hub, 0), _node(hub, 1)
     victim = _node(hub, 2)

@@ -165,5 +165,7 @@ def test_free_running_emulator_is_throttled_to_the_sample_rate():
         emu.stop()
         emu.wait()
     rate = (c1 - c0) / (t1 - t0)
-    # Throttle holds the average rate; buffering (a few 8k-item buffers) adds jitter: +-30%.
-    assert 0.7 * 200e3 < rate < 1.3 * 200e3
+    # The throttle is an upper bound on the average rate (plus buffering jitter: a few 8k-item
+    # buffers over 0.5 s); a loaded machine may run slower, so only the bound is asserted,
+    # and that the emulator runs at all without any node (zero-filled, free-running).
+    assert 0 < rate < 1.3 * 200e3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def test_writes_metrics_summary_config_and_provenance(tmp_path: Path) -> None:
     assert {"g_hat", "g_true_mean", "eta", "sigma_a", "eps_spent", "n_active"} <= rows[-1].keys()
     assert summary["final_val_accuracy"] == rows[-1]["val_accuracy"]
     prov = json.loads((run_dir / "provenance.json").read_text())
-    assert prov["config"]["run"]["rounds"] == 6 and prov["git_revision"]
+    assert prov["config"]["run"]["rounds"] == 6
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", prov["git_revision"])
     assert load_config(run_dir / "config.yaml").run.rounds == 6
     assert (run_dir / "loss_accuracy.png").stat().st_size > 1000
     assert (run_dir / "privacy.png").is_file()

@@ -70,8 +70,12 @@ def test_shipped_checkpoint_matches_pretrain_report() -> None:
 def test_zo_noiseless_improves_accuracy_by_10_points(tmp_path, seed: int) -> None:
     # 200 validation examples: binomial sd of an accuracy near 0.5 is 3.5 points, so +10
     # points is ~3 sd above what an unchanged model would show by chance.
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    cfg = load_config(None, [*ZO_SETTINGS, f"run.seed={seed}"])
-    summary = run_simulation(cfg, tmp_path, echo=False)
+    try:
+        cfg = load_config(None, [*ZO_SETTINGS, f"run.seed={seed}"])
+        summary = run_simulation(cfg, tmp_path, echo=False)
+    finally:
+        torch.set_num_threads(threads)
     start, end = summary["start_val_accuracy"], summary["final_val_accuracy"]
     assert end - start >= 0.10, (start, end)
