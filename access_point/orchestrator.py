@@ -426,7 +426,8 @@ class Orchestrator:
                     f"only {committed} rounds (different round log?)")
         if j.next_round > 0:
             prev = self._log.records(j.next_round - 1, limit=1)[0]
-            if prev.model_hash is not None and prev.model_hash != j.model_hash:
+            # "" = the node cannot tell (a round of it is pending): checked at the next hash.
+            if prev.model_hash is not None and j.model_hash and prev.model_hash != j.model_hash:
                 return (f"model hash after round {j.next_round - 1} is {j.model_hash!r}, "
                         f"the round log says {prev.model_hash!r}")
         return ""

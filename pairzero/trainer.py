@@ -131,7 +131,14 @@ class ZOTrainer:
         return self.engine.manifest.digest
 
     def model_hash(self) -> str:
-        """SHA-256 of the trainable weights' bytes (equal iff bit-identical)."""
+        """SHA-256 of the trainable weights' bytes (equal iff bit-identical).
+
+        ``""`` while a round is pending: the weights are then θ − εz, and θ itself cannot be
+        recovered bit-exactly before the update (a node re-joining a restarted AP in that state
+        is checked at the next published hash instead).
+        """
+        if self.engine.pending_seed is not None:
+            return ""
         return tensors_sha256(self.engine.params)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
