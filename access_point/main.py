@@ -78,7 +78,7 @@ def _finite(x: float) -> float | None:
     return float(x) if x == x and abs(x) != float("inf") else None
 
 
-def build_phy(cfg: ExperimentConfig, run_dir: Path) -> Any:
+def build_phy(cfg: ExperimentConfig) -> Any:
     """The AP's planner + receive chain for ``radio.mode`` (one object implementing both)."""
     mode = cfg.radio.mode
     if mode == "baseband":
@@ -119,7 +119,7 @@ def cmd_ap(args: argparse.Namespace) -> int:
         else:
             run_dir = make_run_dir(cfg, "ap", args.out)
         replica = ZOTrainer(cfg, node_ids=[])
-        phy = build_phy(cfg, run_dir)
+        phy = build_phy(cfg)
         if hasattr(phy, "close"):
             stack.callback(phy.close)
         rl = RoundLog.open(run_dir / "rounds.sqlite", exp)
