@@ -93,7 +93,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     out: list[Path] = []
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(*_series(rows, "train_loss"), lw=0.8, alpha=0.6, label="train (batch) loss")
+    xs, train = _series(rows, "train_loss")
+    if train:  # simulate knows the nodes' batch losses; the AP does not
+        ax1.plot(xs, train, lw=0.8, alpha=0.6, label="train (batch) loss")
     ax1.plot(*_series(rows, "val_loss"), "o-", label="validation loss")
     ax1.set_xlabel("round")
     ax1.set_ylabel("loss (nats)")
