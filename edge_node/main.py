@@ -56,7 +56,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     k = args.node_id
     if not 0 <= k < cfg.nodes.count:
-        raise SystemExit(f"pairzero edge: --node-id {k} out of range (nodes.count = {cfg.nodes.count})")
+        raise ValueError(f"--node-id {k} out of range: nodes.count = {cfg.nodes.count} (ids 0..{cfg.nodes.count - 1})")
     curve = load_client_keys(cfg.network.keys_dir, k) if cfg.network.curve else None
     trainer = ZOTrainer(cfg, node_ids=[k])
     phy = build_node_phy(cfg, k)

@@ -80,9 +80,9 @@ def cmd_loopback(args: argparse.Namespace) -> int:
         raise ConfigError(f"network.ap_host: {cfg.network.ap_host!r}; loopback runs on 127.0.0.1")
     busy = ports_in_use(cfg)
     if busy:
-        raise SystemExit(
-            f"pairzero loopback: ports {busy} on {cfg.network.ap_host} are in use (another run?); "
-            "pick others with --set network.control_port=... --set network.sample_port_base=..."
+        raise OSError(
+            f"ports {busy} on {cfg.network.ap_host} are in use (another run?); pick others with "
+            "--set network.control_port=... --set network.sample_port_base=..."
         )
     # K + 1 processes share this machine's cores: one thread each (torch's OpenMP pool and the
     # z generators), unless the config asks for more; oversubscribed OpenMP pools spin-wait

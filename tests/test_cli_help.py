@@ -47,3 +47,16 @@ def test_bad_log_level_is_rejected() -> None:
     with pytest.raises(SystemExit) as info:
         main(["config", "--log-level", "chatty"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["edge", "--node-id", "99"], "--node-id 99 out of range"),
+    (["ap", "--set", "network.keys_dir=/nonexistent/keys"], "run `pairzero keys"),
+    (["report", "/nonexistent/run"], "no metrics.jsonl"),
+])
+def test_bad_arguments_give_one_clear_line_and_status_2(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
