@@ -11,8 +11,10 @@ setup:
 demo: setup
 	$(BIN)/pairzero loopback --config configs/loopback.yaml
 
+# A hung test must fail the run, not stall it: pytest dumps every thread's stack after 10 min
+# (faulthandler_timeout) and the whole run is stopped after 40.
 test: setup
-	$(BIN)/python -m pytest
+	timeout --signal=TERM --kill-after=30 2400 $(BIN)/python -m pytest
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

@@ -35,7 +35,7 @@ from pairzero.protocol.testing import (
 from pairzero.protocol.transport import CurveClientKeys, ZmqClient, ZmqServer
 
 EXP = "exp-zmq"
-HB = 0.2
+HB = 0.5  # peers drop each other after 3 silent heartbeats: 1.5 s, ample on a loaded CI
 N_FUZZ = 1200
 
 
@@ -120,23 +120,30 @@ def test_protocol_fuzz_leaves_ap_and_node_running(tmp_path: Path) -> None:
     client = ZmqClient(server.endpoint, heartbeat_s=HB)
     node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
     n_th, n_out = _thread(node.run, until_round=rounds)
-    decoded_all = _wait(lambda: orch.dropped >= N_FUZZ, 30)
-    for _ in range(3):  # far over MAXMSGSIZE: libzmq cuts the fuzzer's connection
-        fuzzer.send(b"x" * (4 * MAX_MESSAGE_BYTES))
-    n_th.join(30)
-    ap_th.join(30)
+    try:
+        decoded_all = _wait(lambda: orch.dropped >= N_FUZZ, 30)
+        for _ in range(3):  # far over MAXMSGSIZE: libzmq cuts the fuzzer's connection
+            fuzzer.send(b"x" * (4 * MAX_MESSAGE_BYTES))
+        n_th.join(30)
+        ap_th.join(30)
+    finally:
+        # Stop the threads before closing their sockets, whatever happened: a context
+        # garbage-collected while a thread still polls its socket blocks the interpreter.
+        node.stop()
+        orch.stop()
+        n_th.join(10)
+        ap_th.join(10)
+        fuzzer_ctx.destroy(linger=0)
+        client.close()
+        server.close()
     # Assert
     assert decoded_all, f"only {orch.dropped} of {N_FUZZ} malformed messages were dropped"
     assert ap_out.get("result") == rounds, ap_out
     assert n_out.get("result") == rounds, n_out
     recs = rl.records(0)
+    rl.close()
     assert [r.active for r in recs] == [(0,)] * rounds
     assert node.trainer.model_hash() == replay_hash(recs)
-    fuzzer.close()
-    fuzzer_ctx.term()
-    client.close()
-    server.close()
-    rl.close()
 
 
 def test_protocol_fuzz_node_survives_and_completes_a_round() -> None:
@@ -149,26 +156,32 @@ def test_protocol_fuzz_node_survives_and_completes_a_round() -> None:
     client = ZmqClient(f"tcp://127.0.0.1:{port}", heartbeat_s=HB)
     node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=5.0)
     n_th, n_out = _thread(node.run, until_round=1)
-    assert router.poll(5000)
-    peer, first = router.recv_multipart()
-    assert decode(first, EXP).type == "JOIN"
-    router.send_multipart([peer, encode(make(EXP, 0, JoinAck(0, 0, 1)))])
-    # Execute: fuzz the node, then run one real round
-    for m in _fuzz_messages(random.Random(99), N_FUZZ):
-        router.send_multipart([peer, m])
     seed = 4242
-    router.send_multipart([peer, encode(make(EXP, 0, Round(0, seed, 1.0, 0.0, 0.0, -1, 1.0, 0.1)))])
-    ready = None
-    end = time.monotonic() + 20
-    while ready is None and time.monotonic() < end:
-        if router.poll(200):
-            _, data = router.recv_multipart()
-            msg = decode(data, EXP)
-            if isinstance(msg.body, Ready):
-                ready = msg.body
-    assert ready is not None and ready.t == 0
-    router.send_multipart([peer, encode(make(EXP, 0, Update(0, seed, 0.5, 0.1, (0,), None)))])
-    n_th.join(10)
+    try:
+        assert router.poll(5000)
+        peer, first = router.recv_multipart()
+        assert decode(first, EXP).type == "JOIN"
+        router.send_multipart([peer, encode(make(EXP, 0, JoinAck(0, 0, 1)))])
+        # Execute: fuzz the node, then run one real round
+        for m in _fuzz_messages(random.Random(99), N_FUZZ):
+            router.send_multipart([peer, m])
+        router.send_multipart([peer, encode(make(EXP, 0, Round(0, seed, 1.0, 0.0, 0.0, -1, 1.0, 0.1)))])
+        ready = None
+        end = time.monotonic() + 20
+        while ready is None and time.monotonic() < end:
+            if router.poll(200):
+                _, data = router.recv_multipart()
+                msg = decode(data, EXP)
+                if isinstance(msg.body, Ready):
+                    ready = msg.body
+        assert ready is not None and ready.t == 0
+        router.send_multipart([peer, encode(make(EXP, 0, Update(0, seed, 0.5, 0.1, (0,), None)))])
+        n_th.join(10)
+    finally:  # no thread may still poll a socket when its context goes
+        node.stop()
+        n_th.join(10)
+        client.close()
+        ctx.destroy(linger=0)
     # Assert: the node dropped the fuzz (minus the one valid READY kind, also dropped) and
     # applied exactly the one real update
     assert n_out.get("result") == 1, n_out
@@ -176,9 +189,6 @@ def test_protocol_fuzz_node_survives_and_completes_a_round() -> None:
     ref = QuadraticTrainer(0)
     ref.apply_update(seed, 0.5, 0.1)
     assert node.trainer.model_hash() == ref.model_hash()
-    client.close()
-    router.close()
-    ctx.term()
 
 
 def test_protocol_curve_refuses_unenrolled_and_key_mismatch(tmp_path: Path) -> None:
