@@ -116,15 +116,20 @@ def test_protocol_fuzz_leaves_ap_and_node_running(tmp_path: Path) -> None:
         fuzzer.send(m)
     for _ in range(5):  # multipart messages (wrong frame count)
         fuzzer.send_multipart([b"a", b"b"])
-    ap_th, ap_out = _thread(orch.run, linger_s=0.3)
+    # The AP lingers after its last round until the test stops it: ROUTER fair-queues the
+    # node's pipe against the fuzzer's, so the node can finish all rounds while part of the
+    # burst is still queued, and an AP that left then would never count it.
+    ap_th, ap_out = _thread(orch.run, linger_s=120)
     client = ZmqClient(server.endpoint, heartbeat_s=HB)
     node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
     n_th, n_out = _thread(node.run, until_round=rounds)
     try:
-        decoded_all = _wait(lambda: orch.dropped >= N_FUZZ, 30)
+        decoded_all = _wait(lambda: orch.dropped >= N_FUZZ, 60)
         for _ in range(3):  # far over MAXMSGSIZE: libzmq cuts the fuzzer's connection
             fuzzer.send(b"x" * (4 * MAX_MESSAGE_BYTES))
-        n_th.join(30)
+        n_th.join(60)
+        ap_alive = ap_th.is_alive()  # still serving after the fuzz and all rounds
+        orch.stop()
         ap_th.join(30)
     finally:
         # Stop the threads before closing their sockets, whatever happened: a context
@@ -138,6 +143,7 @@ def test_protocol_fuzz_leaves_ap_and_node_running(tmp_path: Path) -> None:
         server.close()
     # Assert
     assert decoded_all, f"only {orch.dropped} of {N_FUZZ} malformed messages were dropped"
+    assert ap_alive, ap_out
     assert ap_out.get("result") == rounds, ap_out
     assert n_out.get("result") == rounds, n_out
     recs = rl.records(0)
