@@ -95,9 +95,10 @@ class BurstSource(gr.sync_block):
     """K zero-filled output streams fed by ZeroMQ PULL sockets bound at ``addresses``.
 
     ``lockstep`` True: the clock advances only as far as every live node has defined its
-    stream (its ``horizon``), so unthrottled runs are deterministic; a node silent for
-    ``node_timeout_s`` while the others wait is declared absent (zero-filled) until it sends
-    again. ``lockstep`` False: free-running clock (put a throttle after it); late samples are
+    stream (its ``horizon``), so unthrottled runs are deterministic; a node the clock has
+    waited on for ``node_timeout_s`` (counted from its last message or from the moment the
+    clock reached its horizon, whichever is later) is declared absent (zero-filled) until it
+    sends again. ``lockstep`` False: free-running clock (put a throttle after it); late samples are
     dropped with a warning. ``ap_ready``: when given, nothing is produced before it returns
     True (e.g. :meth:`IndexedSink.has_subscriber`), so the AP misses no sample.
     """
@@ -125,6 +126,10 @@ class BurstSource(gr.sync_block):
         self._pending: list[list[tuple[int, npt.NDArray[np.complex64]]]] = [[] for _ in range(k)]
         self._horizon = [0] * k
         self._last_seen = [0.0] * k
+        # When the clock last caught up with each node's horizon: a node's silence counts from
+        # the later of its last message and that moment. Counting from the last message alone
+        # takes a live node for silent right after the emulator was held up by another one.
+        self._waiting_since = [0.0] * k
         self._absent = [False] * k
         self._absent_log: list[tuple[int, int]] = []  # (node, clock) when declared absent
         self._lock = threading.Lock()
@@ -142,6 +147,7 @@ class BurstSource(gr.sync_block):
             self._socks.append(s)
             self._poller.register(s, zmq.POLLIN)
             self._last_seen[i] = now
+            self._waiting_since[i] = now
         return True
 
     def stop(self) -> bool:
@@ -192,8 +198,9 @@ class BurstSource(gr.sync_block):
         now = time.monotonic()
         with self._lock:
             for k in range(len(self._socks)):
+                silent_since = max(self._last_seen[k], self._waiting_since[k])
                 if (not self._absent[k] and self._horizon[k] <= self.clock
-                        and now - self._last_seen[k] > self.node_timeout_s):
+                        and now - silent_since > self.node_timeout_s):
                     self._absent[k] = True
                     self._absent_log.append((k, self.clock))
                     # A node that has not sent anything yet is most likely still starting up.
@@ -209,6 +216,8 @@ class BurstSource(gr.sync_block):
                 self._drain(WINDOW_POLL_MS)
                 return 0
             self.ap_ready = None
+            with self._lock:  # the wait for the nodes starts now, not when the block started
+                self._waiting_since = [time.monotonic()] * len(self._waiting_since)
         self._drain(0)
         n_out = len(output_items[0])
         n = min(n_out, self._target(n_out) - self.clock)
@@ -231,6 +240,11 @@ class BurstSource(gr.sync_block):
                 if start + len(x) > hi:
                     keep.append((start, x))
             self._pending[k] = keep
+        now = time.monotonic()
+        with self._lock:
+            for k, h in enumerate(self._horizon):
+                if lo < h <= hi:
+                    self._waiting_since[k] = now
         self.clock = hi
         return n
 

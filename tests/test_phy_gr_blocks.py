@@ -113,6 +113,45 @@ def test_burst_source_zero_fills_silent_node_after_timeout():
     assert all(at >= 600 for node, at in src.absent_events() if node == 0)
 
 
+def test_burst_source_does_not_take_a_live_node_for_silent_after_waiting_on_another():
+    # Prepare: node 1 never sends, so the clock waits node_timeout_s on it before node 0's
+    # burst goes out. Node 0's last message is then as old as the timeout, but the clock only
+    # just reached its horizon: it must get a full timeout to send its next burst.
+    timeout = 1.0
+    addrs = [f"tcp://127.0.0.1:{_free_port()}" for _ in range(2)]
+    src = BurstSource(addrs, lockstep=True, node_timeout_s=timeout)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    src.start()
+    out = [np.zeros(4096, np.complex64) for _ in addrs]
+    burst = (np.arange(10) + 1).astype(np.complex64)
+    try:
+        push.connect(addrs[0])
+        push.send_multipart([json.dumps({"start": 100, "horizon": 200}).encode(), burst.tobytes()])
+        produced, deadline = 0, time.monotonic() + 10 * timeout
+        while src.clock < 200 and time.monotonic() < deadline:  # drives work() as the scheduler would
+            produced += src.work(None, out)
+        caught_up = time.monotonic()
+        src.work(None, out)  # nothing to produce: waits IDLE_WAIT_S (0.2 s < timeout), returns 0
+        absent_after_wait = src.absent_nodes()
+        elapsed = time.monotonic() - caught_up
+        # Execute: node 0's next burst, well within a timeout of the clock reaching its horizon
+        push.send_multipart([json.dumps({"start": 300, "horizon": 400}).encode(), burst.tobytes()])
+        y = np.zeros(0, np.complex64)
+        while src.clock < 400 and time.monotonic() < deadline:
+            n = src.work(None, out)
+            y = np.concatenate([y, out[0][:n]])
+    finally:
+        src.stop()
+        push.close(0)
+    # Assert
+    assert produced == 200 and src.absent_events()[0] == (1, 0)
+    assert elapsed < timeout, f"the idle work() call took {elapsed:.2f} s: test premise broken"
+    assert absent_after_wait == [1]
+    assert all(node == 1 for node, _ in src.absent_events())
+    assert np.array_equal(y[100:110], burst)  # node 0's second burst, from sample 200 on
+
+
 def test_indexed_sink_publishes_chunks_with_the_shared_sample_index():
     # Prepare: burst source (gated on the AP subscription) -> head(1000) -> indexed sink
     from grc_flowgraphs.blocks import IndexedSink
