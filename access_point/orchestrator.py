@@ -61,7 +61,7 @@ from pairzero.protocol.messages import (
     encode,
     make,
 )
-from pairzero.protocol.transport import Inbound, ServerTransport
+from pairzero.protocol.transport import DRAIN_LIMIT, Inbound, ServerTransport
 from pairzero.seeds import round_seed
 
 __all__ = ["round_seed", "ApSettings", "Orchestrator", "JsonlMetrics", "MetricsCallback"]
@@ -333,14 +333,27 @@ class Orchestrator:
         if now - self._last_hb >= self.s.heartbeat_s:
             self._last_hb = now
             self._broadcast(Heartbeat(node=AP_NODE_ID, next_round=self._log.next_round))
-            dead = [k for k, m in self._members.items()
-                    if now - m.last_seen > 3 * self.s.heartbeat_s]
-            for k in dead:
-                log.warning("node %d silent for %.1f s: removed", k, now - self._members[k].last_seen)
-                del self._members[k]
+            self._expire_silent_members()
         inbound = self._tx.recv(timeout_s)
-        if inbound is None:
-            return
+        if inbound is not None:
+            self._serve(inbound)
+
+    def _expire_silent_members(self) -> None:
+        """Remove members silent for 3 heartbeats, judged after reading what is already queued:
+        an AP held up (fsync, a slow round) must not take nodes whose messages wait for it for
+        dead."""
+        for _ in range(DRAIN_LIMIT):
+            inbound = self._tx.recv(0.0)
+            if inbound is None:
+                break
+            self._serve(inbound)
+        now = time.monotonic()
+        dead = [k for k, m in self._members.items() if now - m.last_seen > 3 * self.s.heartbeat_s]
+        for k in dead:
+            log.warning("node %d silent for %.1f s: removed", k, now - self._members[k].last_seen)
+            del self._members[k]
+
+    def _serve(self, inbound: Inbound) -> None:
         try:
             msg = decode(inbound.data, self.s.experiment, MAX_MESSAGE_BYTES)
         except ProtocolError as e:

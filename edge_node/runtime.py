@@ -48,7 +48,7 @@ from pairzero.protocol.messages import (
     encode,
     make,
 )
-from pairzero.protocol.transport import ClientTransport
+from pairzero.protocol.transport import DRAIN_LIMIT, ClientTransport
 
 __all__ = ["EdgeNode", "NodeError", "JoinRejected", "ModelHashMismatch"]
 
@@ -141,6 +141,15 @@ class EdgeNode:
         """Timers (JOIN retry, heartbeat, AP liveness, catch-up retry) and one message."""
         now = time.monotonic()
         if self.joined and now - self._last_ap > self.ap_timeout_s:
+            # Judge the AP after reading what it already sent: a node held up (a long forward
+            # pass, a loaded machine) finds the AP's heartbeats queued, not missing.
+            for _ in range(DRAIN_LIMIT):
+                queued = self._tx.recv(0.0)
+                if queued is None:
+                    break
+                self._serve(queued)
+            now = time.monotonic()
+        if self.joined and now - self._last_ap > self.ap_timeout_s:
             log.warning("node %d: AP silent for %.1f s; re-joining", self.node_id, now - self._last_ap)
             self.joined = False
         if not self.joined and now - self._last_join >= self.join_retry_s:
@@ -156,8 +165,10 @@ class EdgeNode:
             log.warning("node %d: catch-up response overdue; asking again", self.node_id)
             self._request_catchup()
         data = self._tx.recv(timeout_s)
-        if data is None:
-            return
+        if data is not None:
+            self._serve(data)
+
+    def _serve(self, data: bytes) -> None:
         try:
             msg = decode(data, self.experiment)
         except ProtocolError as e:

@@ -40,9 +40,14 @@ __all__ = [
     "ZmqClient",
     "CurveServerKeys",
     "CurveClientKeys",
+    "DRAIN_LIMIT",
 ]
 
 log = logging.getLogger(__name__)
+
+# Most queued messages a peer reads (recv with timeout 0) before it judges the other side
+# silent: heartbeats that wait in the queue of a held-up process prove the sender alive.
+DRAIN_LIMIT = 10_000
 
 #: Lower bound on the ZMTP heartbeat timeout (s). Shorter timeouts cut healthy connections on a
 #: loaded host (a reconnect gets a new routing id, and messages in flight to the old one are
