@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from access_point.orchestrator import logged_round_rows, open_jsonl_for_append
 from pairzero.config import ExperimentConfig, load_config
 from pairzero.report import progress_line
 from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
@@ -40,7 +41,7 @@ class ApProgress:
         self.replica = replica
         self.ota = ota
         self.path = run_dir / "metrics.jsonl"
-        self.f = self.path.open("a")
+        self.f = open_jsonl_for_append(self.path)
         self.t0 = time.monotonic()
         self.last: dict[str, Any] = {}
 
@@ -51,6 +52,14 @@ class ApProgress:
     def write(self, row: dict[str, Any]) -> None:
         self.f.write(json.dumps(row, allow_nan=False) + "\n")
         self.f.flush()
+
+    def logged_rounds(self) -> set[int]:
+        """Rounds (the orchestrator's t) that have a row."""
+        return {int(r["round"]) - 1 for r in logged_round_rows(self.path)}
+
+    def backfill(self, row: dict[str, Any]) -> None:
+        """Write the row of a committed round rebuilt from the round log (no evaluation)."""
+        self.write({**row, "round": row["round"] + 1})
 
     def __call__(self, row: dict[str, Any]) -> None:
         out = dict(row)

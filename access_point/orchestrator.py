@@ -64,7 +64,10 @@ from pairzero.protocol.messages import (
 from pairzero.protocol.transport import DRAIN_LIMIT, Inbound, ServerTransport
 from pairzero.seeds import round_seed
 
-__all__ = ["round_seed", "ApSettings", "Orchestrator", "JsonlMetrics", "MetricsCallback"]
+__all__ = [
+    "round_seed", "ApSettings", "Orchestrator", "JsonlMetrics", "MetricsCallback",
+    "open_jsonl_for_append", "logged_round_rows", "record_row",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +130,55 @@ class _Member:
     key_id: str = ""
 
 
+def open_jsonl_for_append(path: str | Path) -> TextIO:
+    """Open a JSONL file for appending, first cutting a torn last line (a process killed
+    mid-write) so that every line stays one valid JSON object."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as f:
+            data = f.read()
+            if not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                log.warning("%s: cut a torn last line (%d bytes)", path, len(data) - keep)
+                f.truncate(keep)
+    return path.open("a")
+
+
+def logged_round_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The per-round rows (those with ``g_hat``) of a metrics JSONL file."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [r for r in rows if "g_hat" in r]
+
+
+def record_row(rec: RoundRecord) -> dict[str, Any]:
+    """The metrics fields a round record holds (a row rebuilt from the round log has these)."""
+    return {"round": rec.t, "seed": rec.seed, "g_hat": rec.g_hat, "active": list(rec.active),
+            "eta": rec.eta, "sigma_a": rec.sigma_a, "mu": rec.mu, "lr": rec.lr,
+            "model_hash": rec.model_hash, "time": rec.timestamp}
+
+
 class JsonlMetrics:
     """Metrics callback writing one JSON object per line (flushed each round)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f: TextIO = self.path.open("a")
+        self._f: TextIO = open_jsonl_for_append(self.path)
 
     def __call__(self, row: dict[str, Any]) -> None:
         self._f.write(json.dumps(row, allow_nan=False) + "\n")
         self._f.flush()
+
+    def logged_rounds(self) -> set[int]:
+        """Rounds that have a row."""
+        return {int(r["round"]) for r in logged_round_rows(self.path)}
+
+    def backfill(self, row: dict[str, Any]) -> None:
+        """Write the row of a committed round rebuilt from the round log."""
+        self(row)
 
     def close(self) -> None:
         self._f.close()
@@ -216,6 +257,7 @@ class Orchestrator:
             log.info("AP replica replayed %d rounds: hash %s", start, self._replica.model_hash())
         if start > 0:
             log.info("resuming experiment %s at round %d", self.s.experiment, start)
+            self._backfill_metrics()
         self._wait_for_members()
         while not self._stop.is_set() and self._log.next_round < self.s.rounds:
             if not self._members:
@@ -226,6 +268,19 @@ class Orchestrator:
         while not self._stop.is_set() and time.monotonic() < end:
             self._pump(min(self.s.poll_s, max(end - time.monotonic(), 0.0)))
         return self._log.next_round - start
+
+    def _backfill_metrics(self) -> None:
+        """Rows for committed rounds the metrics lack: an AP killed between the commit and the
+        metrics write. The round log is the record; the row is rebuilt from it."""
+        if self._metrics is None or not hasattr(self._metrics, "backfill"):
+            return
+        have = self._metrics.logged_rounds()
+        lost = [r for r in self._log.records(0) if r.t not in have]
+        for rec in lost:
+            self._metrics.backfill({**record_row(rec), "recovered": True})
+        if lost:
+            log.warning("metrics: rebuilt the rows of rounds %s from the round log (the AP "
+                        "stopped between their commit and their metrics row)", [r.t for r in lost])
 
     # ------------------------------------------------------------------ rounds
 
@@ -294,11 +349,9 @@ class Orchestrator:
             log.warning("round %d: no READY from nodes %s before the deadline", t, missing)
         if self._metrics is not None:
             self._metrics({
-                "round": t, "seed": seed, "g_hat": result.g_hat, "active": list(rec.active),
-                "expected": sorted(expected), "ready": sorted(ready), "missing": missing,
-                "eta": eta, "sigma_a": plan.sigma_a, "mu": mu, "lr": self.s.lr,
-                "model_hash": model_hash, "ready_wait_s": t_ready - t0, "phy_s": t_phy - t_ready,
-                "round_s": time.monotonic() - t0, "time": rec.timestamp,
+                **record_row(rec), "expected": sorted(expected), "ready": sorted(ready),
+                "missing": missing, "ready_wait_s": t_ready - t0, "phy_s": t_phy - t_ready,
+                "round_s": time.monotonic() - t0,
             })
         log.info("round %d committed: g_hat=%.6g, |S|=%d/%d", t, result.g_hat,
                  len(rec.active), len(expected))

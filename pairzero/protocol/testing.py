@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -150,6 +151,7 @@ def _ap_main(a: argparse.Namespace) -> int:
     )
     orch = Orchestrator(settings, tx, rl, ConstantPlanner(), IdealApPhy(),
                         metrics=metrics, replica=QuadraticTrainer(0, a.dim), key_ids=ids)
+    signal.signal(signal.SIGTERM, lambda signum, frame: orch.stop())  # ends the linger cleanly
     sys.stdout.write(f"AP listening on {tx.endpoint}\n")
     sys.stdout.flush()
     try:
