@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,22 @@ from pairzero.runinfo import experiment_id
 from pairzero.trainer import ZOTrainer
 
 
-def free_port_block(n: int, start: int = 20000, stop: int = 60000) -> int:
-    """First port p such that p..p+n-1 can all be bound on 127.0.0.1 right now."""
-    p = start
+def free_port_block(n: int, start: int | None = None, stop: int = 32000) -> int:
+    """A port p such that p..p+n-1 can all be bound on 127.0.0.1 right now.
+
+    Below Linux's ephemeral range (32768+), so no outgoing connection holds one meanwhile.
+    The scan starts at a per-process point in 20000-29999 (or ``start``), so two test runs
+    on one machine rarely probe the same ports.
+    """
+    p = start if start is not None else 20000 + (os.getpid() * 7919) % 10000
+    if free := _scan(p, n, stop):
+        return free
+    if free := _scan(20000, n, stop):
+        return free
+    raise RuntimeError("no free block of ports")
+
+
+def _scan(p: int, n: int, stop: int) -> int | None:
     while p + n < stop:
         ok = True
         for q in range(p, p + n):
@@ -31,7 +45,7 @@ def free_port_block(n: int, start: int = 20000, stop: int = 60000) -> int:
                     break
         if ok:
             return p
-    raise RuntimeError("no free block of ports")
+    return None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,9 @@ def test_protocol_ap_drops_ready_for_wrong_round(tmp_path: Path,
     s = ApSettings(EXP, 0, 1, QuadraticTrainer(0).manifest_digest(), 0.1, ready_timeout_s=0.3,
                    heartbeat_s=10.0, min_nodes=1, hash_every=0)
     orch = Orchestrator(s, hub.server(), rl, ConstantPlanner(), IdealApPhy())
-    th = threading.Thread(target=orch.run, daemon=True)
+    # The AP serves on after its one round: on a slow machine the wrong READY may arrive after
+    # the deadline, and is then dropped (and logged) the same way.
+    th = threading.Thread(target=orch.run, kwargs={"linger_s": 60}, daemon=True)
     node_tx = hub.client("n0")
     tr = QuadraticTrainer(0)
     node_tx.send(encode(make(EXP, 0, Join(0, tr.manifest_digest(), tr.model_hash(), "", 0))))
@@ -109,7 +112,7 @@ def test_protocol_ap_drops_ready_for_wrong_round(tmp_path: Path,
         th.start()
         seen = []
         while True:
-            data = node_tx.recv(2.0)
+            data = node_tx.recv(10.0)
             assert data is not None
             msg = decode(data, EXP)
             seen.append(msg.type)
@@ -117,6 +120,10 @@ def test_protocol_ap_drops_ready_for_wrong_round(tmp_path: Path,
                 node_tx.send(encode(make(EXP, 0, Ready(5, 0, True, 123.0))))
             if isinstance(msg.body, Update):
                 break
+        deadline = time.monotonic() + 10
+        while orch.dropped < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        orch.stop()
         th.join(5)
     # Assert: the round ran without node 0 (its READY was for another round)
     assert msg.body.active == () and msg.body.g_hat == 0.0

@@ -102,7 +102,7 @@ def test_protocol_fuzz_leaves_ap_and_node_running(tmp_path: Path) -> None:
     server = ZmqServer("tcp://127.0.0.1:*", heartbeat_s=HB)
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     settings = ApSettings(EXP, 1, rounds, QuadraticTrainer(0).manifest_digest(), 0.05,
-                          ready_timeout_s=2.0, heartbeat_s=HB, min_nodes=1, hash_every=1)
+                          ready_timeout_s=10.0, heartbeat_s=HB, min_nodes=1, hash_every=1)
     orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(),
                         replica=QuadraticTrainer(0))
     fuzzer_ctx = zmq.Context()
@@ -164,7 +164,7 @@ def test_protocol_fuzz_node_survives_and_completes_a_round() -> None:
     n_th, n_out = _thread(node.run, until_round=1)
     seed = 4242
     try:
-        assert router.poll(5000)
+        assert router.poll(30000)
         peer, first = router.recv_multipart()
         assert decode(first, EXP).type == "JOIN"
         router.send_multipart([peer, encode(make(EXP, 0, JoinAck(0, 0, 1)))])
@@ -211,7 +211,7 @@ def test_protocol_curve_refuses_unenrolled_and_key_mismatch(tmp_path: Path) -> N
     server = ZmqServer("tcp://127.0.0.1:*", curve=server_keys, heartbeat_s=HB)
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     settings = ApSettings(EXP, 1, 2, QuadraticTrainer(0).manifest_digest(), 0.05,
-                          ready_timeout_s=1.0, heartbeat_s=HB, min_nodes=1)
+                          ready_timeout_s=10.0, heartbeat_s=HB, min_nodes=1)
     orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(), key_ids=ids)
     out_pub, out_sec = zmq.auth.create_certificates(str(tmp_path), "outsider")
     opub, osec = zmq.auth.load_certificate(out_sec)
@@ -230,7 +230,7 @@ def test_protocol_curve_refuses_unenrolled_and_key_mismatch(tmp_path: Path) -> N
     i_th, i_out = _thread(intruder.run, until_round=2)
     p_th, p_out = _thread(plain_node.run, until_round=2)
     t_th, t_out = _thread(thief_node.run, until_round=2)
-    t_th.join(10)
+    t_th.join(30)
     time.sleep(1.0)
     members_before = orch.members
     k0 = load_client_keys(keys, 0)
