@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import numpy as np
@@ -30,7 +31,8 @@ def test_builtin_file_is_reproducible_balanced_and_disjoint() -> None:
     assert generate_corpus(50, exclude=texts[:1]) == generate_corpus(50, exclude=texts[:1])
 
 
-def test_hf_task_without_datasets_says_pip_install() -> None:
+def test_hf_task_without_datasets_says_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed: import fails
     with pytest.raises(TaskUnavailableError, match="pip install datasets"):
         load_task(TaskConfig(name="hf:glue/sst2"))
     with pytest.raises(ValueError, match="task.name"):

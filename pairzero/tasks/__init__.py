@@ -35,11 +35,18 @@ BUILTIN_SENTIMENT_PATH = Path(__file__).resolve().parent / "data" / "builtin_sen
 PARTITION_MODES = ("iid", "dirichlet")
 # Redraws of the Dirichlet proportions before empty shards are filled by moving examples.
 _DIRICHLET_REDRAWS = 100
+# Columns of hf: tasks: the first text column present (GLUE/SST-2 "sentence", IMDB and most
+# others "text") and the label (class ids; GLUE test splits hold -1, i.e. unlabelled).
 _TEXT_COLUMNS = ("sentence", "text", "content", "review")
+_LABEL_COLUMN = "label"
 
 
-class TaskUnavailableError(RuntimeError):
-    """A task's data cannot be obtained (missing package, unreachable hub, unknown format)."""
+class TaskUnavailableError(RuntimeError, ValueError):
+    """A task's data cannot be obtained (missing package, unreachable hub, unknown format).
+
+    Also a ``ValueError`` (like ``io.UnsupportedOperation`` is also one): task.name names data
+    this machine cannot serve, so the CLI reports it in one line with exit status 2.
+    """
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,43 @@ def _load_builtin_sentiment(path: Path = BUILTIN_SENTIMENT_PATH) -> TaskData:
     return TaskData(train=tuple(splits["train"]), validation=tuple(splits["validation"]))
 
 
+def _parse_hf_spec(spec: str) -> tuple[str, str | None]:
+    """``(path, config)`` for ``datasets.load_dataset`` from the part of task.name after ``hf:``.
+
+    A local path (absolute, or starting with ``./``, ``../`` or ``~``) is taken whole; a hub id
+    with ``:`` is ``<repo>:<config>`` (``nyu-mll/glue:sst2``; an empty config after ``:`` means
+    none, for namespaced repos without configs: ``stanfordnlp/sst2:``); otherwise it is
+    ``<dataset>[/<config>]`` (``glue/sst2``).
+    """
+    if spec.startswith(("/", "./", "../", "~")):
+        # Absolute, so that a relative path that does not exist is not looked up on the hub.
+        return str(Path(spec).expanduser().absolute()), None
+    if ":" in spec:
+        path, _, config = spec.rpartition(":")
+        if not path or path.count("/") > 1:
+            raise ValueError(f"task.name: 'hf:{spec}' must be 'hf:<owner>/<dataset>:<config>'")
+    else:
+        path, _, config = spec.partition("/")
+        if not path or "/" in config:
+            raise ValueError(
+                f"task.name: 'hf:{spec}' must be 'hf:<dataset>[/<config>]', "
+                "'hf:<owner>/<dataset>:[<config>]' or 'hf:/path/to/local/dir'"
+            )
+    return path, config or None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def _load_hf(spec: str, seed: int) -> TaskData:
-    """``<dataset>[/<config>]`` through ``datasets.load_dataset`` (imported lazily)."""
+    """``hf:`` tasks through ``datasets.load_dataset`` (imported lazily, the ``hf`` extra).
+
+    Needs a ``train`` split with a text column (the first of ``_TEXT_COLUMNS`` present) and an
+    integer ``label`` column. Validation is the ``validation`` split, else a fully labelled
+    ``test`` split (GLUE's test labels are -1), else a seeded 10 % hold-out of train.
+    """
     try:
         import datasets  # noqa: PLC0415  (optional dependency)
     except ImportError:
@@ -78,37 +120,59 @@ def _load_hf(spec: str, seed: int) -> TaskData:
             f"task.name 'hf:{spec}' needs the Hugging Face 'datasets' package, which is not "
             "installed: run `pip install datasets` (or `pip install pairzero[hf]`)"
         ) from None
-    path, _, config = spec.partition("/")
-    if not path:
-        raise ValueError(f"task.name: 'hf:{spec}' must be 'hf:<dataset>[/<config>]'")
+    path, config = _parse_hf_spec(spec)
     try:
-        ds = datasets.load_dataset(path, config or None)
-    except (ConnectionError, OSError) as exc:
+        ds = datasets.load_dataset(path, config)
+    except ConnectionError as exc:
+        # datasets 5.x raises the builtin ConnectionError ("Couldn't reach 'glue' on the Hub
+        # (LocalEntryNotFoundError)") when the endpoint refuses or cannot be resolved (after
+        # huggingface_hub's ~23 s of retries) and at once under HF_HUB_OFFLINE=1, in both
+        # cases only when the dataset is not in the local cache.
         raise TaskUnavailableError(
             f"task.name 'hf:{spec}': the Hugging Face hub cannot be reached and the dataset is "
-            f"not in the local cache ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Download it on a machine with network access (it is cached under HF_HOME) or use "
-            "task.name 'builtin-sentiment'."
+            f"not in the local cache ({_first_line(exc)}). Download it once on a machine with "
+            "hub access (it is cached under HF_HOME; set HF_HUB_OFFLINE=1 to use the cache "
+            "without waiting for the hub), point task.name at a local directory "
+            "('hf:/path/to/dir' with train.jsonl, validation.jsonl), or use 'builtin-sentiment'."
         ) from None
-
-    def convert(split: object) -> tuple[Example, ...]:
-        columns = list(split.column_names)  # type: ignore[attr-defined]
-        text_col = next((c for c in _TEXT_COLUMNS if c in columns), None)
-        if text_col is None or "label" not in columns:
-            raise TaskUnavailableError(
-                f"task.name 'hf:{spec}': need a text column ({', '.join(_TEXT_COLUMNS)}) and "
-                f"'label'; the dataset has {columns}"
-            )
-        return tuple(
-            Example(text=str(t).strip(), label=int(lab))
-            for t, lab in zip(split[text_col], split["label"], strict=True)  # type: ignore[index]
+    except FileNotFoundError as exc:
+        # A local path that does not exist, or a dataset the hub does not have
+        # (datasets.exceptions.DatasetNotFoundError, DataFilesNotFoundError, EmptyDatasetError).
+        raise TaskUnavailableError(f"task.name 'hf:{spec}': no such dataset ({_first_line(exc)})") from None
+    if "train" not in ds:
+        raise TaskUnavailableError(
+            f"task.name 'hf:{spec}': needs a 'train' split; the dataset has {list(ds)}"
         )
 
-    train = convert(ds["train"])
+    def convert(split_name: str) -> tuple[Example, ...]:
+        split = ds[split_name]
+        columns = list(split.column_names)
+        text_col = next((c for c in _TEXT_COLUMNS if c in columns), None)
+        if text_col is None or _LABEL_COLUMN not in columns:
+            raise TaskUnavailableError(
+                f"task.name 'hf:{spec}': need a text column (one of {', '.join(_TEXT_COLUMNS)}) "
+                f"and '{_LABEL_COLUMN}'; split '{split_name}' has columns {columns}"
+            )
+        labels = list(split[_LABEL_COLUMN])
+        bad = [v for v in labels if not isinstance(v, int)]
+        if bad:
+            raise TaskUnavailableError(
+                f"task.name 'hf:{spec}': column '{_LABEL_COLUMN}' must hold integer class ids "
+                f"(verbalizer indices); split '{split_name}' has {bad[0]!r}"
+            )
+        return tuple(
+            Example(text=str(t).strip(), label=lab)
+            for t, lab in zip(split[text_col], labels, strict=True)
+        )
+
+    train = convert("train")
+    test: tuple[Example, ...] = ()
+    if "validation" not in ds and "test" in ds and _LABEL_COLUMN in ds["test"].column_names:
+        test = convert("test")
     if "validation" in ds:
-        validation = convert(ds["validation"])
-    elif "test" in ds and min(e.label for e in convert(ds["test"])) >= 0:
-        validation = convert(ds["test"])
+        validation = convert("validation")
+    elif test and all(e.label >= 0 for e in test):
+        validation = test
     else:
         # No labelled held-out split: hold out 10 % of train, seeded.
         order = np.random.default_rng(seed).permutation(len(train))
@@ -122,7 +186,18 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
     """Train/validation examples of ``cfg.name``.
 
     * ``builtin-sentiment``: the shipped generated dataset (600 train / 200 validation, balanced);
-    * ``hf:<dataset>[/<config>]`` (e.g. ``hf:glue/sst2``): ``datasets.load_dataset``.
+    * ``hf:<spec>``: ``datasets.load_dataset`` (the ``hf`` extra), where ``<spec>`` is
+      - ``<dataset>[/<config>]``, a hub dataset: ``hf:glue/sst2``, ``hf:imdb``;
+      - ``<owner>/<dataset>:[<config>]``, a namespaced hub dataset: ``hf:nyu-mll/glue:sst2``,
+        ``hf:stanfordnlp/sst2:`` (nothing after ``:``: no config);
+      - a local directory, absolute or starting with ``./``, ``../`` or ``~``:
+        ``hf:/data/sst2`` holding ``train.jsonl`` and ``validation.jsonl`` (or ``test``; csv,
+        parquet... as datasets' packaged builders read them), one ``{"text": ..., "label": 0}``
+        object per line. Needs no hub access.
+
+      A hub dataset needs the hub or the local cache (HF_HOME); when neither has it, this
+      raises :class:`TaskUnavailableError`. Text: the first of the columns ``sentence``,
+      ``text``, ``content``, ``review``; labels: the integer column ``label``.
 
     The validation set is cut to ``cfg.eval_examples`` examples (a seeded subsample when it is
     larger), so every node and the AP evaluate on the same examples.
