@@ -49,7 +49,9 @@ def _scan(p: int, n: int, stop: int) -> int | None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Complete lines only: a process may be appending the last one while we read."""
+    lines = path.read_text().split("\n")[:-1]  # the part after the last newline is unfinished
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def load_cfg(run_dir: Path) -> ExperimentConfig:

@@ -57,7 +57,9 @@ def _tolerance(lay, noise_var, values):
 
 
 def test_loopback_flowgraph_recovers_sum_for_four_nodes():
-    lay, res, values, noise_var, chans, _ = _run(4, {0, 1, 2, 3}, 15.0, seed=11)
+    # No node is silent here: a long timeout only keeps a stall of the machine from being
+    # taken for one.
+    lay, res, values, noise_var, chans, _ = _run(4, {0, 1, 2, 3}, 15.0, seed=11, node_timeout_s=5.0)
     assert res is not None and res.payload.detected
     assert res.payload.absent == []
     assert abs(res.payload.y.real - values.sum()) < _tolerance(lay, noise_var, values)
