@@ -61,7 +61,7 @@ from pairzero.protocol.messages import (
     encode,
     make,
 )
-from pairzero.protocol.transport import DRAIN_LIMIT, Inbound, ServerTransport
+from pairzero.protocol.transport import Inbound, ServerTransport, drain_queued
 from pairzero.seeds import round_seed
 
 __all__ = [
@@ -395,11 +395,7 @@ class Orchestrator:
         """Remove members silent for 3 heartbeats, judged after reading what is already queued:
         an AP held up (fsync, a slow round) must not take nodes whose messages wait for it for
         dead."""
-        for _ in range(DRAIN_LIMIT):
-            inbound = self._tx.recv(0.0)
-            if inbound is None:
-                break
-            self._serve(inbound)
+        drain_queued(self._tx.recv, self._serve)
         now = time.monotonic()
         dead = [k for k, m in self._members.items() if now - m.last_seen > 3 * self.s.heartbeat_s]
         for k in dead:

@@ -48,7 +48,7 @@ from pairzero.protocol.messages import (
     encode,
     make,
 )
-from pairzero.protocol.transport import DRAIN_LIMIT, ClientTransport
+from pairzero.protocol.transport import ClientTransport, drain_queued
 
 __all__ = ["EdgeNode", "NodeError", "JoinRejected", "ModelHashMismatch"]
 
@@ -143,11 +143,7 @@ class EdgeNode:
         if self.joined and now - self._last_ap > self.ap_timeout_s:
             # Judge the AP after reading what it already sent: a node held up (a long forward
             # pass, a loaded machine) finds the AP's heartbeats queued, not missing.
-            for _ in range(DRAIN_LIMIT):
-                queued = self._tx.recv(0.0)
-                if queued is None:
-                    break
-                self._serve(queued)
+            drain_queued(self._tx.recv, self._serve)
             now = time.monotonic()
         if self.joined and now - self._last_ap > self.ap_timeout_s:
             log.warning("node %d: AP silent for %.1f s; re-joining", self.node_id, now - self._last_ap)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -41,6 +41,7 @@ __all__ = [
     "CurveServerKeys",
     "CurveClientKeys",
     "DRAIN_LIMIT",
+    "drain_queued",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,20 @@ log = logging.getLogger(__name__)
 # Most queued messages a peer reads (recv with timeout 0) before it judges the other side
 # silent: heartbeats that wait in the queue of a held-up process prove the sender alive.
 DRAIN_LIMIT = 10_000
+
+_T = TypeVar("_T")
+
+
+def drain_queued(recv: Callable[[float], _T | None], handle: Callable[[_T], None],
+                 limit: int = DRAIN_LIMIT) -> int:
+    """Handle the messages already queued (``recv(0)`` until empty, at most ``limit``); return
+    how many. Called before judging the other side silent."""
+    for n in range(limit):
+        item = recv(0.0)
+        if item is None:
+            return n
+        handle(item)
+    return limit
 
 #: Lower bound on the ZMTP heartbeat timeout (s). Shorter timeouts cut healthy connections on a
 #: loaded host (a reconnect gets a new routing id, and messages in flight to the old one are
