@@ -32,6 +32,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from pairzero.errors import OperationalError
 from pairzero.protocol.messages import RoundRecord
 
 __all__ = ["RoundLog", "RoundLogError", "RoundLogCorrupt", "record_digest"]
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS rounds (
 """
 
 
-class RoundLogError(RuntimeError):
+class RoundLogError(OperationalError):
     """The round log cannot be used as asked (wrong experiment, out-of-order append)."""
 
 

@@ -63,7 +63,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
     endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
     transport = ZmqClient(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
     node = EdgeNode(k, experiment_id(cfg), transport, trainer, phy,
-                    key_id=curve.public.decode() if curve else "", heartbeat_s=cfg.network.heartbeat_s)
+                    key_id=curve.public.decode() if curve else "", heartbeat_s=cfg.network.heartbeat_s,
+                    give_up_s=cfg.network.ap_give_up_s)
 
     def _stop(signum: int, frame: object) -> None:
         log.warning("signal %d: node %d leaving", signum, k)

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from pairzero.errors import OperationalError
 from pairzero.protocol.interfaces import NodePhy, Trainer
 from pairzero.protocol.messages import (
     Body,
@@ -55,7 +56,7 @@ __all__ = ["EdgeNode", "NodeError", "JoinRejected", "ModelHashMismatch"]
 log = logging.getLogger(__name__)
 
 
-class NodeError(RuntimeError):
+class NodeError(OperationalError):
     """The node cannot continue; the message says why and what to do."""
 
 
@@ -88,6 +89,7 @@ class EdgeNode:
         ap_timeout_s: float | None = None,
         join_retry_s: float = 0.5,
         poll_s: float = 0.02,
+        give_up_s: float = 0.0,
     ):
         if node_id < 0:
             raise ValueError(f"node_id: {node_id} must be >= 0")
@@ -97,6 +99,8 @@ class EdgeNode:
                         ("poll_s", poll_s)):
             if not v > 0:
                 raise ValueError(f"{name}: {v} must be > 0")
+        if not give_up_s >= 0:
+            raise ValueError(f"give_up_s: {give_up_s} must be >= 0 (0: never)")
         self.node_id = node_id
         self.experiment = experiment
         self._tx = transport
@@ -108,6 +112,7 @@ class EdgeNode:
         self.ap_timeout_s = ap_timeout_s if ap_timeout_s is not None else 3 * heartbeat_s
         self.join_retry_s = join_retry_s
         self.poll_s = poll_s
+        self.give_up_s = give_up_s
         self.joined = False
         self.rounds_participated = 0
         self.dropped = 0
@@ -140,7 +145,7 @@ class EdgeNode:
     def step(self, timeout_s: float) -> None:
         """Timers (JOIN retry, heartbeat, AP liveness, catch-up retry) and one message."""
         now = time.monotonic()
-        if self.joined and now - self._last_ap > self.ap_timeout_s:
+        if now - self._last_ap > self.ap_timeout_s:
             # Judge the AP after reading what it already sent: a node held up (a long forward
             # pass, a loaded machine) finds the AP's heartbeats queued, not missing.
             drain_queued(self._tx.recv, self._serve)
@@ -148,6 +153,12 @@ class EdgeNode:
         if self.joined and now - self._last_ap > self.ap_timeout_s:
             log.warning("node %d: AP silent for %.1f s; re-joining", self.node_id, now - self._last_ap)
             self.joined = False
+        if self.give_up_s and now - self._last_ap > self.give_up_s:
+            raise NodeError(
+                f"node {self.node_id}: nothing from the AP for {now - self._last_ap:.0f} s "
+                f"(give-up time {self.give_up_s:g} s, network.ap_give_up_s): stopping at round "
+                f"{self.next_round}. Is the AP running and reachable, with this experiment's config?"
+            )
         if not self.joined and now - self._last_join >= self.join_retry_s:
             self._last_join = now
             self._catchup_sent = None

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 from pairzero import __version__
 from pairzero.config import DEFAULT_CONFIG_PATH, ConfigError
+from pairzero.errors import OperationalError
 from pairzero.log import LOG_LEVELS, setup_logging
 
 log = logging.getLogger("pairzero.cli")
@@ -133,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("pairzero %s failed", args.command, exc_info=True)
         print(f"pairzero {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OperationalError as e:
+        # The run failed in a way its message explains (refused by the AP, AP gone, corrupt
+        # round log): one line, status 1; the traceback at DEBUG level.
+        log.debug("pairzero %s failed", args.command, exc_info=True)
+        print(f"pairzero {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"pairzero {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -208,6 +208,7 @@ class NetworkConfig:
     keys_dir: str = "keys"
     hash_every: int = _f(10, ge=0, doc="rounds between model-hash checks in UPDATE (0: never)")
     start_timeout_s: float = _f(60.0, ge=0.0, doc="AP wait for all nodes before round 0 (s)")
+    ap_give_up_s: float = _f(600.0, ge=0.0, doc="edge node exits when the AP is silent this long (s; 0: never)")
 
 
 @dataclass(frozen=True)
