@@ -14,6 +14,10 @@ from calibration.core import (
 )
 from pairzero.phy.rx import NodeEstimate
 
+K_SIGMA = 5.0  # P(|Z| > 5) = 5.7e-7 per Gaussian check
+GAIN_STEP_DB = 1.0  # run_calibration's default, which cmd_calibrate uses
+GAIN_BIAS = 3e-4  # noiseless relative bias of |h_hat| (<= 2.7e-4: tests/test_phy_loopback_flowgraph.py)
+
 
 def _est(node, gain, present=True):
     return NodeEstimate(node, present, gain, 0.0, 0.5, 100.0, 20.0, 50.0)
@@ -50,22 +54,53 @@ def test_calibration_yaml_round_trip(tmp_path):
     assert load_calibration(path) == cals
 
 
+def _spread_bounds(amps, noise_var, pilot_energy, k=K_SIGMA):
+    """(expected spread before, its tolerance, bound on spread after), all dB, for true received
+    amplitudes ``amps`` (linear, one per node) measured with pilots of energy ``pilot_energy``.
+
+    Pass 1: |h1_k| = a_k (1 + e1_k), e1_k ~ N(0, s^2 / a_k^2), s^2 = noise_var / (2 E_p) (the LS
+    gain error's in-phase part). Node k then sends T / |h1_k| (T = min |h1| 10^(-step/20), exact
+    TX-gain steps x digital scale), so pass 2 reads a_k T / |h1_k| (1 + e2_k) ~ T (1 - e1_k + e2_k),
+    e2_k ~ N(0, s^2 / T^2): spread after = 20 log10(e) (max - min) of d_k = e2_k - e1_k,
+    independent, var s^2 (1/a_k^2 + 1/T^2); > 20 log10(e) k sqrt(two largest variances) only if a
+    pair differs by > k of its std: P <= 6 x 5.7e-7. The estimator's noiseless bias depends only on
+    the node's delay and CFO, the same in both passes: it cancels. Spread before: the max and the
+    min of a_k (1 + e1_k) each move by <= max |e1_k| (+ bias), so it stays within
+    20 log10(e) 2 (k s / a_min + GAIN_BIAS) of 20 log10(a_max / a_min): P <= 4 x 5.7e-7.
+    """
+    a = np.asarray(amps, dtype=float)
+    s = np.sqrt(noise_var / (2 * pilot_energy))
+    db = 20 / np.log(10)  # dB per unit of relative amplitude error
+    target = a.min() * 10 ** (-GAIN_STEP_DB / 20) * (1 - k * s / a.min())  # worst case of pass 1
+    var = np.sort(s**2 * (1 / a**2 + 1 / target**2))
+    after = db * k * np.sqrt(var[-1] + var[-2])
+    before_tol = db * 2 * (k * s / a.min() + GAIN_BIAS)
+    return float(20 * np.log10(a.max() / a.min())), float(before_tol), float(after)
+
+
 def test_loopback_calibration_reduces_spread(tmp_path):
     pytest.importorskip("gnuradio.gr")
     from calibration.cli import cmd_calibrate
+    from grc_flowgraphs.loopback import draw_node_channels
+    from pairzero.config import load_config
+    from pairzero.phy import FrameLayout
 
     out = tmp_path / "cal.yaml"
-    args = argparse.Namespace(
-        config=None,
-        overrides=["nodes.count=4", "channel.fading=rayleigh", "channel.snr_db=25", "run.seed=5"],
-        output=str(out),
-    )
+    overrides = ["nodes.count=4", "channel.fading=rayleigh", "channel.snr_db=25", "run.seed=5"]
+    args = argparse.Namespace(config=None, overrides=overrides, output=str(out))
+    # The emulator's seeded draw (amplitudes 0.98, 0.94, 0.43, 0.63: 7.2 dB spread).
+    cfg = load_config(None, overrides)
+    amps = [abs(c.gain) for c in draw_node_channels(cfg.channel, cfg.nodes.count, cfg.run.seed)]
+    tp = FrameLayout(cfg.phy, cfg.nodes.count).pilot_template
+    expected_before, before_tol, after_bound = _spread_bounds(
+        amps, 10 ** (-cfg.channel.snr_db / 10), np.vdot(tp, tp).real
+    )  # 7.22 dB, 0.26 dB, 0.25 dB
     assert cmd_calibrate(args) == 0
     import yaml
 
     meta = yaml.safe_load(out.read_text())["meta"]
-    # Rayleigh draws: the raw spread is several dB; after alignment only the estimation noise of
-    # two pilot passes remains (relative std ~ sqrt(noise/(|h|^2 E_p)) ~ 1%, i.e. < 0.2 dB).
-    assert meta["spread_before_db"] > 2.0
-    assert meta["spread_after_db"] < 0.5
-    assert len(load_calibration(out)) == 4
+    cals = load_calibration(out)
+    # Assert: the bounds assume exact corrections (no TX gain clipped to its 0..90 dB range)
+    assert all(0.0 < c.tx_gain_db < 90.0 for c in cals) and len(cals) == 4
+    assert abs(meta["spread_before_db"] - expected_before) < before_tol
+    assert meta["spread_after_db"] < after_bound
