@@ -16,7 +16,9 @@ import numpy as np
 from pairzero.config import ExperimentConfig
 from pairzero.ota.aggregate import RoundResult
 from pairzero.ota.pipeline import OTARoundRunner
+from pairzero.ota.privacy import charge_logged_rounds
 from pairzero.protocol.interfaces import PhyResult, RoundPlan
+from pairzero.protocol.messages import RoundRecord
 
 __all__ = ["BasebandOTA"]
 
@@ -62,6 +64,10 @@ class BasebandOTA:
         present = tuple(int(k) for k in np.flatnonzero(self.runner.last_plan.active))
         return PhyResult(g_hat=float(res.g_hat), present=present, eta=float(res.eta),
                          mu=float(np.max(res.mu_t)))
+
+    def restore_accounting(self, records: Sequence[RoundRecord]) -> None:
+        """Charge the rounds committed before an AP restart (their logged max mu_t)."""
+        charge_logged_rounds(self.runner.accountant, ((r.active, r.mu) for r in records))
 
     def eps_spent(self) -> float | None:
         """Largest realized ε over the nodes so far (None without privacy)."""

@@ -252,12 +252,8 @@ class Orchestrator:
         heartbeats) for ``linger_s`` seconds.
         """
         start = self._log.next_round
-        if self._replica is not None and start > 0:
-            self._replica.replay(self._log.records(0))
-            log.info("AP replica replayed %d rounds: hash %s", start, self._replica.model_hash())
         if start > 0:
-            log.info("resuming experiment %s at round %d", self.s.experiment, start)
-            self._backfill_metrics()
+            self._resume(self._log.records(0))
         self._wait_for_members()
         while not self._stop.is_set() and self._log.next_round < self.s.rounds:
             if not self._members:
@@ -269,13 +265,25 @@ class Orchestrator:
             self._pump(min(self.s.poll_s, max(end - time.monotonic(), 0.0)))
         return self._log.next_round - start
 
-    def _backfill_metrics(self) -> None:
+    def _resume(self, records: list[RoundRecord]) -> None:
+        """Bring what lives in memory up to the round log: the replica's weights, the PHY's
+        privacy accountant (``restore_accounting``), and metrics rows lost in the crash."""
+        log.info("resuming experiment %s at round %d", self.s.experiment, len(records))
+        if self._replica is not None:
+            self._replica.replay(records)
+            log.info("AP replica replayed %d rounds: hash %s", len(records), self._replica.model_hash())
+        restore = getattr(self._phy, "restore_accounting", None)
+        if restore is not None:
+            restore(records)
+        self._backfill_metrics(records)
+
+    def _backfill_metrics(self, records: list[RoundRecord]) -> None:
         """Rows for committed rounds the metrics lack: an AP killed between the commit and the
         metrics write. The round log is the record; the row is rebuilt from it."""
         if self._metrics is None or not hasattr(self._metrics, "backfill"):
             return
         have = self._metrics.logged_rounds()
-        lost = [r for r in self._log.records(0) if r.t not in have]
+        lost = [r for r in records if r.t not in have]
         for rec in lost:
             self._metrics.backfill({**record_row(rec), "recovered": True})
         if lost:

@@ -28,12 +28,12 @@ import numpy as np
 from grc_flowgraphs.loopback import CAPTURE_MARGIN, FRAME_GAP
 from pairzero.config import ExperimentConfig
 from pairzero.ota.power import PowerPlan, amplitude_bound, plan_round
-from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration
+from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration, charge_logged_rounds
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
 from pairzero.phy.tx import refine_cfo
 from pairzero.protocol.interfaces import PhyResult, RoundPlan
-from pairzero.protocol.messages import Precoding
+from pairzero.protocol.messages import Precoding, RoundRecord
 
 __all__ = ["GnuRadioApPhy", "frame_stride", "sample_addresses"]
 
@@ -213,6 +213,10 @@ class GnuRadioApPhy:
         sn2 = pp.noise_var / 2.0
         sa2 = pp.sigma_a**2 * n_sent / max(len(plan.precoding), 1)
         return float(plan.mu * math.sqrt((sn2 + pp.sigma_a**2) / (sn2 + sa2)))
+
+    def restore_accounting(self, records: Sequence[RoundRecord]) -> None:
+        """Charge the rounds committed before an AP restart (mu to the nodes in S_t, as live)."""
+        charge_logged_rounds(self.accountant, ((r.active, r.mu) for r in records))
 
     def eps_spent(self) -> float | None:
         """Largest ε spent by any node so far (None without privacy)."""

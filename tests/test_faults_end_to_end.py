@@ -131,6 +131,9 @@ def test_ap_restart_resumes_without_losing_or_repeating_a_round(tmp_path: Path) 
     assert 8 <= before < ROUNDS
     assert [r.t for r in recs] == list(range(ROUNDS)), "a round was lost or repeated"
     assert "resuming experiment" in (logs / "ap2.log").read_text()
+    # The restarted AP charged the rounds before the kill: epsilon spent never goes back down
+    eps = [r["eps_spent"] for r in _rounds_done(run_dir) if r.get("eps_spent") is not None]
+    assert len(eps) >= ROUNDS - 2 and eps == sorted(eps) and eps[-1] <= 8.0 * (1 + 1e-9)  # the target
     reports = _node_reports(run_dir)
     assert all(r["next_round"] == ROUNDS for r in reports)
     assert {r["model_hash"] for r in reports} == {replay_hash(run_dir)}

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,7 @@ __all__ = [
     "estimation_error_bound",
     "PrivacyCalibration",
     "GaussianDPAccountant",
+    "charge_logged_rounds",
 ]
 
 log = logging.getLogger(__name__)
@@ -230,6 +232,25 @@ class PrivacyCalibration:
         return math.sqrt(max(need - noise_var / 2.0, 0.0))
 
 
+def charge_logged_rounds(
+    accountant: GaussianDPAccountant, rounds: Iterable[tuple[Sequence[int], float | None]]
+) -> int:
+    """Compose committed rounds again, as an AP restarted on its round log must: each round
+    ``(active nodes, mu)`` charges its logged mu to the nodes it counted (the AP's live
+    accounting does the same; where the log keeps the round's largest mu_t, as the baseband AP
+    logs it, this is an upper bound). Rounds without mu (privacy off) charge nothing. Returns
+    the number of rounds charged."""
+    n = 0
+    for active, mu in rounds:
+        if mu is None:
+            continue
+        mu_t = np.zeros(accountant.n_nodes)
+        mu_t[list(active)] = mu
+        accountant.add(mu_t)
+        n += 1
+    return n
+
+
 class GaussianDPAccountant:
     """Per-node GDP accountant: composes realized per-round mu_t exactly (mu_tot^2 = sum mu_t^2).
 
@@ -250,6 +271,11 @@ class GaussianDPAccountant:
     def rounds(self) -> int:
         """Rounds added so far."""
         return self._rounds
+
+    @property
+    def n_nodes(self) -> int:
+        """K."""
+        return len(self._mu_sq)
 
     def add(self, mu_t: np.ndarray | float) -> None:
         """Add one round's realized mu_t (scalar for all nodes, or shape (K,))."""
