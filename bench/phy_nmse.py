@@ -69,8 +69,14 @@ def run_point(k: int, snr_db: float, trials: int, sessions: int, seed: int) -> d
                               float(rng.uniform(-MAX_CFO, MAX_CFO)))
             for _ in range(k)
         ]
-        nodes, ap_addr = [_addr() for _ in range(k)], _addr()
-        emu = ChannelEmulator(chans, noise_var, nodes, ap_addr, seed=seed * 1000 + s)
+        for attempt in range(5):  # a port picked by _addr() can be taken before we bind it
+            nodes, ap_addr = [_addr() for _ in range(k)], _addr()
+            try:
+                emu = ChannelEmulator(chans, noise_var, nodes, ap_addr, seed=seed * 1000 + s)
+                break
+            except OSError:
+                if attempt == 4:
+                    raise
         emu.start()
         ap, txs = ApRx(ap_addr), [EdgeTx(a) for a in nodes]
         try:

@@ -133,19 +133,28 @@ class BurstSource(gr.sync_block):
         self._absent = [False] * k
         self._absent_log: list[tuple[int, int]] = []  # (node, clock) when declared absent
         self._lock = threading.Lock()
-        self._ctx: zmq.Context | None = None
         self._socks: list[zmq.Socket] = []
         self._poller = zmq.Poller()
+        self._bind()  # here, not in start(): a busy port is an error of the constructor
 
-    def start(self) -> bool:
-        self._ctx = zmq.Context.instance()
-        now = time.monotonic()
-        for i, addr in enumerate(self.addresses):
-            s = self._ctx.socket(zmq.PULL)
+    def _bind(self) -> None:
+        for addr in self.addresses:
+            s = zmq.Context.instance().socket(zmq.PULL)
             s.setsockopt(zmq.LINGER, 0)
-            s.bind(addr)
+            try:
+                s.bind(addr)
+            except zmq.ZMQError as e:
+                s.close(0)
+                self.stop()
+                raise OSError(f"cannot bind {addr} (a node's sample input): {e}") from None
             self._socks.append(s)
             self._poller.register(s, zmq.POLLIN)
+
+    def start(self) -> bool:
+        if not self._socks:  # started again after a stop
+            self._bind()
+        now = time.monotonic()
+        for i in range(len(self.addresses)):
             self._last_seen[i] = now
             self._waiting_since[i] = now
         return True
@@ -266,12 +275,23 @@ class IndexedSink(gr.sync_block):
         self._lock = threading.Lock()
         self.dropped = 0
         self._sock: zmq.Socket | None = None
+        self._bind()  # here, not in start(): a busy port is an error of the constructor
+
+    def _bind(self) -> None:
+        s = zmq.Context.instance().socket(zmq.XPUB)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 100000)
+        try:
+            s.bind(self.address)
+        except zmq.ZMQError as e:
+            s.close(0)
+            raise OSError(f"cannot bind {self.address} (the AP sample stream): {e}") from None
+        self._sock = s
 
     def start(self) -> bool:
-        self._sock = zmq.Context.instance().socket(zmq.XPUB)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDHWM, 100000)
-        self._sock.bind(self.address)
+        with self._lock:
+            if self._sock is None:  # started again after a stop
+                self._bind()
         return True
 
     def stop(self) -> bool:

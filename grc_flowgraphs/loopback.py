@@ -118,7 +118,11 @@ class ChannelEmulator:
         self.tb = gr.top_block("pairzero_loopback_channel")
         self.sink = IndexedSink(ap_address, index_offset=(FIR_TAPS - 1) // 2)
         ready = self.sink.has_subscriber if wait_for_ap else None
-        self.source = BurstSource(node_addresses, lockstep, node_timeout_s, ready)
+        try:
+            self.source = BurstSource(node_addresses, lockstep, node_timeout_s, ready)
+        except OSError:
+            self.sink.stop()  # release the AP port too
+            raise
         self.add = blocks.add_cc()
         self.noise = analog.noise_source_c(analog.GR_GAUSSIAN, float(np.sqrt(noise_var)), seed)
         self.channels = []

@@ -211,3 +211,25 @@ def test_free_running_emulator_is_throttled_to_the_sample_rate():
     # 400k items of the window). A loaded machine may run slower, so only the bound is
     # asserted, and that the emulator runs at all without any node (zero-filled, free-running).
     assert 0 < rate < 1.3 * 200e3
+
+
+def test_emulator_on_a_busy_port_fails_at_construction_and_releases_its_ports():
+    from grc_flowgraphs.loopback import ChannelEmulator, NodeChannelParams
+
+    # Prepare: node 1's port is taken
+    busy = zmq.Context.instance().socket(zmq.PULL)
+    busy.setsockopt(zmq.LINGER, 0)
+    port = busy.bind_to_random_port("tcp://127.0.0.1")
+    nodes = [f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{port}"]
+    ap = f"tcp://127.0.0.1:{_free_port()}"
+    try:
+        # Execute / Assert: a clear error naming the address, before any flowgraph runs
+        with pytest.raises(OSError, match=f"cannot bind tcp://127.0.0.1:{port}"):
+            ChannelEmulator([NodeChannelParams(1.0, 0.0, 0.0)] * 2, 0.0, nodes, ap)
+    finally:
+        busy.close(0)
+    # ... and it left no port bound: an emulator on the same addresses now starts and stops
+    emu = ChannelEmulator([NodeChannelParams(1.0, 0.0, 0.0)] * 2, 0.0, nodes, ap)
+    emu.start()
+    emu.stop()
+    emu.wait()
