@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OPT_TINY_DIR)
+    parser.add_argument("--corpus-out", type=Path, default=CORPUS_PATH,
+                        help="where the generated pre-training corpus is written")
     args = parser.parse_args(argv)
     setup_logging("INFO")
     torch.set_num_threads(args.threads)
@@ -130,9 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     task = load_task(TaskConfig(name="builtin-sentiment"))
     task_texts = [e.text for e in task.train + task.validation]
     corpus = generate_corpus(args.documents, seed=args.seed, exclude=task_texts)
-    CORPUS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    CORPUS_PATH.write_text("\n".join(corpus) + "\n", encoding="utf-8")
-    log.info("corpus: %d documents, %d characters -> %s", len(corpus), sum(map(len, corpus)), CORPUS_PATH)
+    args.corpus_out.parent.mkdir(parents=True, exist_ok=True)
+    args.corpus_out.write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    log.info("corpus: %d documents, %d characters -> %s", len(corpus), sum(map(len, corpus)), args.corpus_out)
 
     tokenizer = build_tokenizer(corpus, args.vocab_size)
     for word in (" great", " terrible"):

@@ -96,3 +96,19 @@ def test_trainable_modes_select_right_params(tiny) -> None:
     assert {n for n, p in tiny.named_parameters() if p.requires_grad} == set(names["final_norm"])
     with pytest.raises(ValueError, match="model.trainable"):
         trainable_parameters(tiny, "lora")
+
+
+@pytest.mark.slow  # ~45 s on an idle 2-core machine, minutes on a loaded one
+def test_pretraining_script_reproduces_the_shipped_checkpoint_bit_for_bit(tmp_path) -> None:
+    # Execute: scripts/pretrain_opt_tiny.py with its defaults, into tmp_path
+    repo = OPT_TINY_DIR.parents[3]
+    res = subprocess.run(
+        [sys.executable, str(repo / "scripts" / "pretrain_opt_tiny.py"), "--out", str(tmp_path / "m"),
+         "--corpus-out", str(tmp_path / "corpus.txt")],
+        capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    # Assert: the corpus, tokenizer, config and weights are the shipped bytes
+    assert (tmp_path / "corpus.txt").read_bytes() == (OPT_TINY_DIR.parent / "opt_tiny_corpus.txt").read_bytes()
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (tmp_path / "m" / name).read_bytes() == (OPT_TINY_DIR / name).read_bytes(), name
