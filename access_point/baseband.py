@@ -17,7 +17,7 @@ from pairzero.config import ExperimentConfig
 from pairzero.ota.aggregate import RoundResult
 from pairzero.ota.pipeline import OTARoundRunner
 from pairzero.ota.privacy import charge_logged_rounds
-from pairzero.protocol.interfaces import PhyResult, RoundPlan
+from pairzero.protocol.interfaces import Idle, PhyResult, ReadyTiming, RoundPlan
 from pairzero.protocol.messages import RoundRecord
 
 __all__ = ["BasebandOTA"]
@@ -42,14 +42,15 @@ class BasebandOTA:
                 m[n] = True
         return m
 
-    def plan(self, t: int, nodes: Sequence[int]) -> RoundPlan:
-        """Power plan for round t's channel draw and the expected nodes."""
+    def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
+        """Power plan for round t's channel draw and the nodes that answered READY."""
         pp = self.runner.plan(self.runner.channel.draw(t), self._mask(nodes))
         return RoundPlan(eta=pp.eta, sigma_a=pp.sigma_a, noise_std=0.0, tx_sample=-1,
                          mu=pp.mu_design if np.isfinite(pp.mu_design) else None)
 
     def receive(
-        self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None]
+        self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None],
+        idle: Idle | None = None,
     ) -> PhyResult:
         """Aggregate the READY scalars over round t's simulated channel."""
         g = np.zeros(self.k)

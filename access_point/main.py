@@ -95,9 +95,9 @@ def build_phy(cfg: ExperimentConfig) -> Any:
 
         return BasebandOTA(cfg)
     if mode in ("loopback", "usrp"):
-        from access_point.ota_phy import GnuRadioApPhy
+        import radio
 
-        return GnuRadioApPhy(cfg)
+        return radio.ap_phy(cfg)
     raise ValueError(f"radio.mode: {mode!r} is not supported by the AP")
 
 

@@ -4,12 +4,15 @@ One round t:
 
 1. seed s_t = :func:`round_seed` (master seed, t) -- deterministic, so a re-run after a
    crash uses the same perturbation;
-2. ``planner.plan(t, expected)`` -> (eta_t, sigma_a, noise share, tx sample);
-3. broadcast ROUND to every member;
-4. collect READY until every expected node answered or ``ready_timeout_s`` passed (a node
-   that never answers costs at most the deadline, never a hang);
-5. ``phy.receive(...)`` -> g_hat and the set S_t actually present (no node present: g_hat=0,
-   a no-op update, so round numbering stays contiguous);
+2. broadcast ROUND to every member;
+3. collect READY until every expected node answered or ``ready_timeout_s`` passed (a node
+   that never answers costs at most the deadline, never a hang); each READY also tells the
+   node's compute time, so the rest of its ROUND -> READY time is the control-plane round trip;
+4. ``planner.plan(t, ready nodes, timing)`` -> (eta_t, sigma_a, noise share, frame time,
+   per-node precoding); with a radio PHY (a frame time), SCHEDULE to every member;
+5. ``phy.receive(..., idle=pump)`` -> g_hat and the set S_t actually present (no node present:
+   g_hat=0, a no-op update, so round numbering stays contiguous); the control plane is served
+   while the PHY waits for samples (heartbeats, LEAVE, JOIN);
 6. the optional AP model replica applies the update and hashes it;
 7. **commit** the record to the round log (fsynced);
 8. broadcast UPDATE (with the expected model hash every ``hash_every`` rounds);
@@ -24,7 +27,6 @@ out-of-place messages are logged and dropped.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -37,7 +39,14 @@ from typing import Any, TextIO
 
 from access_point.roundlog import RoundLog
 from pairzero.config import ExperimentConfig
-from pairzero.protocol.interfaces import ApPhy, ModelReplica, PhyResult, RoundPlanner
+from pairzero.protocol.interfaces import (
+    ApPhy,
+    ModelReplica,
+    PhyResult,
+    ReadyTiming,
+    RoundPlan,
+    RoundPlanner,
+)
 from pairzero.protocol.messages import (
     AP_NODE_ID,
     MAX_INT,
@@ -184,12 +193,27 @@ class JsonlMetrics:
         self._f.close()
 
 
+#: TX events a node reports that mean its frame was not on the air in time.
+_LATE_KINDS = frozenset({"late_burst", "underflow", "late_schedule"})
+
+
 @dataclass
 class _RoundState:
     t: int
     seed: int
     expected: frozenset[int]
+    sent_at: float = 0.0  # when ROUND left (monotonic s)
     ready: dict[int, float | None] = field(default_factory=dict)
+    # node -> (control-plane round trip s, its last SCHEDULE -> radio time s, late frames reported)
+    timing: dict[int, tuple[float, float, bool]] = field(default_factory=dict)
+
+    def ready_timing(self) -> ReadyTiming:
+        """The worst latencies of the nodes that answered (what the frame time must allow for)."""
+        if not self.timing:
+            return ReadyTiming()
+        vals = list(self.timing.values())
+        return ReadyTiming(control_s=max(v[0] for v in vals), tx_prep_s=max(v[1] for v in vals),
+                           late_reports=sum(1 for v in vals if v[2]))
 
 
 class Orchestrator:
@@ -304,15 +328,8 @@ class Orchestrator:
         t0 = time.monotonic()
         seed = round_seed(self.s.master_seed, t)
         expected = frozenset(k for k, m in self._members.items() if m.next_round == t)
-        plan = self._planner.plan(t, sorted(expected))
-        rnd = Round(t=t, seed=seed, eta=plan.eta, noise_std=plan.noise_std, sigma_a=plan.sigma_a,
-                    tx_sample=plan.tx_sample, deadline_s=self.s.ready_timeout_s, lr=self.s.lr)
-        self._round = _RoundState(t, seed, expected)
-        if plan.precoding:  # radio PHY: every node gets its own precoding (or none: pilots only)
-            for k, m in list(self._members.items()):
-                self._send(m.peer, dataclasses.replace(rnd, precoding=plan.precoding.get(k)))
-        else:
-            self._broadcast(rnd)
+        self._round = _RoundState(t, seed, expected, sent_at=t0)
+        self._broadcast(Round(t=t, seed=seed, deadline_s=self.s.ready_timeout_s, lr=self.s.lr))
         deadline = t0 + self.s.ready_timeout_s
         while not self._stop.is_set() and not expected <= self._round.ready.keys():
             left = deadline - time.monotonic()
@@ -323,8 +340,15 @@ class Orchestrator:
             self._round = None
             return  # round t not committed: it re-runs after a restart
         ready = dict(self._round.ready)
+        timing = self._round.ready_timing()
         self._round = None
         t_ready = time.monotonic()
+        plan = RoundPlan()
+        if ready:
+            plan = self._planner.plan(t, sorted(ready), timing)
+            if plan.tx_sample >= 0:  # a radio PHY: every member sends its frame (or pilots)
+                for k, m in list(self._members.items()):
+                    self._send(m.peer, plan.schedule_for(t, k))
         result = self._receive(t, seed, plan, ready)
         t_phy = time.monotonic()
         eta = result.eta if result.eta is not None else plan.eta
@@ -359,16 +383,18 @@ class Orchestrator:
             self._metrics({
                 **record_row(rec), "expected": sorted(expected), "ready": sorted(ready),
                 "missing": missing, "ready_wait_s": t_ready - t0, "phy_s": t_phy - t_ready,
-                "round_s": time.monotonic() - t0,
+                "round_s": time.monotonic() - t0, "control_rtt_s": timing.control_s,
+                "tx_sample": plan.tx_sample,
             })
         log.info("round %d committed: g_hat=%.6g, |S|=%d/%d", t, result.g_hat,
                  len(rec.active), len(expected))
 
-    def _receive(self, t: int, seed: int, plan: Any, ready: dict[int, float | None]) -> PhyResult:
+    def _receive(self, t: int, seed: int, plan: RoundPlan, ready: dict[int, float | None]) -> PhyResult:
         if not ready:
             log.warning("round %d: no node ready; committing a no-op update (g_hat = 0)", t)
             return PhyResult(0.0, ())
-        result = self._phy.receive(t, seed, plan, ready)
+        # While the PHY waits for samples the control plane stays live (heartbeats, LEAVEs).
+        result = self._phy.receive(t, seed, plan, ready, idle=self._pump)
         if not math.isfinite(result.g_hat):
             log.error("round %d: PHY returned non-finite g_hat %r; committing g_hat = 0", t,
                       result.g_hat)
@@ -452,6 +478,12 @@ class Orchestrator:
                 return
             if b.scalar_ready:
                 r.ready[b.node] = b.digital_scalar
+                rtt = max(time.monotonic() - r.sent_at - b.compute_s, 0.0)
+                late = any(e.kind in _LATE_KINDS for e in b.tx_events)
+                r.timing[b.node] = (rtt, b.tx_prep_s, late)
+            for e in b.tx_events:
+                log.warning("node %d reports its frame of round %d: %s (%s)", b.node, e.t, e.kind,
+                            e.detail)
         elif isinstance(b, CatchupRequest):
             self._on_catchup(m, b)
         elif isinstance(b, Heartbeat):

@@ -37,6 +37,7 @@ from grc_flowgraphs.loopback import (  # noqa: E402
     NodeChannelParams,
     ota_round,
 )
+
 from pairzero.config import PhyConfig  # noqa: E402
 from pairzero.phy import BurstReceiver, FrameLayout  # noqa: E402
 from pairzero.runinfo import git_revision  # noqa: E402

@@ -16,6 +16,7 @@ from calibration.core import CalibrationReport, run_calibration, write_calibrati
 from pairzero.config import ExperimentConfig, config_to_dict, load_config
 from pairzero.phy import BurstReceiver, FrameLayout, build_node_burst
 from pairzero.phy.rx import NodeEstimate
+from pairzero.phy.schedule import TX_TAIL, capture_window, frame_stride
 
 __all__ = ["cmd_calibrate", "calibrate_loopback"]
 
@@ -29,38 +30,41 @@ def _free_address() -> str:
 
 
 def calibrate_loopback(cfg: ExperimentConfig) -> CalibrationReport:
-    """Both calibration passes through the loopback channel emulator (seeded from ``run.seed``).
+    """Both calibration passes through the loopback channel emulator (seeded from ``run.seed``),
+    over the same radio front ends and frame schedule as the testbed's rounds.
 
     The emulated radio has no analog TX gain stage: the TX-gain change is applied as the
     equivalent linear factor on the node's samples.
     """
-    from grc_flowgraphs.loopback import ApRx, ChannelEmulator, EdgeTx
+    from radio.emulator import ChannelEmulator
+    from radio.loopback import LoopbackFrontEnd
 
     k = cfg.nodes.count
     layout = FrameLayout(cfg.phy, k)
     rx = BurstReceiver(layout)
     nodes, ap_addr = [_free_address() for _ in range(k)], _free_address()
     emu = ChannelEmulator.from_config(cfg.channel, k, cfg.run.seed, nodes, ap_addr, node_timeout_s=0.5)
-    step = layout.length + 512
-    clock = {"next": 1000}
+    stride = frame_stride(layout)
+    clock = {"next": stride}
     emu.start()
-    ap = ApRx(ap_addr)
-    txs = [EdgeTx(a) for a in nodes]
+    ap = LoopbackFrontEnd(rx_address=ap_addr, sample_rate=cfg.phy.sample_rate)
+    txs = [LoopbackFrontEnd(tx_address=a, sample_rate=cfg.phy.sample_rate) for a in nodes]
     try:
 
         def measure(node: int, factor: complex) -> NodeEstimate:
             n0 = clock["next"]
-            clock["next"] += step
+            clock["next"] += stride
             burst = factor * build_node_burst(layout, node, frame_start=n0)
-            txs[node].send(burst, n0)
+            txs[node].send(burst, n0, timeout_s=1.0)
             for j, t in enumerate(txs):  # the others stay silent but keep the clock moving
                 if j != node:
-                    t.advance(n0 + layout.length + 256)
-            a = n0 - 128
-            w = ap.capture(a, layout.length + 256, timeout_s=10.0)
-            if w is None:
-                raise RuntimeError(f"calibration: no AP samples for node {node} at index {n0}")
-            res = rx.process(w, a, expected_start=n0)
+                    t.advance(n0 + layout.length + TX_TAIL)
+            start, length = capture_window(layout, n0)
+            cap = ap.capture(start, length, timeout_s=10.0)
+            if not cap.ok or cap.samples is None:
+                raise RuntimeError(f"calibration: no AP samples for node {node} at index {n0}: "
+                                   + "; ".join(str(e) for e in cap.events))
+            res = rx.process(cap.samples, start, expected_start=n0)
             if not res.detected:
                 raise RuntimeError(f"calibration: node {node}'s pilot frame not detected")
             return res.nodes[node]
@@ -82,13 +86,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         log.error("calibrate: radio.mode 'baseband' has no radio to calibrate; use 'loopback' or 'usrp'")
         return 2
     if cfg.radio.mode != "loopback":
-        from grc_flowgraphs.radio import find_usrp_devices
+        from radio.usrp import find_usrp_devices
 
         if not find_usrp_devices():
             log.error("calibrate: radio.mode is 'usrp' but uhd_find_devices finds no USRP")
             return 2
         log.error("calibrate: on USRPs run the per-host edge/AP calibration services "
-                  "(grc_flowgraphs.radio); a single-host USRP calibration is not implemented")
+                  "(radio.usrp); a single-host USRP calibration is not implemented")
         return 2
     report = calibrate_loopback(cfg)
     out = Path(args.output) if getattr(args, "output", None) else Path(cfg.output.dir) / "calibration.yaml"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pairzero.config import ExperimentConfig, load_config
-from pairzero.protocol.messages import Round
+from pairzero.protocol.messages import Schedule, TxEvent
 from pairzero.runinfo import experiment_id
 
 __all__ = ["cmd_edge", "BasebandNodePhy", "build_node_phy"]
@@ -32,18 +32,23 @@ class BasebandNodePhy:
     """Baseband mode: nothing goes over the air; the scalar travels in READY."""
 
     digital = True
+    last_prep_s = 0.0
 
-    def transmit(self, t: int, scalar: float, rnd: Round) -> None:
+    def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> None:
         return None
+
+    def take_events(self) -> tuple[TxEvent, ...]:
+        return ()
 
 
 def build_node_phy(cfg: ExperimentConfig, node: int) -> Any:
-    """The node's transmit chain for ``radio.mode``."""
+    """The node's transmit chain for ``radio.mode``: the round protocol on its radio front end
+    (loopback emulator, USRP or emulated USRP), or nothing in baseband mode."""
     if cfg.radio.mode == "baseband":
         return BasebandNodePhy()
-    from edge_node.ota_phy import GnuRadioNodePhy
+    import radio
 
-    return GnuRadioNodePhy(cfg, node)
+    return radio.node_phy(cfg, node)
 
 
 def cmd_edge(args: argparse.Namespace) -> int:

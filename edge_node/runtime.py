@@ -5,8 +5,10 @@ State machine (one thread, one ClientTransport):
 * not joined: send JOIN every ``join_retry_s`` (the AP may be down or restarting; libzmq
   reconnects underneath). JOIN_ACK -> joined; JOIN_REJECT -> :class:`JoinRejected`.
 * joined, in sync (``next_round`` = the AP's round): ROUND t -> ``trainer.compute_scalar``
-  -> READY (carrying the scalar only on the digital ideal-PHY path) -> ``phy.transmit``;
-  UPDATE t -> ``trainer.apply_update(seed, g_hat, lr)``, ``next_round = t + 1``.
+  -> READY (carrying the scalar only on the digital path; with a radio PHY its compute time
+  and what the radio reported about its last frame) -> SCHEDULE t (radio PHY: the frame time
+  and this node's precoding) -> ``phy.transmit``; UPDATE t ->
+  ``trainer.apply_update(seed, g_hat, lr)``, ``next_round = t + 1``.
 * behind (JOIN_ACK, UPDATE, ROUND or HEARTBEAT reveal that the AP has committed rounds this
   node has not applied): CATCHUP_REQUEST(from next_round) -> CATCHUP_RESPONSE -> the records
   are replayed in order through ``trainer.replay``; pages repeat until ``more`` is false.
@@ -44,6 +46,7 @@ from pairzero.protocol.messages import (
     Ready,
     Round,
     RoundRecord,
+    Schedule,
     Update,
     decode,
     encode,
@@ -117,6 +120,7 @@ class EdgeNode:
         self.rounds_participated = 0
         self.dropped = 0
         self._catchup_sent: float | None = None
+        self._pending: tuple[int, float] | None = None  # (round, scalar) awaiting its SCHEDULE
         self._last_join = -1e9
         self._last_hb = 0.0
         self._last_ap = time.monotonic()
@@ -230,6 +234,8 @@ class EdgeNode:
             self._behind(b.next_round)
         elif isinstance(b, Round):
             self._on_round(b)
+        elif isinstance(b, Schedule):
+            self._on_schedule(b)
         elif isinstance(b, Update):
             self._on_update(b)
         elif isinstance(b, CatchupResponse):
@@ -246,16 +252,41 @@ class EdgeNode:
             if r.t > self.next_round:
                 self._behind(r.t)
             return
+        t0 = time.monotonic()
         scalar = float(self.trainer.compute_scalar(r.t, r.seed))
         digital = scalar if self._phy.digital else None
+        ready = Ready(t=r.t, node=self.node_id, scalar_ready=True, digital_scalar=digital,
+                      compute_s=min(time.monotonic() - t0, 86400.0),
+                      tx_prep_s=min(float(getattr(self._phy, "last_prep_s", 0.0)), 86400.0),
+                      tx_events=tuple(self._phy.take_events()))
         try:
-            self._send(Ready(t=r.t, node=self.node_id, scalar_ready=True, digital_scalar=digital))
+            self._send(ready)
         except ProtocolError as e:  # non-finite scalar: do not take part
             log.error("node %d round %d: scalar %r not sendable (%s); skipping", self.node_id,
                       r.t, scalar, e)
             return
-        self._phy.transmit(r.t, scalar, r)
         self.rounds_participated += 1
+        if self._phy.digital:
+            self._phy.transmit(r.t, scalar, None)
+        else:
+            self._pending = (r.t, scalar)
+
+    def _on_schedule(self, s: Schedule) -> None:
+        """Send round t's frame: with the payload if this node computed its scalar for t and the
+        AP precoded it, else pilots only (they keep the AP's channel estimate fresh)."""
+        if s.node != self.node_id or s.t < self.next_round:
+            self.dropped += 1
+            return
+        if self._phy.digital:
+            self.dropped += 1
+            log.warning("node %d: SCHEDULE for round %d, but this node runs without a radio "
+                        "PHY: set the same radio.mode on the AP and the nodes", self.node_id, s.t)
+            return
+        scalar = None
+        if self._pending is not None and self._pending[0] == s.t:
+            scalar = self._pending[1]
+        self._pending = None
+        self._phy.transmit(s.t, scalar, s)
 
     def _on_update(self, u: Update) -> None:
         if u.t < self.next_round:

@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
                  "pairzero.loopback:cmd_loopback"),
     "ap": ("run the access-point process", "access_point.main:cmd_ap"),
     "edge": ("run one edge-node process", "edge_node.main:cmd_edge"),
-    "channel": ("run the loopback channel emulator process", "grc_flowgraphs.channel_cli:cmd_channel"),
+    "channel": ("run the loopback channel emulator process", "radio.channel_cli:cmd_channel"),
     "calibrate": ("align the power the AP receives from each node", "calibration.cli:cmd_calibrate"),
     "simulate": ("train in one process with simulated nodes and channel", "pairzero.simulate:cmd_simulate"),
     "report": ("plots and summary from run directories", "pairzero.report:cmd_report"),

@@ -216,8 +216,9 @@ class RadioConfig:
     """Where the samples go.
 
     ``loopback``: GNU Radio flowgraphs on this machine, the channel emulator between nodes and
-    AP; ``usrp``: USRPs (UHD device args); ``baseband``: no samples at all, the scalars travel
-    in the control plane and the AP applies the simulated channel (as ``simulate`` does).
+    AP; ``usrp``: USRPs (UHD device args; ``type=emulated`` for the emulated USRP, which runs
+    the USRP code against the channel emulator); ``baseband``: no samples at all, the scalars
+    travel in the control plane and the AP applies the simulated channel (as ``simulate`` does).
     """
 
     mode: Literal["loopback", "baseband", "usrp"] = "loopback"
@@ -228,6 +229,23 @@ class RadioConfig:
     rx_gain_db: float = _f(30.0, ge=0.0, le=90.0)
     clock_source: Literal["internal", "external", "gpsdo"] = "external"
     calibration_file: str | None = None
+    tx_lead_s: float = _f(0.02, ge=0.0, le=10.0, doc="radios: a frame's time is this far (s) beyond the measured control-plane and TX latencies")
+    capture_slack_s: float = _f(1.0, gt=0.0, le=600.0, doc="radios: the AP gives up on a window this long (s) after it is due")
+    emulated_rate_factor: float = _f(1.0, gt=0.0, le=1.0, doc="type=emulated radios: their clocks run at this fraction of real time (lower on a loaded machine)")
+
+    def emulated(self) -> bool:
+        """Every radio of a ``usrp`` run is an emulated USRP (``type=emulated`` device args)."""
+        args = [self.ap_args, *self.node_args]
+        return self.mode == "usrp" and all(_device_type(a) == "emulated" for a in args)
+
+
+def _device_type(args: str) -> str:
+    """The ``type`` of UHD device args (``"type=b200,serial=..."`` -> ``"b200"``; "" if none)."""
+    for part in args.split(","):
+        k, _, v = part.partition("=")
+        if k.strip().lower() == "type":
+            return v.strip()
+    return ""
 
 
 @dataclass(frozen=True)
@@ -427,6 +445,13 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
             f"radio.node_args has {len(cfg.radio.node_args)} entries; it needs one per node "
             f"(nodes.count = {n.count})"
         )
+    if cfg.radio.mode == "usrp":
+        kinds = {_device_type(a) == "emulated" for a in [cfg.radio.ap_args, *cfg.radio.node_args]}
+        if kinds == {True, False}:
+            raise ConfigError(
+                "radio.ap_args / radio.node_args: either every radio is emulated (type=emulated) "
+                "or none is: an emulated radio only reaches the channel emulator"
+            )
     if cfg.network.sample_port_base <= cfg.network.control_port <= cfg.network.sample_port_base + n.count + 1:
         raise ConfigError(
             f"network.control_port ({cfg.network.control_port}) collides with the sample ports "

@@ -1,7 +1,8 @@
 """``pairzero loopback``: the whole testbed on one machine, one process per role.
 
-Starts the channel emulator (GNU Radio, ``radio.mode: loopback``), the access point and K edge
-nodes as separate processes, exactly as they run on a lab's hosts, on 127.0.0.1. Shows the
+Starts the channel emulator (GNU Radio; ``radio.mode: loopback``, or ``usrp`` with every radio
+emulated, ``type=emulated``), the access point and K edge nodes as separate processes, exactly
+as they run on a lab's hosts, on 127.0.0.1. Shows the
 AP's progress, stops everything cleanly on Ctrl-C (no orphan processes: the children also die
 with the launcher), and leaves one run directory::
 
@@ -32,7 +33,7 @@ from pairzero.config import ConfigError, ExperimentConfig, load_config
 from pairzero.procs import Child, Supervisor
 from pairzero.runinfo import make_run_dir, write_provenance
 
-__all__ = ["cmd_loopback", "ports_in_use", "busy_ports"]
+__all__ = ["cmd_loopback", "ports_in_use", "busy_ports", "needs_emulator"]
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,14 @@ def ports_in_use(cfg: ExperimentConfig) -> list[int]:
     """The configured TCP ports on ``network.ap_host`` that another process already holds."""
     n = cfg.network
     ports = [n.control_port]
-    if cfg.radio.mode == "loopback":
+    if needs_emulator(cfg):
         ports += [n.sample_port_base + i for i in range(cfg.nodes.count + 1)]
     return busy_ports(n.ap_host, ports)
+
+
+def needs_emulator(cfg: ExperimentConfig) -> bool:
+    """The run's samples go through the channel emulator: loopback, or emulated USRPs."""
+    return cfg.radio.mode == "loopback" or cfg.radio.emulated()
 
 
 def busy_ports(host: str, ports: list[int]) -> list[int]:
@@ -74,8 +80,10 @@ def _echo(name: str) -> object:
 def cmd_loopback(args: argparse.Namespace) -> int:
     """CLI entry: ``pairzero loopback``."""
     cfg = load_config(args.config, args.overrides)
-    if cfg.radio.mode == "usrp":
-        raise ConfigError("radio.mode: 'usrp' cannot run in loopback; use 'loopback' or 'baseband'")
+    if cfg.radio.mode == "usrp" and not cfg.radio.emulated():
+        raise ConfigError("radio.mode: 'usrp' with real radios cannot run in loopback; use "
+                          "'loopback' or 'baseband', or emulated radios (type=emulated in "
+                          "radio.ap_args and radio.node_args, configs/emulated_usrp.yaml)")
     if cfg.network.ap_host not in ("127.0.0.1", "localhost"):
         raise ConfigError(f"network.ap_host: {cfg.network.ap_host!r}; loopback runs on 127.0.0.1")
     busy = ports_in_use(cfg)
@@ -102,9 +110,10 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     logs = run_dir / "logs"
     exe = [sys.executable, "-m", "pairzero.cli"]
     common = ["--config", str(run_dir / "config.yaml"), "--log-level", args.log_level]
-    print(f"loopback: AP + {cfg.nodes.count} edge nodes"
-          + (" + GNU Radio channel emulator" if cfg.radio.mode == "loopback" else " (baseband OTA)")
-          + f", {cfg.run.rounds} rounds; run dir {run_dir}", flush=True)
+    what = {"loopback": " + GNU Radio channel emulator", "baseband": " (baseband OTA)",
+            "usrp": " on emulated USRPs + GNU Radio channel emulator"}[cfg.radio.mode]
+    print(f"loopback: AP + {cfg.nodes.count} edge nodes{what}, {cfg.run.rounds} rounds; "
+          f"run dir {run_dir}", flush=True)
     sup = Supervisor(grace_s=15.0)
     # Children: unbuffered output (progress reaches the terminal at once), no per-process
     # weight-loading progress bars.
@@ -112,7 +121,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
            "OMP_NUM_THREADS": str(cfg.zo.threads), "MKL_NUM_THREADS": str(cfg.zo.threads)}
     t0 = time.monotonic()
     try:
-        if cfg.radio.mode == "loopback":
+        if needs_emulator(cfg):
             sup.start(Child("channel", [*exe, "channel", *common], logs / "channel.log",
                             _echo("channel")), env)  # type: ignore[arg-type]
         ap = sup.start(Child("ap", [*exe, "ap", *common, "--run-dir", str(run_dir)], logs / "ap.log",

@@ -81,9 +81,9 @@ def _spread_bounds(amps, noise_var, pilot_energy, k=K_SIGMA):
 def test_loopback_calibration_reduces_spread(tmp_path):
     pytest.importorskip("gnuradio.gr")
     from calibration.cli import cmd_calibrate
-    from grc_flowgraphs.loopback import draw_node_channels
     from pairzero.config import load_config
     from pairzero.phy import FrameLayout
+    from radio.emulator import draw_node_channels
 
     out = tmp_path / "cal.yaml"
     overrides = ["nodes.count=4", "channel.fading=rayleigh", "channel.snr_db=25", "run.seed=5"]

@@ -1,40 +1,68 @@
-"""The AP and node PHY adapters of the distributed round, over the numpy reference channel.
+"""The round protocol (pairzero.phy.round) on a numpy stand-in for the radio front ends.
 
-The GNU Radio emulator and the USRP front ends are replaced here by a stand-in that places each
-node's frame on the shared sample clock and passes the AP window through
-:func:`pairzero.phy.channel.apply_channel` (the emulator's model); everything else is the real
-planning, precoding, receiver and aggregation code. The flowgraph path itself is covered by
-tests/test_loopback_end_to_end.py.
+The front ends are replaced by :class:`Air`, which places each node's frame on the shared sample
+clock and passes the AP's window through :func:`pairzero.phy.channel.apply_channel` (the
+emulator's model); everything else is the real planning, precoding, receiver and aggregation
+code. The same protocol through the running emulator: tests/test_phy_loopback_flowgraph.py; on
+the emulated USRP: tests/test_radio_emulated_usrp.py.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from access_point.ota_phy import GnuRadioApPhy
-from edge_node.ota_phy import GnuRadioNodePhy
 from pairzero.config import load_config
 from pairzero.phy.channel import apply_channel
-from pairzero.protocol.messages import Round
+from pairzero.phy.frontend import Capture, EventKind, RadioEvent, SendReport
+from pairzero.phy.round import ApRoundPhy, NodeRoundPhy
+from pairzero.protocol.interfaces import ReadyTiming
+from pairzero.protocol.messages import Schedule
 
 
 class Air:
-    """Frames sent by the nodes, and the AP's window of their sum through the channel."""
+    """Frames sent by the nodes, and the AP's window of their sum through the channel.
+
+    ``now``: the radios' clock (sample index), advanced by the test; ``lost``: windows to
+    report as not received (a timeout)."""
+
+    sample_rate = 1e6
 
     def __init__(self, gains, delays, cfos, noise_var: float, seed: int = 0) -> None:
         self.gains, self.delays, self.cfos, self.noise_var = gains, delays, cfos, noise_var
         self.frames: dict[int, tuple[int, np.ndarray]] = {}
         self.rng = np.random.default_rng(seed)
-        self.usrp = SimpleNamespace(get_time_now=lambda: SimpleNamespace(get_real_secs=lambda: 1.0))
+        self.now = 0
+        self.lost: set[int] = set()
 
-    def node(self, k: int) -> SimpleNamespace:
-        return SimpleNamespace(send=lambda burst, start: self.frames.__setitem__(k, (start, burst)))
+    def now_index(self) -> int:
+        return self.now
 
-    def capture(self, start: int, length: int, timeout_s: float | None = None) -> np.ndarray:
+    def node(self, k: int) -> Air:
+        air = self
+
+        class NodeFrontEnd:
+            sample_rate = 1e6
+
+            def now_index(self) -> int:
+                return air.now
+
+            def send(self, burst, index, timeout_s):
+                air.frames[k] = (index, burst)
+                return SendReport(index, True)
+
+            def close(self) -> None:
+                pass
+
+        return NodeFrontEnd()  # type: ignore[return-value]
+
+    def capture(self, start: int, length: int, timeout_s: float, idle=None) -> Capture:
+        if start in self.lost:
+            self.frames.clear()
+            return Capture(start, length, None, (RadioEvent(EventKind.TIMEOUT, start, "lost"),))
         streams = []
         for k in range(len(self.gains)):
             x = np.zeros(length, dtype=complex)
@@ -43,29 +71,36 @@ class Air:
                 x[s - start : s - start + len(b)] = b
             streams.append(x)
         self.frames.clear()
-        return apply_channel(streams, self.gains, self.delays, self.cfos, self.noise_var, self.rng, start)
+        y = apply_channel(streams, self.gains, self.delays, self.cfos, self.noise_var, self.rng, start)
+        return Capture(start, length, y.astype(np.complex64))
+
+    def close(self) -> None:
+        pass
 
 
-def _rounds(mode: str, cfos, rounds: int = 6, drop: dict[int, set[int]] | None = None):
-    cfg = load_config(None, ["nodes.count=3", "privacy.enabled=false", "channel.snr_db=30.0",
-                             f"radio.mode={mode}"])
-    gains = [0.9 * np.exp(0.7j), 1.3 * np.exp(-2.1j), 0.6 * np.exp(2.8j)]
-    air = Air(gains, [1.3, -2.6, 0.4], cfos, noise_var=1e-3)
-    ap = GnuRadioApPhy(cfg, frontend=air)
-    nodes = [GnuRadioNodePhy(cfg, k, frontend=air.node(k)) for k in range(3)]
+GAINS = [0.9 * np.exp(0.7j), 1.3 * np.exp(-2.1j), 0.6 * np.exp(2.8j)]
+
+
+def _rounds(shared_reference: bool, cfos, rounds: int = 6, drop: dict[int, set[int]] | None = None,
+            lost: set[int] = frozenset()):
+    cfg = load_config(None, ["nodes.count=3", "privacy.enabled=false", "channel.snr_db=30.0"])
+    air = Air(GAINS, [1.3, -2.6, 0.4], cfos, noise_var=1e-3)
+    ap = ApRoundPhy(cfg, air, shared_reference=shared_reference, realtime=shared_reference)
+    nodes = [NodeRoundPhy(cfg, k, air.node(k)) for k in range(3)]
     g = np.array([0.4, -0.9, 0.7])
     out = []
     for t in range(rounds):
         gone = (drop or {}).get(t, set())
-        plan = ap.plan(t, [0, 1, 2])
-        for k in range(3):
-            if k in gone:
-                continue
-            rnd = Round(t=t, seed=t, eta=plan.eta, noise_std=plan.noise_std, sigma_a=plan.sigma_a,
-                        tx_sample=plan.tx_sample, deadline_s=1.0, lr=0.1, precoding=plan.precoding.get(k))
-            nodes[k].transmit(t, float(g[k]), rnd)
-        res = ap.receive(t, t, plan, {k: None for k in range(3) if k not in gone})
+        ready = [k for k in range(3) if k not in gone]
+        plan = ap.plan(t, ready)
+        if t in lost:
+            air.lost.add(plan.tx_sample - 128)
+        for k in ready:
+            nodes[k].transmit(t, float(g[k]), plan.schedule_for(t, k))
+        res = ap.receive(t, t, plan, {k: None for k in ready})
         out.append((plan, res, ap.noise_var_y))
+        if shared_reference:  # radios: their clock moves on between rounds
+            air.now = plan.tx_sample + 10_000
     return out, g
 
 
@@ -76,7 +111,7 @@ def _tolerance(plan, noise_var_y: float, n: int) -> float:
 
 
 def test_loopback_rounds_sound_then_aggregate_the_sum_over_the_air() -> None:
-    out, g = _rounds("loopback", cfos=[6e-5, -8e-5, 2e-5])
+    out, g = _rounds(False, cfos=[6e-5, -8e-5, 2e-5])
     for plan, res, _ in out[:2]:  # two frames to refine every CFO: pilots only
         assert plan.precoding == {}
         assert res.present == () and res.g_hat == 0.0
@@ -85,8 +120,15 @@ def test_loopback_rounds_sound_then_aggregate_the_sum_over_the_air() -> None:
         assert abs(res.g_hat - g.mean()) < _tolerance(plan, n0, 3)
 
 
+def test_frames_follow_each_other_on_the_lockstep_clock() -> None:
+    out, _ = _rounds(False, cfos=[0.0, 0.0, 0.0], rounds=4)
+    starts = [plan.tx_sample for plan, _, _ in out]
+    stride = starts[1] - starts[0]
+    assert stride > 0 and starts == [stride * (t + 1) for t in range(4)]
+
+
 def test_a_node_that_does_not_send_is_left_out_and_the_rest_still_add_up() -> None:
-    out, g = _rounds("loopback", cfos=[6e-5, -8e-5, 2e-5], drop={4: {2}})
+    out, g = _rounds(False, cfos=[6e-5, -8e-5, 2e-5], drop={4: {2}})
     plan, res, n0 = out[4]
     assert res.present == (0, 1)
     assert abs(res.g_hat - g[:2].mean()) < _tolerance(plan, n0, 2)
@@ -95,7 +137,7 @@ def test_a_node_that_does_not_send_is_left_out_and_the_rest_still_add_up() -> No
 
 
 def test_usrp_mode_on_a_shared_reference_precodes_after_one_pilot_frame() -> None:
-    out, g = _rounds("usrp", cfos=[0.0, 0.0, 0.0], rounds=4)
+    out, g = _rounds(True, cfos=[0.0, 0.0, 0.0], rounds=4)
     assert out[0][1].present == ()
     for plan, res, n0 in out[1:]:
         assert res.present == (0, 1, 2)
@@ -103,9 +145,53 @@ def test_usrp_mode_on_a_shared_reference_precodes_after_one_pilot_frame() -> Non
         assert abs(res.g_hat - g.mean()) < _tolerance(plan, n0, 3)
 
 
-def test_a_radio_round_needs_a_scheduled_sample_time() -> None:
+def test_a_window_that_never_arrives_ends_the_round_without_it(caplog) -> None:
+    # Prepare / Execute: round 2's window times out on the radio
+    with caplog.at_level(logging.WARNING, logger="pairzero.phy.round"):
+        out, g = _rounds(True, cfos=[0.0, 0.0, 0.0], rounds=4, lost={2})
+    # Assert: that round commits nothing (one WARN line), the next one aggregates again
+    assert out[2][1].present == () and out[2][1].g_hat == 0.0
+    warns = [r for r in caplog.records if "not received" in r.getMessage()]
+    assert len(warns) == 1 and "timeout" in warns[0].getMessage()
+    assert out[3][1].present == (0, 1, 2)
+
+
+def test_the_frame_time_covers_the_measured_latencies_on_a_radio_clock() -> None:
     cfg = load_config(None, ["nodes.count=3"])
-    node = GnuRadioNodePhy(cfg, 0, frontend=SimpleNamespace(send=lambda *a: None))
-    rnd = Round(t=0, seed=1, eta=1.0, noise_std=0.0, sigma_a=0.0, tx_sample=-1, deadline_s=1.0, lr=0.1)
+    air = Air(GAINS, [0, 0, 0], [0, 0, 0], 1e-3)
+    ap = ApRoundPhy(cfg, air, shared_reference=True, realtime=True, tx_lead_s=0.02)
+    air.now = 5_000_000
+    # Execute: 30 ms control-plane round trip, 4 ms of TX preparation on the slowest node
+    n = ap.frame_index(0, ReadyTiming(control_s=0.030, tx_prep_s=0.004))
+    # Assert: now + (20 + 30 + 4) ms at 1 MS/s
+    assert n == 5_000_000 + 54_000
+    # A node reports a late frame: the next frame gets 10 ms more, and the margin doubles
+    air.now = n + 100_000
+    n2 = ap.frame_index(1, ReadyTiming(control_s=0.030, tx_prep_s=0.004, late_reports=1))
+    assert n2 == air.now + 64_000
+    n3 = ap.frame_index(2, ReadyTiming(control_s=0.030, tx_prep_s=0.004, late_reports=2))
+    assert n3 == air.now + 74_000
+    # Two frames never overlap, whatever the clock says
+    assert ap.frame_index(3) >= n3 + ap.stride
+
+
+def test_a_node_refuses_a_schedule_it_got_after_the_frame_time() -> None:
+    cfg = load_config(None, ["nodes.count=3"])
+    air = Air(GAINS, [0, 0, 0], [0, 0, 0], 1e-3)
+    node = NodeRoundPhy(cfg, 1, air.node(1))
+    air.now = 2_000
+    sched = Schedule(t=5, node=1, tx_sample=1_500, eta=1.0, noise_std=0.0, sigma_a=0.0, precoding=None)
+    # Execute
+    assert node.transmit(5, 0.3, sched) is None
+    # Assert: nothing went on the air, and the next READY carries why
+    assert air.frames == {}
+    (ev,) = node.take_events()
+    assert ev.t == 5 and ev.kind == "late_schedule"
+    assert node.take_events() == ()
+
+
+def test_a_radio_round_needs_a_schedule() -> None:
+    cfg = load_config(None, ["nodes.count=3"])
+    node = NodeRoundPhy(cfg, 0, Air(GAINS, [0, 0, 0], [0, 0, 0], 1e-3).node(0))
     with pytest.raises(ValueError, match="radio.mode"):
-        node.transmit(0, 0.1, rnd)
+        node.transmit(0, 0.1, None)

@@ -11,8 +11,8 @@ import zmq
 gr_mod = pytest.importorskip("gnuradio.gr")
 from gnuradio import blocks, gr  # noqa: E402
 
-from grc_flowgraphs.blocks import FIR_TAPS, BurstSource, NodeChannel, fractional_delay_taps  # noqa: E402
 from pairzero.phy.channel import apply_channel  # noqa: E402
+from radio.blocks import FIR_TAPS, BurstSource, NodeChannel, fractional_delay_taps  # noqa: E402
 
 
 def _free_port() -> int:
@@ -156,7 +156,7 @@ def test_burst_source_does_not_take_a_live_node_for_silent_after_waiting_on_anot
 
 def test_indexed_sink_publishes_chunks_with_the_shared_sample_index():
     # Prepare: burst source (gated on the AP subscription) -> head(1000) -> indexed sink
-    from grc_flowgraphs.blocks import IndexedSink
+    from radio.blocks import IndexedSink
 
     node, ap = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
     x = (np.arange(1000) + 1j).astype(np.complex64)
@@ -190,7 +190,7 @@ def test_indexed_sink_publishes_chunks_with_the_shared_sample_index():
 
 
 def test_free_running_emulator_is_throttled_to_the_sample_rate():
-    from grc_flowgraphs.loopback import ChannelEmulator, NodeChannelParams
+    from radio.emulator import ChannelEmulator, NodeChannelParams
 
     addrs = [f"tcp://127.0.0.1:{_free_port()}" for _ in range(2)]
     emu = ChannelEmulator([NodeChannelParams(1.0, 0.0, 0.0)] * 2, 0.0, addrs,
@@ -214,7 +214,7 @@ def test_free_running_emulator_is_throttled_to_the_sample_rate():
 
 
 def test_emulator_on_a_busy_port_fails_at_construction_and_releases_its_ports():
-    from grc_flowgraphs.loopback import ChannelEmulator, NodeChannelParams
+    from radio.emulator import ChannelEmulator, NodeChannelParams
 
     # Prepare: node 1's port is taken
     busy = zmq.Context.instance().socket(zmq.PULL)

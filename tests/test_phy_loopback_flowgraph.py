@@ -1,4 +1,6 @@
-"""TX -> GNU Radio channel emulator -> AP RX over ZeroMQ on 127.0.0.1 (real flowgraph running)."""
+"""The round protocol through the running GNU Radio channel emulator over ZeroMQ on 127.0.0.1:
+node front ends -> emulator -> the AP's front end, exactly the code the testbed's AP and nodes run
+(pairzero.phy.round on radio.loopback), without the control plane."""
 
 import socket
 
@@ -7,10 +9,12 @@ import pytest
 
 pytest.importorskip("gnuradio.gr")
 
-from grc_flowgraphs.loopback import ApRx, ChannelEmulator, EdgeTx, NodeChannelParams, ota_round  # noqa: E402
-from pairzero.config import PhyConfig  # noqa: E402
+from pairzero.config import PhyConfig, load_config  # noqa: E402
 from pairzero.phy import BurstReceiver, FrameLayout, build_node_burst  # noqa: E402
 from pairzero.phy.channel import apply_channel  # noqa: E402
+from pairzero.phy.round import ApRoundPhy, NodeRoundPhy  # noqa: E402
+from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
+from radio.loopback import LoopbackFrontEnd  # noqa: E402
 from sync.estimation import fractional_shift  # noqa: E402
 
 K_SIGMA = 5.0  # P(|Z| > 5) = 5.7e-7 per check: <= 4.6e-6 for 4 nodes x (delay, gain), union bound
@@ -23,24 +27,32 @@ def _addr() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def _run(k, present, snr_db, seed, node_timeout_s=1.0):
+def _run(k, present, snr_db, seed, node_timeout_s=1.0, rounds=3):
+    """``rounds`` rounds of the protocol; the last one's result. Unit-gain channels, unit power
+    and clip bound: the AP's alignment gain eta is 1."""
     rng = np.random.default_rng(seed)
     chans = [
         NodeChannelParams(complex(np.exp(2j * np.pi * rng.random())), rng.uniform(-4, 4), rng.uniform(-1e-4, 1e-4))
         for _ in range(k)
     ]
     noise_var = 10 ** (-snr_db / 10)
+    cfg = load_config(None, [f"nodes.count={k}", "privacy.enabled=false", "zo.clip=1.0",
+                             "nodes.power_budget=1.0", f"channel.snr_db={snr_db}"])
     nodes, ap_addr = [_addr() for _ in range(k)], _addr()
-    lay = FrameLayout(PhyConfig(), k)
-    rx = BurstReceiver(lay)
     values = rng.uniform(-1, 1, k)
     emu = ChannelEmulator(chans, noise_var, nodes, ap_addr, seed=seed, node_timeout_s=node_timeout_s)
     ap, txs = None, []
     emu.start()
     try:
-        ap = ApRx(ap_addr)
-        txs = [EdgeTx(a) if i in present else None for i, a in enumerate(nodes)]
-        res = ota_round(lay, txs, ap, rx, 1000, values, eta=1.0, timeout_s=10.0)
+        ap = ApRoundPhy(cfg, LoopbackFrontEnd(rx_address=ap_addr), capture_slack_s=10.0)
+        txs = [NodeRoundPhy(cfg, i, LoopbackFrontEnd(tx_address=a)) if i in present else None
+               for i, a in enumerate(nodes)]
+        for t in range(rounds):
+            plan = ap.plan(t, sorted(present))
+            for i, tx in enumerate(txs):
+                if tx is not None:
+                    tx.transmit(t, float(values[i]), plan.schedule_for(t, i))
+            res = ap.receive(t, t, plan, {i: None for i in present})
         absent = emu.absent_nodes()
     finally:
         emu.stop()
@@ -50,7 +62,7 @@ def _run(k, present, snr_db, seed, node_timeout_s=1.0):
                 t.close()
         if ap is not None:
             ap.close()
-    return lay, res, values, noise_var, chans, absent
+    return ap, plan, res, values, noise_var, chans, absent
 
 
 def _tolerance(lay, noise_var, values):
@@ -129,13 +141,17 @@ def test_pilot_estimates_without_noise_stay_within_the_bias_bounds():
 
 def test_loopback_flowgraph_recovers_sum_for_four_nodes():
     # No node is silent here: a long timeout only keeps a stall of the machine from being
-    # taken for one.
-    lay, res, values, noise_var, chans, _ = _run(4, {0, 1, 2, 3}, 15.0, seed=11, node_timeout_s=5.0)
-    assert res is not None and res.payload.detected
-    assert res.payload.absent == []
-    assert abs(res.payload.y.real - values.sum()) < _tolerance(lay, noise_var, values)
+    # taken for one. Rounds 0 and 1 sound the channels (CFO refined over two frames), round 2
+    # adds the four payloads over the air.
+    ap, plan, res, values, noise_var, chans, _ = _run(4, {0, 1, 2, 3}, 15.0, seed=11, node_timeout_s=5.0)
+    lay = ap.layout
+    assert plan.eta == pytest.approx(1.0, rel=0.2)
+    assert res.present == (0, 1, 2, 3)
+    assert ap.last_rx is not None and ap.last_rx.absent == []
+    err = res.g_hat * len(res.present) - values.sum()
+    assert abs(err) < _tolerance(lay, noise_var, values) / plan.eta
     delay_tol, gain_tol, _ = _pilot_bounds(lay, noise_var)  # ~0.09 samples, ~0.021
-    for e, c in zip(res.estimates, chans, strict=True):
+    for e, c in zip(ap.last_rx.nodes, chans, strict=True):
         assert abs(e.delay - c.delay) < delay_tol
         assert abs(abs(e.gain) - 1.0) < gain_tol
 
@@ -146,9 +162,10 @@ def test_loopback_flowgraph_dropped_node_does_not_stall_and_is_reported():
     # lost a live node's next pilot frame and biased the sum by a fixed 0.20 in about one run
     # in three (pinned by test_burst_source_does_not_take_a_live_node_for_silent_...).
     # node_timeout_s must exceed the AP's processing time between frames.
-    lay, res, values, noise_var, _, absent = _run(4, {0, 2, 3}, 15.0, seed=12, node_timeout_s=2.0)
-    assert res is not None, "the AP stalled on the silent node"
-    assert res.payload.absent == [1]
+    ap, plan, res, values, noise_var, _, absent = _run(4, {0, 2, 3}, 15.0, seed=12, node_timeout_s=2.0)
+    assert ap.last_rx is not None, "the AP stalled on the silent node"
+    assert ap.last_rx.absent == [1]
     assert 1 in absent  # the emulator zero-filled it
+    assert res.present == (0, 2, 3)
     v = values[[0, 2, 3]]
-    assert abs(res.payload.y.real - v.sum()) < _tolerance(lay, noise_var, v)
+    assert abs(res.g_hat * 3 - v.sum()) < _tolerance(ap.layout, noise_var, v) / plan.eta

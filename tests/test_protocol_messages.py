@@ -8,6 +8,7 @@ import pytest
 
 from pairzero.protocol.messages import (
     MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
     CatchupRequest,
     CatchupResponse,
     Error,
@@ -17,10 +18,13 @@ from pairzero.protocol.messages import (
     JoinReject,
     Leave,
     MsgType,
+    Precoding,
     ProtocolError,
     Ready,
     Round,
     RoundRecord,
+    Schedule,
+    TxEvent,
     Update,
     decode,
     encode,
@@ -33,9 +37,11 @@ BODIES = [
     Join(1, "m" * 64, "h" * 64, "key", 0),
     JoinAck(1, 5, 10),
     JoinReject(1, "manifest digest mismatch"),
-    Round(3, 123, 0.25, 0.01, 0.02, 4096, 0.5, 1e-4),
+    Round(3, 123, 0.5, 1e-4),
+    Schedule(3, 1, 4096, 0.25, 0.01, 0.02, Precoding(0.3, -0.4, 1e-5, -1.25, 4200.5)),
+    Schedule(3, 2, 2**44, 0.25, 0.0, 0.0, None),
     Ready(3, 1, True, 0.1 + 0.2),
-    Ready(3, 1, True, None),
+    Ready(3, 1, True, None, 0.25, 0.003, (TxEvent(2, "late_burst", "UHD time_error"),)),
     Update(3, 123, -1.2345678901234567e-7, 1e-4, (0, 1, 2), None),
     Leave(1, "bye"),
     CatchupRequest(1, 0),
@@ -57,7 +63,8 @@ def test_protocol_roundtrip_is_exact(body) -> None:
 
 
 def _wire(**over) -> bytes:
-    obj = {"v": 1, "exp": EXP, "t": 0, "type": "HEARTBEAT", "body": {"node": 1, "next_round": 0}}
+    obj = {"v": PROTOCOL_VERSION, "exp": EXP, "t": 0, "type": "HEARTBEAT",
+           "body": {"node": 1, "next_round": 0}}
     obj.update(over)
     return json.dumps(obj).encode()
 
@@ -68,7 +75,7 @@ def _wire(**over) -> bytes:
         (b"\xff\xfe", "not UTF-8"),
         (b'{"v": 1, "exp"', "invalid JSON"),
         (b"[1, 2]", "top level"),
-        (_wire(v=2), "protocol version"),
+        (_wire(v=PROTOCOL_VERSION - 1), "protocol version"),
         (_wire(v=True), "protocol version"),
         (_wire(exp="other"), "experiment id"),
         (_wire(type="PING"), "unknown message type"),
@@ -78,14 +85,24 @@ def _wire(**over) -> bytes:
         (_wire(body={"node": 1}), "missing ['next_round']"),
         (_wire(body={"node": 1, "next_round": 0, "x": 1}), "unknown ['x']"),
         (_wire(extra=1), "envelope keys"),
-        (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": 1, "digital_scalar": 0.5}),
+        (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": 1, "digital_scalar": 0.5,
+                                   "compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": []}),
          "scalar_ready"),
         (_wire(type="READY").replace(b'"body": {"node": 1, "next_round": 0}',
-                                     b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": NaN}'),
+                                     b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": NaN, '
+                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": []}'),
          "non-finite"),
         (_wire(type="READY").replace(b'"body": {"node": 1, "next_round": 0}',
-                                     b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": 1e999}'),
+                                     b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": 1e999, '
+                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": []}'),
          "non-finite"),
+        (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": True, "digital_scalar": None,
+                                   "compute_s": 0.0, "tx_prep_s": 0.0,
+                                   "tx_events": [{"t": 0, "kind": "meltdown", "detail": ""}]}),
+         "kind"),
+        (_wire(type="SCHEDULE", body={"t": 0, "node": 1, "tx_sample": -2, "eta": 1.0,
+                                      "noise_std": 0.0, "sigma_a": 0.0, "precoding": None}),
+         "tx_sample"),
         (b"[" * 100000 + b"]" * 100000, "JSON"),
         (b" " * (MAX_MESSAGE_BYTES + 1), "exceeds the limit"),
         (_wire(t=2**64), "t:"),
@@ -103,7 +120,11 @@ def test_protocol_make_refuses_invalid_outgoing() -> None:
     with pytest.raises(ProtocolError, match="non-finite"):
         make(EXP, 0, Ready(0, 1, True, float("nan")))
     with pytest.raises(ProtocolError, match="eta"):
-        make(EXP, 0, Round(0, 1, -1.0, 0.0, 0.0, -1, 1.0, 1e-4))
+        make(EXP, 0, Schedule(0, 1, 100, -1.0, 0.0, 0.0, None))
+    with pytest.raises(ProtocolError, match="kind"):
+        make(EXP, 0, Ready(0, 1, True, None, 0.1, 0.0, (TxEvent(0, "melted", ""),)))
+    with pytest.raises(ProtocolError, match="compute_s"):
+        make(EXP, 0, Ready(0, 1, True, None, -0.1, 0.0, ()))
 
 
 def test_protocol_every_type_has_a_body() -> None:

@@ -69,7 +69,7 @@ def test_protocol_node_drops_stale_and_future_updates(caplog: pytest.LogCaptureF
     node.step(1.0)
     req = _next(ap)
     # ... and a ROUND while catching up is skipped (no READY)
-    ap.send(peer, encode(make(EXP, 0, Round(0, 11, 1.0, 0.0, 0.0, -1, 1.0, 0.1))))
+    ap.send(peer, encode(make(EXP, 0, Round(0, 11, 1.0, 0.1))))
     with caplog.at_level(logging.INFO):
         node.step(1.0)
     # Assert

@@ -171,7 +171,7 @@ def test_protocol_fuzz_node_survives_and_completes_a_round() -> None:
         # Execute: fuzz the node, then run one real round
         for m in _fuzz_messages(random.Random(99), N_FUZZ):
             router.send_multipart([peer, m])
-        router.send_multipart([peer, encode(make(EXP, 0, Round(0, seed, 1.0, 0.0, 0.0, -1, 1.0, 0.1)))])
+        router.send_multipart([peer, encode(make(EXP, 0, Round(0, seed, 1.0, 0.1)))])
         ready = None
         end = time.monotonic() + 20
         while ready is None and time.monotonic() < end:

@@ -2,8 +2,8 @@
 
 No radio here: ``align_device_time`` runs against a simulated device whose PPS edges come at a
 fixed phase of a simulated host clock (a stand-in for gr-uhd's usrp_block with the same calls:
-get_time_last_pps, set_time_next_pps, get_mboard_sensor, set_time_now). The real blocks are
-built only when ``uhd_find_devices`` finds a device (tests/test_grc_flowgraphs.py).
+get_time_last_pps, set_time_next_pps, get_mboard_sensor, set_time_now). The USRP front end as a
+whole runs against the emulated USRP in tests/test_radio_emulated_usrp.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ import pytest
 
 pytest.importorskip("gnuradio.uhd")
 
-from grc_flowgraphs.radio import (  # noqa: E402
-    DEVICE_EPOCH_UNIX,
-    align_device_time,
-    burst_tags,
-    index_to_time,
-)
+from pairzero.phy.schedule import index_to_time, time_to_index  # noqa: E402
+from radio.usrp import DEVICE_EPOCH_UNIX, align_device_time  # noqa: E402
 
 
 class _Secs:
@@ -133,12 +129,7 @@ def test_sample_index_converts_to_device_time_exactly() -> None:
         index_to_time(-1, rate)
 
 
-def test_burst_tags_carry_whole_and_fractional_seconds() -> None:
-    import pmt
-
-    tags = burst_tags(10, (2_592_000, 0.123457))
-    t = [tag for tag in tags if str(tag.key) == "tx_time"][0].value
-    assert pmt.to_uint64(pmt.tuple_ref(t, 0)) == 2_592_000
-    assert pmt.to_double(pmt.tuple_ref(t, 1)) == 0.123457
-    with pytest.raises(ValueError, match="tx_time_s"):
-        burst_tags(10, (1, 1.5))
+def test_device_time_converts_back_to_the_same_sample_index() -> None:
+    for rate in (1e6, 250e3, 3.2e6):
+        for idx in (0, 7, 29_114_482_200_055, 2_592_000 * 1_000_000 + 123_457):
+            assert time_to_index(*index_to_time(idx, rate), rate) == idx

@@ -27,6 +27,7 @@ __all__ = [
     "receive",
     "analog_estimate",
     "one_bit_vote",
+    "estimate_g_hat",
     "closed_form_mse",
     "realized_mu",
     "ota_round",
@@ -78,6 +79,17 @@ def analog_estimate(y: complex, n_active: int, eta: float) -> float:
 def one_bit_vote(y: complex) -> float:
     """Majority vote read off the air: sign(Re(y)) in {-1, +1} (a tie, Re(y) == 0, gives +1)."""
     return 1.0 if float(np.real(y)) >= 0.0 else -1.0
+
+
+def estimate_g_hat(y: complex, n_active: int, eta: float, scheme: Scheme) -> float:
+    """The AP's aggregate from the received statistic y: the one estimator every path uses
+    (simulation, baseband, loopback, USRPs). ``analog``: Re(y) / (|S| eta); ``one_bit``: the
+    majority vote sign(Re(y)), a tie (Re(y) == 0) counting as +1."""
+    if scheme == "analog":
+        return analog_estimate(y, n_active, eta)
+    if scheme == "one_bit":
+        return one_bit_vote(y)
+    raise ValueError(f"scheme: {scheme!r} is invalid; allowed: 'analog', 'one_bit'")
 
 
 def closed_form_mse(noise_var: float, sigma_a: float, n_active: int, eta: float) -> float:
@@ -175,11 +187,10 @@ def ota_round(
             n_active=0, eta=plan.eta, sigma_a=plan.sigma_a, mse_closed_form=float("nan"),
             mu_t=mu_t, y=y, skipped=True,
         )
+    g_hat = estimate_g_hat(y, n, plan.eta, scheme)
     if scheme == "analog":
-        g_hat = analog_estimate(y, n, plan.eta)
         target = float(np.mean(sym[plan.active]))
     else:
-        g_hat = one_bit_vote(y)
         target = 1.0 if float(np.sum(sym[plan.active])) >= 0.0 else -1.0
     mse = closed_form_mse(state.noise_var, plan.sigma_a, n, plan.eta)
     log.debug("OTA round t=%d |S|=%d eta=%.4g sigma_a=%.4g max mu_t=%.4g",

@@ -10,13 +10,20 @@ Reference implementations for tests and radio-free dry runs live in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pairzero.protocol.messages import Precoding, Round, RoundRecord
+from pairzero.protocol.messages import Precoding, RoundRecord, Schedule, TxEvent
 
-__all__ = ["RoundPlan", "PhyResult", "RoundPlanner", "ApPhy", "NodePhy", "ModelReplica", "Trainer"]
+__all__ = [
+    "RoundPlan", "PhyResult", "ReadyTiming", "RoundPlanner", "ApPhy", "NodePhy", "ModelReplica",
+    "Trainer", "Idle",
+]
+
+#: Called by the PHY while it waits for samples (seconds to wait at most): the AP passes its
+#: control-plane pump, so heartbeats, LEAVEs and JOINs are served during a capture.
+Idle = Callable[[float], None]
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,8 @@ class RoundPlan:
 
     ``eta``: alignment gain eta_t (linear amplitude); ``sigma_a``: total artificial-noise std
     the AP plans (real amplitude); ``noise_std``: each node's artificial-noise share;
-    ``tx_sample``: payload start on the shared sample clock (-1: PHY decides); ``mu``: the
+    ``tx_sample``: frame start on the shared sample clock (-1: no frame, the digital path:
+    no SCHEDULE is sent); ``mu``: the
     round's Gaussian-DP mu_t = 2 G eta / sqrt(sigma_n^2 + sigma_a^2), or None if not accounted;
     ``precoding``: per-node payload precoding (radio PHY), node id -> Precoding; nodes not in
     it send pilots only. Empty: every node gets the same ROUND (digital path).
@@ -37,6 +45,28 @@ class RoundPlan:
     tx_sample: int = -1
     mu: float | None = None
     precoding: Mapping[int, Precoding] = field(default_factory=dict)
+
+    def schedule_for(self, t: int, node: int) -> Schedule:
+        """The SCHEDULE node ``node`` gets for round t: the frame time and its own precoding
+        (none: it sends its pilots only)."""
+        return Schedule(t=t, node=node, tx_sample=self.tx_sample, eta=self.eta,
+                        noise_std=self.noise_std, sigma_a=self.sigma_a,
+                        precoding=self.precoding.get(node))
+
+
+@dataclass(frozen=True)
+class ReadyTiming:
+    """What the control plane measured in a round, for the frame time (seconds).
+
+    ``control_s``: the worst control-plane round trip of the nodes in the round (their ROUND ->
+    READY time at the AP minus their own compute time); ``tx_prep_s``: the worst time a node
+    took from SCHEDULE to its radio for its last frame; ``late_reports``: nodes that reported a
+    late or underflowed frame in their READY.
+    """
+
+    control_s: float = 0.0
+    tx_prep_s: float = 0.0
+    late_reports: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,10 +83,10 @@ class PhyResult:
 
 
 class RoundPlanner(Protocol):
-    """Power control / privacy: choose (eta, sigma_a, tx time) for round ``t``."""
+    """Power control / privacy: choose (eta, sigma_a, frame time) for round ``t``."""
 
-    def plan(self, t: int, nodes: Sequence[int]) -> RoundPlan:
-        """Plan round ``t`` for the nodes expected to transmit."""
+    def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
+        """Plan round ``t`` for the nodes that answered READY in time."""
         ...
 
 
@@ -68,23 +98,31 @@ class ApPhy(Protocol):
     """
 
     def receive(
-        self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None]
+        self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None],
+        idle: Idle | None = None,
     ) -> PhyResult:
-        """Receive and aggregate round ``t``."""
+        """Receive and aggregate round ``t``; call ``idle`` while waiting for samples."""
         ...
 
 
 class NodePhy(Protocol):
     """Edge-node transmit chain.
 
-    ``digital`` True means the ideal-PHY loopback path: the scalar travels inside READY and
-    :meth:`transmit` sends nothing over the air.
+    ``digital`` True means the digital path (baseband mode, ideal-PHY tests): the scalar
+    travels inside READY; :meth:`transmit` is called once READY is sent, with no schedule, and
+    sends nothing over the air. Otherwise :meth:`transmit` is called on SCHEDULE.
+    ``last_prep_s``: seconds the last frame took from SCHEDULE to the radio (reported in READY).
     """
 
     digital: bool
+    last_prep_s: float
 
-    def transmit(self, t: int, scalar: float, rnd: Round) -> None:
-        """Transmit ``scalar`` (after READY) at ``rnd.tx_sample`` with gain/noise from ``rnd``."""
+    def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> object:
+        """Transmit round t's frame: ``scalar`` (None: pilots only) as ``sched`` says."""
+        ...
+
+    def take_events(self) -> tuple[TxEvent, ...]:
+        """What went wrong with the frames sent since the last call (for the next READY)."""
         ...
 
 

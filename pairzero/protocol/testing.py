@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from pairzero.protocol.interfaces import PhyResult, RoundPlan
-from pairzero.protocol.messages import Round, RoundRecord
+from pairzero.protocol.interfaces import Idle, PhyResult, ReadyTiming, RoundPlan
+from pairzero.protocol.messages import RoundRecord, Schedule, TxEvent
 
 __all__ = ["QuadraticTrainer", "IdealApPhy", "DigitalNodePhy", "ConstantPlanner", "replay_hash"]
 
@@ -93,7 +93,7 @@ class ConstantPlanner:
             raise ValueError(f"sigma_a: {sigma_a} must be >= 0")
         self._plan = RoundPlan(eta=eta, sigma_a=sigma_a, mu=mu)
 
-    def plan(self, t: int, nodes: Sequence[int]) -> RoundPlan:
+    def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
         return self._plan
 
 
@@ -107,7 +107,7 @@ class IdealApPhy:
         self.seed = seed
 
     def receive(self, t: int, seed: int, plan: RoundPlan,
-                ready: Mapping[int, float | None]) -> PhyResult:
+                ready: Mapping[int, float | None], idle: Idle | None = None) -> PhyResult:
         present = tuple(sorted(k for k, g in ready.items() if g is not None))
         if not present:
             return PhyResult(0.0, ())
@@ -122,12 +122,17 @@ class DigitalNodePhy:
     """Node side of the digital path: nothing goes over the air; remembers what it 'sent'."""
 
     digital = True
+    last_prep_s = 0.0
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, float]] = []
 
-    def transmit(self, t: int, scalar: float, rnd: Round) -> None:
-        self.sent.append((t, scalar))
+    def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> None:
+        if scalar is not None:
+            self.sent.append((t, scalar))
+
+    def take_events(self) -> tuple[TxEvent, ...]:
+        return ()
 
 
 # ----------------------------------------------------------------------------- processes

@@ -1,10 +1,15 @@
-"""``pairzero channel``: the loopback channel emulator as a process.
+"""``pairzero channel``: the channel emulator as a process (loopback, or emulated USRPs).
 
 Binds one ZeroMQ PULL socket per node (``network.sample_port_base + k``) and publishes the AP
 stream on ``network.sample_port_base + K``; per-node gain, fractional delay, CFO, phase (and
 fading) and AWGN at the AP from the ``channel`` section, seeded by ``run.seed``. Runs until
-Ctrl-C / SIGTERM. A node that stops sending is zero-filled after the READY deadline, so it
-never stalls the AP.
+Ctrl-C / SIGTERM.
+
+* ``radio.mode: loopback``: lockstep from sample 0; a node that stops sending is zero-filled
+  after the READY deadline, so it never stalls the AP.
+* ``radio.mode: usrp`` with every radio ``type=emulated``: the stream starts at the first
+  node's device time, and follows the emulated radios' clocks; a radio silent for 1 s (of
+  its clock) is zero-filled.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ import logging
 import signal
 import threading
 
-from access_point.ota_phy import sample_addresses
-from grc_flowgraphs.loopback import ChannelEmulator
-from pairzero.config import load_config
+from pairzero.config import ConfigError, load_config
 from pairzero.loopback import busy_ports
+from pairzero.phy.schedule import sample_addresses
+from radio.emulator import ChannelEmulator
 
 __all__ = ["cmd_channel"]
 
@@ -33,7 +38,15 @@ def cmd_channel(args: argparse.Namespace) -> int:
     if busy:  # checked here: a bind error inside the running flowgraph would only be logged
         raise OSError(f"sample ports {busy} on 127.0.0.1 are in use (another emulator?); "
                       "choose network.sample_port_base")
-    emu = ChannelEmulator.from_experiment(cfg, nodes, ap, node_timeout_s=cfg.network.ready_timeout_s)
+    if cfg.radio.mode == "loopback":
+        emu = ChannelEmulator.from_experiment(cfg, nodes, ap, node_timeout_s=cfg.network.ready_timeout_s)
+    elif cfg.radio.emulated():
+        emu = ChannelEmulator.from_experiment(
+            cfg, nodes, ap, origin=None, lockstep=True, throttle=False,
+            node_timeout_s=1.0 / cfg.radio.emulated_rate_factor)
+    else:
+        raise ConfigError(f"radio.mode: {cfg.radio.mode!r} has no channel emulator; it needs "
+                          "'loopback', or 'usrp' with every radio type=emulated")
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

@@ -1,1 +1,0 @@
-"""GNU Radio flowgraphs (.grc, for GNU Radio Companion / grcc) and their Python hier blocks."""

@@ -1,0 +1,337 @@
+"""The round protocol over the air, built once on the radio front end (:mod:`pairzero.phy.frontend`).
+
+Used by the AP and the nodes of every radio mode (loopback emulator, emulated USRP, USRPs), by
+the calibration CLI and by ``bench/phy_nmse.py``. One frame per federated round::
+
+    AP                                                   node k
+    ROUND(t, seed) ---------------------------------->   g_k = clip(ZO scalar)      (control plane)
+                   <-------------------- READY(t, k)     compute_s, last frame's TX events
+    plan(t, ready nodes, timing):
+      frame time n_t = now + lead   (lead: measured control-plane round trip + node TX
+                                     preparation + radio.tx_lead_s; loopback: next free slot)
+      eta_t, b_k, sigma_a from the latest pilots (the previous frame), power and privacy
+    SCHEDULE(t, n_t, eta_t, b_k or none) ------------>   frame at n_t: preamble + pilot
+                                                          (+ payload b_k (g_k + w_k) if precoded)
+    receive: capture [n_t - margin, n_t + length + margin) (control plane served meanwhile)
+      -> pilots: h_k, CFO, delay per node (next round's precoding)
+      -> y = eta_t sum_S g_k + noise;  g_hat = estimate_g_hat(y, |S|, eta_t)  (pairzero.ota)
+
+A node is precoded once its estimate is trustworthy: on a shared 10 MHz reference (USRPs) after
+one pilot frame (no CFO); in loopback, where the emulator applies a CFO, after its CFO has been
+refined from the phase advance between two consecutive frames (:func:`pairzero.phy.tx.refine_cfo`);
+one pilot's CFO error times a frame stride would be too large a phase error. Nodes without such
+an estimate, and nodes that missed the READY deadline, send pilots only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from pairzero.config import ExperimentConfig
+from pairzero.ota.aggregate import estimate_g_hat
+from pairzero.ota.power import PowerPlan, amplitude_bound, plan_round
+from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration, charge_logged_rounds
+from pairzero.phy.frame import FrameLayout
+from pairzero.phy.frontend import EventKind, Idle, RadioEvent, RadioFrontEnd, SendReport
+from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
+from pairzero.phy.schedule import capture_window, frame_stride
+from pairzero.phy.tx import NodePrecoding, build_node_burst, refine_cfo
+from pairzero.protocol.interfaces import PhyResult, ReadyTiming, RoundPlan
+from pairzero.protocol.messages import Precoding, RoundRecord, Schedule, TxEvent
+
+__all__ = ["ReadyTiming", "ApRoundPhy", "NodeRoundPhy"]
+
+log = logging.getLogger(__name__)
+
+#: Largest extra lead (s) the AP adds after nodes report late frames.
+MAX_LATE_MARGIN_S = 2.0
+
+
+class ApRoundPhy:
+    """The AP side of the round protocol: RoundPlanner and ApPhy over one front end.
+
+    ``shared_reference``: radios on one 10 MHz + PPS (no carrier offset to refine: precode
+    after one pilot frame, without CFO pre-compensation). ``realtime``: the front end's clock
+    runs in real time (radios): a frame's time is now + the measured control-plane and TX
+    latencies + ``tx_lead_s``; otherwise (the lockstep loopback emulator, whose clock moves
+    only as the nodes define their streams) frames simply follow each other.
+    ``capture_slack_s``: how long after a window is due the capture gives up (s).
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        frontend: RadioFrontEnd,
+        shared_reference: bool = False,
+        realtime: bool = False,
+        tx_lead_s: float = 0.0,
+        capture_slack_s: float = 5.0,
+    ) -> None:
+        if tx_lead_s < 0 or capture_slack_s <= 0:
+            raise ValueError(f"tx_lead_s {tx_lead_s!r} must be >= 0, capture_slack_s "
+                             f"{capture_slack_s!r} > 0")
+        self.cfg = cfg
+        self.k = cfg.nodes.count
+        self.frontend = frontend
+        self.shared_reference = shared_reference
+        self.realtime = realtime
+        self.tx_lead_s = tx_lead_s
+        self.capture_slack_s = capture_slack_s
+        self.layout = FrameLayout(cfg.phy, self.k)
+        self.receiver = BurstReceiver(self.layout)
+        self.stride = frame_stride(self.layout)
+        s = self.layout.payload_template
+        self.payload_energy = float(np.vdot(s, s).real)  # y = <s, r>/E_s: noise var / E_s
+        # Until the first frame is measured: the configured SNR for unit received amplitude.
+        self.noise_var_y = 10 ** (-cfg.channel.snr_db / 10) / self.payload_energy
+        self.amplitude = amplitude_bound(cfg.ota.scheme, cfg.zo.clip)
+        self.privacy = None
+        if cfg.privacy.enabled:
+            self.privacy = PrivacyCalibration.from_target(
+                cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds,
+                estimation_error_std=cfg.channel.estimation_error_std,
+                tail_prob=cfg.privacy.error_tail_prob,
+            )
+        self.accountant = GaussianDPAccountant(self.k)
+        self.estimates: dict[int, NodeEstimate] = {}
+        # Nodes whose estimate is good enough to precode with (see the module docstring).
+        self.refined: set[int] = set()
+        self._plans: dict[int, PowerPlan] = {}
+        self._next_free = 0  # earliest index the next frame may start at
+        self._late_margin_s = 0.0  # extra lead after nodes reported late frames
+        self.last_rx: RxResult | None = None
+
+    # ------------------------------------------------------------------ planning
+    def frame_index(self, t: int, timing: ReadyTiming | None = None) -> int:
+        """Start of round t's frame: now + lead on a radio's clock (never before the end of the
+        previous frame plus a gap); on the lockstep emulator's clock, (t + 1) strides (or the
+        next free slot after a restart of the AP or the emulator)."""
+        timing = timing or ReadyTiming()
+        if not self.realtime:
+            n = max(self.frontend.now_index(), self._next_free, (t + 1) * self.stride)
+            self._next_free = n + self.stride
+            return n
+        if timing.late_reports:
+            self._late_margin_s = min(max(2 * self._late_margin_s, 0.01), MAX_LATE_MARGIN_S)
+            log.warning("round %d: %d node(s) reported a late frame: lead raised by %.0f ms", t,
+                        timing.late_reports, self._late_margin_s * 1e3)
+        else:
+            self._late_margin_s *= 0.9
+        lead_s = self.tx_lead_s + timing.control_s + timing.tx_prep_s + self._late_margin_s
+        now = self.frontend.now_index()
+        n = max(now + math.ceil(lead_s * self.frontend.sample_rate - 1e-6), self._next_free)
+        self._next_free = n + self.stride
+        log.debug("round %d: frame at sample %d, %.1f ms ahead (control %.1f ms, TX prep %.1f ms, "
+                  "late margin %.1f ms)", t, n, (n - now) / self.frontend.sample_rate * 1e3,
+                  timing.control_s * 1e3, timing.tx_prep_s * 1e3, self._late_margin_s * 1e3)
+        return n
+
+    def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
+        """Frame time, η_t, b_k and artificial noise for the nodes in the round (those that sent
+        READY in time), from the latest estimates."""
+        n_t = self.frame_index(t, timing)
+        h = np.zeros(self.k, dtype=complex)
+        avail = np.zeros(self.k, dtype=bool)
+        for k in nodes:
+            e = self.estimates.get(k)
+            if e is not None and k in self.refined and 0 <= k < self.k:
+                h[k], avail[k] = e.gain, True
+        if not avail.any():
+            log.info("round %d: no channel estimates yet: pilots only", t)
+            self._plans.pop(t, None)
+            return RoundPlan(eta=1.0, tx_sample=n_t, precoding={})
+        pp = plan_round(
+            h, self.cfg.nodes.power_budget, self.amplitude, self.noise_var_y,
+            g_th=self.cfg.channel.truncation_threshold, privacy=self.privacy,
+            eta_floor=self.cfg.privacy.eta_floor, sigma_a_max=self.cfg.privacy.max_artificial_noise_std,
+            available=avail,
+        )
+        self._plans[t] = pp
+        pre = {}
+        for k in np.flatnonzero(pp.active):
+            e = self.estimates[int(k)]
+            b = complex(pp.b[k])
+            pre[int(k)] = Precoding(b_re=b.real, b_im=b.imag, cfo=e.cfo, delay=e.delay,
+                                    ref_index=e.ref_index)
+        n_act = max(int(pp.n_active), 1)
+        # Artificial noise shared by the nodes: each adds N(0, noise_std^2) to its scalar, so the
+        # AP receives eta * sum of them: total std eta * noise_std * sqrt(|S|) = sigma_a.
+        noise_std = pp.sigma_a / (pp.eta * math.sqrt(n_act)) if pp.sigma_a > 0 and pp.eta > 0 else 0.0
+        mu = pp.mu_design if math.isfinite(pp.mu_design) else None
+        return RoundPlan(eta=pp.eta if pp.eta > 0 else 1.0, sigma_a=pp.sigma_a, noise_std=noise_std,
+                         tx_sample=n_t, mu=mu, precoding=pre)
+
+    # ------------------------------------------------------------------ receive
+    def receive(self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None],
+                idle: Idle | None = None) -> PhyResult:
+        """Capture round t's frame, update the channel estimates, form ĝ from the payload."""
+        pp = self._plans.pop(t, None)
+        start, length = capture_window(self.layout, plan.tx_sample)
+        cap = self.frontend.capture(start, length, self.capture_slack_s, idle)
+        if not cap.ok or cap.samples is None:
+            why = "; ".join(str(e) for e in cap.events) or "no samples"
+            log.warning("round %d: frame at sample %d not received (%s): the round completes "
+                        "without it", t, plan.tx_sample, why)
+            return PhyResult(0.0, ())
+        res = self.receiver.process(cap.samples, start, expected_start=plan.tx_sample)
+        self.last_rx = res
+        if not res.detected:
+            log.warning("round %d: no frame detected (metric %.3g < %.3g)", t, res.metric, res.threshold)
+            return PhyResult(0.0, ())
+        if math.isfinite(res.noise_var) and res.noise_var > 0:
+            self.noise_var_y = res.noise_var / self.payload_energy
+        self._update_estimates(res)
+        if res.absent:
+            log.info("round %d: no pilot from nodes %s", t, res.absent)
+        present = {e.node for e in res.nodes if e.present}
+        # Whoever was precoded and whose pilot is in this frame transmitted its payload: it is
+        # in y, so it is in S_t and it is charged privacy.
+        s = sorted(k for k in plan.precoding if k in present)
+        if not s or pp is None:
+            return PhyResult(0.0, ())
+        g_hat = estimate_g_hat(res.y, len(s), plan.eta, self.cfg.ota.scheme)
+        mu = self._realized_mu(pp, plan, len(s))
+        mu_t = np.zeros(self.k)
+        if mu is not None:
+            mu_t[s] = mu
+        self.accountant.add(mu_t)
+        return PhyResult(g_hat=g_hat, present=tuple(s), eta=plan.eta, mu=mu)
+
+    def _update_estimates(self, res: RxResult) -> None:
+        for e in res.nodes:
+            old = self.estimates.get(e.node)
+            if not e.present:
+                self.estimates.pop(e.node, None)
+                self.refined.discard(e.node)
+            elif self.shared_reference:
+                # Radios on a shared 10 MHz reference have no carrier offset to speak of, and
+                # frames may be long apart (too far to refine a CFO by phase advance): precode
+                # with this frame's gain and phase, without CFO pre-compensation.
+                self.estimates[e.node] = dataclasses.replace(e, cfo=0.0)
+                self.refined.add(e.node)
+            elif old is not None and 0 < e.ref_index - old.ref_index <= 2 * self.stride:
+                self.estimates[e.node] = refine_cfo(old, e)
+                self.refined.add(e.node)
+            else:  # first pilot, or too long since the last one to unwrap the phase advance
+                self.estimates[e.node] = e
+                self.refined.discard(e.node)
+
+    @staticmethod
+    def _realized_mu(pp: PowerPlan, plan: RoundPlan, n_sent: int) -> float | None:
+        """The round's mu with the artificial noise that was really sent.
+
+        The nodes share sigma_a (each adds noise_std); when fewer than planned transmit, less
+        noise reaches the AP and mu grows: mu = 2 G eta (1 + e) / sqrt(sigma_n^2 + sigma_a'^2)
+        with sigma_a'^2 = sigma_a^2 n_sent / n_planned.
+        """
+        if plan.mu is None or pp.sigma_a == 0.0:
+            return plan.mu
+        sn2 = pp.noise_var / 2.0
+        sa2 = pp.sigma_a**2 * n_sent / max(len(plan.precoding), 1)
+        return float(plan.mu * math.sqrt((sn2 + pp.sigma_a**2) / (sn2 + sa2)))
+
+    def restore_accounting(self, records: Sequence[RoundRecord]) -> None:
+        """Charge the rounds committed before an AP restart (mu to the nodes in S_t, as live)."""
+        charge_logged_rounds(self.accountant, ((r.active, r.mu) for r in records))
+
+    def eps_spent(self) -> float | None:
+        """Largest ε spent by any node so far (None without privacy)."""
+        if not self.cfg.privacy.enabled:
+            return None
+        return float(np.max(self.accountant.epsilon(self.cfg.privacy.delta)))
+
+    def close(self) -> None:
+        self.frontend.close()
+
+
+class NodeRoundPhy:
+    """The node side of the round protocol: this round's frame, sent through one front end.
+
+    Per SCHEDULE the node sends one frame at ``tx_sample``: its preamble and pilot and, when
+    the SCHEDULE carries its precoding, the payload ``b_k (g_k + w_k)`` with CFO and delay
+    pre-compensation, where w_k ~ N(0, noise_std^2) is its share of the artificial noise. The
+    noise comes from the operating system's entropy, not from a seed: the AP must not be able
+    to regenerate it. One-bit mode sends sign(g_k) instead of g_k. What the radio reports (a
+    late or underflowed burst) is kept for the next READY (:meth:`take_events`).
+    """
+
+    digital = False
+
+    def __init__(self, cfg: ExperimentConfig, node: int, frontend: RadioFrontEnd,
+                 send_slack_s: float = 1.0) -> None:
+        if not 0 <= node < cfg.nodes.count:
+            raise ValueError(f"node: {node!r} must be in 0..{cfg.nodes.count - 1}")
+        self.cfg = cfg
+        self.node = node
+        self.frontend = frontend
+        self.send_slack_s = send_slack_s
+        self.layout = FrameLayout(cfg.phy, cfg.nodes.count)
+        self._noise = np.random.default_rng(secrets.randbits(128))
+        self.sent: list[int] = []  # tx_sample of every frame handed to the radio
+        self.tx_s: dict[int, float] = {}  # round t -> seconds from SCHEDULE to radio handoff
+        self.last_prep_s = 0.0
+        self._events: list[TxEvent] = []
+
+    def burst(self, scalar: float | None, sched: Schedule) -> npt.NDArray[np.complex64]:
+        """This round's frame: pilots, plus the precoded payload when the AP sent precoding."""
+        p = sched.precoding
+        if p is None or scalar is None:
+            return build_node_burst(self.layout, self.node, None, None, frame_start=sched.tx_sample)
+        value = float(np.sign(scalar)) if self.cfg.ota.scheme == "one_bit" else float(scalar)
+        if sched.noise_std > 0:
+            value += float(self._noise.normal(0.0, sched.noise_std))
+        pre = NodePrecoding(node=self.node, b=complex(p.b_re, p.b_im), cfo=p.cfo, delay=p.delay,
+                            ref_index=p.ref_index)
+        return build_node_burst(self.layout, self.node, value, pre, frame_start=sched.tx_sample)
+
+    def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> SendReport | None:
+        """Send round t's frame at ``sched.tx_sample``; ``scalar`` None: pilots only."""
+        if sched is None:
+            raise ValueError(f"round {t}: a radio node transmits on SCHEDULE; the AP runs without "
+                             "a radio PHY: set the same radio.mode on the AP and the nodes")
+        t0 = time.perf_counter()
+        now = self.frontend.now_index()
+        if now > sched.tx_sample:
+            ev = RadioEvent(EventKind.LATE_BURST, sched.tx_sample,
+                            f"SCHEDULE for sample {sched.tx_sample} handled at sample {now}")
+            self._note(t, "late_schedule", ev)
+            return None
+        x = self.burst(scalar, sched)
+        built = time.perf_counter() - t0
+        report = self.frontend.send(x, sched.tx_sample, self.send_slack_s)
+        # What the AP must allow for next time: building the frame plus handing it to the radio
+        # (not the wait for the radio's acknowledgement, which comes after the frame's time).
+        self.last_prep_s = built + report.handoff_s
+        self.tx_s[t] = self.last_prep_s
+        log.debug("node %d round %d: frame built in %.1f ms, handed to the radio in %.1f ms, %.1f ms "
+                  "before its time", self.node, t, built * 1e3, report.handoff_s * 1e3,
+                  (sched.tx_sample - now) / self.frontend.sample_rate * 1e3)
+        self.sent.append(sched.tx_sample)
+        for ev in report.events:
+            self._note(t, _TX_KIND.get(ev.kind, "tx_error"), ev)
+        return report
+
+    def _note(self, t: int, kind: str, ev: RadioEvent) -> None:
+        log.warning("node %d round %d: %s", self.node, t, ev)
+        self._events.append(TxEvent(t=t, kind=kind, detail=str(ev)[:500]))
+
+    def take_events(self) -> tuple[TxEvent, ...]:
+        """The radio events since the last call (the node reports them in its next READY)."""
+        out, self._events = tuple(self._events[-16:]), []
+        return out
+
+    def close(self) -> None:
+        self.frontend.close()
+
+
+_TX_KIND = {EventKind.LATE_BURST: "late_burst", EventKind.UNDERFLOW: "underflow",
+            EventKind.NO_ACK: "no_ack"}
+

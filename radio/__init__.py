@@ -1,0 +1,95 @@
+"""Radio front ends and the channel emulator: where samples meet hardware (or its emulation).
+
+* :mod:`radio.loopback` -- the loopback front end (ZeroMQ to the channel emulator);
+* :mod:`radio.usrp` -- the USRP front end (gr-uhd), device-time alignment at a PPS edge;
+* :mod:`radio.emulated` -- stand-ins for gr-uhd's blocks: the emulated USRP (``type=emulated``);
+* :mod:`radio.emulator` -- the channel emulator flowgraph; :mod:`radio.blocks` its blocks and
+  the front ends' (the ``.grc`` files in ``grc_flowgraphs/`` use the same blocks);
+* :mod:`radio.channel_cli` -- ``pairzero channel``, the emulator as a process.
+
+The round protocol on top (:mod:`pairzero.phy.round`) sees only the front-end interface
+(:mod:`pairzero.phy.frontend`); :func:`ap_phy` and :func:`node_phy` build it for a config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pairzero.config import ExperimentConfig
+from pairzero.phy.frontend import RadioFrontEnd
+from pairzero.phy.schedule import sample_addresses
+
+__all__ = ["ap_frontend", "node_frontend", "ap_phy", "node_phy", "node_device_args"]
+
+
+def node_device_args(cfg: ExperimentConfig, node: int) -> str:
+    """Device args of node ``node``'s radio (``radio.node_args``; emulated runs may omit them)."""
+    r = cfg.radio
+    if r.node_args:
+        return r.node_args[node]
+    return "type=emulated" if r.emulated() else ""
+
+
+def _uhd_api(cfg: ExperimentConfig, tx_address: str | None = None, rx_address: str | None = None) -> Any:
+    if cfg.radio.emulated():
+        from radio.emulated import EmulatedUhd
+
+        return EmulatedUhd(tx_address, rx_address, cfg.radio.emulated_rate_factor)
+    return None  # gnuradio.uhd
+
+
+def ap_frontend(cfg: ExperimentConfig) -> RadioFrontEnd:
+    """The AP's receiver for ``radio.mode`` (loopback emulator stream, USRP or emulated USRP)."""
+    if cfg.radio.mode == "loopback":
+        from radio.loopback import LoopbackFrontEnd
+
+        return LoopbackFrontEnd.for_ap(cfg)
+    if cfg.radio.mode != "usrp":
+        raise ValueError(f"radio.mode: {cfg.radio.mode!r} has no radio front end")
+    from radio.usrp import UsrpFrontEnd
+
+    r = cfg.radio
+    return UsrpFrontEnd("rx", r.ap_args, cfg.phy.sample_rate, r.center_freq_hz, r.rx_gain_db,
+                        r.clock_source, uhd_api=_uhd_api(cfg, rx_address=sample_addresses(cfg)[1]))
+
+
+def node_frontend(cfg: ExperimentConfig, node: int) -> RadioFrontEnd:
+    """Node ``node``'s transmitter for ``radio.mode``."""
+    if cfg.radio.mode == "loopback":
+        from radio.loopback import LoopbackFrontEnd
+
+        return LoopbackFrontEnd.for_node(cfg, node)
+    if cfg.radio.mode != "usrp":
+        raise ValueError(f"radio.mode: {cfg.radio.mode!r} has no radio front end")
+    from radio.usrp import UsrpFrontEnd
+
+    r = cfg.radio
+    return UsrpFrontEnd("tx", node_device_args(cfg, node), cfg.phy.sample_rate, r.center_freq_hz,
+                        r.tx_gain_db, r.clock_source,
+                        uhd_api=_uhd_api(cfg, tx_address=sample_addresses(cfg)[0][node]))
+
+
+def ap_phy(cfg: ExperimentConfig, frontend: RadioFrontEnd | None = None) -> Any:
+    """The AP's round protocol (:class:`pairzero.phy.round.ApRoundPhy`) on its front end."""
+    from pairzero.phy.round import ApRoundPhy
+
+    fe = frontend if frontend is not None else ap_frontend(cfg)
+    if cfg.radio.mode == "usrp":
+        # Radios share 10 MHz + PPS: precode after one pilot frame; frames at now + lead.
+        return ApRoundPhy(cfg, fe, shared_reference=True, realtime=True, tx_lead_s=cfg.radio.tx_lead_s,
+                          capture_slack_s=cfg.radio.capture_slack_s / cfg.radio.emulated_rate_factor
+                          if cfg.radio.emulated() else cfg.radio.capture_slack_s)
+    # The lockstep emulator waits up to ready_timeout_s for a silent node before it zero-fills it.
+    return ApRoundPhy(cfg, fe, shared_reference=False, realtime=False,
+                      capture_slack_s=cfg.network.ready_timeout_s + 10.0)
+
+
+def node_phy(cfg: ExperimentConfig, node: int, frontend: RadioFrontEnd | None = None) -> Any:
+    """Node ``node``'s round protocol (:class:`pairzero.phy.round.NodeRoundPhy`)."""
+    from pairzero.phy.round import NodeRoundPhy
+
+    fe = frontend if frontend is not None else node_frontend(cfg, node)
+    slack = cfg.radio.capture_slack_s if cfg.radio.mode == "usrp" else 1.0
+    if cfg.radio.emulated():
+        slack /= cfg.radio.emulated_rate_factor
+    return NodeRoundPhy(cfg, node, fe, send_slack_s=slack)

@@ -1,0 +1,557 @@
+"""The emulated USRP: stand-ins for gr-uhd's ``usrp_sink`` / ``usrp_source``, wired to the channel
+emulator, for testing the USRP front end's own code without radios (``type=emulated``).
+
+:class:`EmulatedUhd` has what :class:`radio.usrp.UsrpFrontEnd` takes from ``gnuradio.uhd``: the
+two block constructors (same arguments) and the plain UHD types (``time_spec_t``,
+``stream_cmd_t``, ``meta_range_t``, ``sensor_value_t``, taken from gr-uhd itself). The blocks
+behave as a USRP does at that API boundary:
+
+* **Clock.** One shared reference (the emulated 10 MHz + PPS) runs at ``rate_factor`` x real
+  time (``radio.emulated_rate_factor``; below 1 on a loaded machine: every emulated device and
+  deadline slows down together). PPS edges fall on whole reference seconds; a device powers up
+  at time 0 and takes ``set_time_next_pps`` / ``set_time_now`` as a USRP does, so
+  :func:`radio.usrp.align_device_time` aligns every device to the testbed epoch.
+* **Rates and gains.** ``set_samp_rate`` rounds to the master clock over an integer and
+  ``get_samp_rate`` says what was really set; ``get_gain_range`` is the model's (``model=b200``:
+  TX 0-89.75 dB, RX 0-76 dB; ``model=x310_ubx``: 0-31.5 dB); ``set_gain`` clips as UHD does.
+* **Sensors.** ``ref_locked`` (mboard), ``lo_locked`` (channel), ``gps_time`` (with
+  ``clock_source`` gpsdo).
+* **TX** (``usrp_sink``): bursts by their ``tx_sob`` / ``tx_time`` / ``tx_eob`` tags. A burst
+  whose time has passed when it reaches the device is dropped with an async ``time_error``; a
+  burst that runs dry is cut with ``underflow``; a burst sent whole gets ``burst_ack`` once
+  device time passes its end (``async_msgs`` port, the messages of gr-uhd). Between bursts the
+  device declares its stream silent up to device time, so the emulator follows real time.
+* **RX** (``usrp_source``): timed ``STREAM_MODE_NUM_SAMPS_AND_DONE`` commands; a command that
+  arrives after its time is refused as gr-uhd logs it (``ERROR_CODE_LATE_COMMAND``: no samples);
+  samples carry ``rx_time`` on the first one and again after samples were lost (overflow).
+
+Faults to inject (device args, counting from 1): ``late_command=N`` (the N-th stream command
+reaches the device after its time), ``overflow=N`` (a packet of the N-th window is lost),
+``late_burst=N`` (the host stalls before handing the N-th burst over, until after its time),
+``underflow=N`` (the host stalls inside the N-th burst), ``unlocked_ref=1``, ``unlocked_lo=1``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pmt
+import zmq
+from gnuradio import gr
+from gnuradio import uhd as gr_uhd
+
+from pairzero.phy.schedule import index_to_time, time_to_index
+from radio.blocks import ASYNC_PORT, make_async_message, no_scheduler_pause
+from radio.usrp import DEVICE_EPOCH_UNIX, parse_device_args
+
+__all__ = ["ReferenceClock", "EmulatedUhd", "EmulatedUsrpSink", "EmulatedUsrpSource", "MODELS"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """Gain ranges (start, stop, step in dB) and master clock (Hz) of an emulated device."""
+
+    tx_gain: tuple[float, float, float]
+    rx_gain: tuple[float, float, float]
+    master_clock: float
+
+
+MODELS = {
+    "b200": DeviceModel((0.0, 89.75, 0.25), (0.0, 76.0, 1.0), 32e6),
+    "b210": DeviceModel((0.0, 89.75, 0.25), (0.0, 76.0, 1.0), 32e6),
+    "x310_ubx": DeviceModel((0.0, 31.5, 0.5), (0.0, 31.5, 0.5), 200e6),
+}
+
+_FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo")
+_KNOWN_ARGS = {"type", "model", "serial", "name", *_FAULTS}
+ADVANCE_PERIOD_S = 0.005  # a TX device declares its stream silent up to now this often (host s)
+RX_BUFFER_S = 0.25  # host-side receive buffering of the emulated RX device (s of samples)
+
+
+class ReferenceClock:
+    """The emulated testbed's shared reference (10 MHz + PPS): reference seconds since the
+    testbed epoch, ``(host time - epoch) x rate_factor``; PPS edges on whole reference seconds."""
+
+    def __init__(self, rate_factor: float = 1.0) -> None:
+        if not (math.isfinite(rate_factor) and 0 < rate_factor <= 1):
+            raise ValueError(f"radio.emulated_rate_factor: {rate_factor!r} must be in (0, 1]")
+        self.rate_factor = float(rate_factor)
+
+    def now(self) -> float:
+        """Reference seconds since the testbed epoch."""
+        return (time.time() - DEVICE_EPOCH_UNIX) * self.rate_factor
+
+    def host_clock(self) -> float:
+        """The clock that labels PPS edges in :func:`radio.usrp.align_device_time` (Unix s)."""
+        return DEVICE_EPOCH_UNIX + self.now()
+
+    def host_sleep(self, seconds: float) -> None:
+        """Sleep for ``seconds`` of reference time."""
+        time.sleep(max(seconds, 0.0) / self.rate_factor)
+
+
+class _DeviceClock:
+    """One device's time: the reference plus an offset (0 at power-up), as a USRP's."""
+
+    def __init__(self, ref: ReferenceClock) -> None:
+        self.ref = ref
+        self._lock = threading.Lock()
+        self._offset = -ref.now()  # device time 0 at power-up
+        self._pending: tuple[float, int] | None = None  # (value, reference second of the edge)
+
+    def _settle(self, r: float) -> None:
+        if self._pending is not None and r >= self._pending[1]:
+            value, edge = self._pending
+            self._offset = value - edge
+            self._pending = None
+
+    def now(self) -> float:
+        with self._lock:
+            r = self.ref.now()
+            self._settle(r)
+            return r + self._offset
+
+    def last_pps(self) -> float:
+        with self._lock:
+            r = self.ref.now()
+            self._settle(r)
+            return math.floor(r) + self._offset
+
+    def set_next_pps(self, value: float) -> None:
+        with self._lock:
+            self._pending = (value, math.floor(self.ref.now()) + 1)
+
+    def set_now(self, value: float) -> None:
+        with self._lock:
+            self._offset = value - self.ref.now()
+            self._pending = None
+
+
+def _spec(seconds: float) -> Any:
+    whole = math.floor(seconds)
+    return gr_uhd.time_spec_t(int(whole), float(seconds - whole))
+
+
+def _secs(spec: Any) -> float:
+    return float(spec.get_full_secs()) + float(spec.get_frac_secs())
+
+
+class _EmulatedRadio:
+    """What both emulated blocks share: device args, clock, rate, frequency, gain, sensors."""
+
+    def _init_radio(self, dev_args: str, ref: ReferenceClock, tx: bool) -> None:
+        args = parse_device_args(dev_args)
+        if args.get("type") != "emulated":
+            raise RuntimeError(f"device args {dev_args!r}: no emulated device (type=emulated)")
+        unknown = sorted(set(args) - _KNOWN_ARGS)
+        if unknown:
+            raise RuntimeError(f"device args {dev_args!r}: unknown keys {unknown} for an emulated "
+                               f"device (known: {sorted(_KNOWN_ARGS)})")
+        model = args.get("model", "b200")
+        if model not in MODELS:
+            raise RuntimeError(f"device args {dev_args!r}: model {model!r} is not one of {sorted(MODELS)}")
+        self.dev_args = dev_args
+        self.model = MODELS[model]
+        self.faults = {k: int(args[k]) for k in _FAULTS if k in args}
+        self.ref = ref
+        self.clock = _DeviceClock(ref)
+        self._tx = tx
+        self._rate = 1e6
+        self._freq = 0.0
+        rng = self.model.tx_gain if tx else self.model.rx_gain
+        self._gain_range = rng
+        self._gain = rng[0]
+        self.clock_source = "internal"
+        self.time_source = "internal"
+        self.auto_dc_offset = True
+
+    # -- clocking
+    def set_clock_source(self, source: str, mboard: int = 0) -> None:
+        if source not in ("internal", "external", "gpsdo"):
+            raise RuntimeError(f"clock source {source!r} not supported by this device")
+        self.clock_source = source
+
+    def set_time_source(self, source: str, mboard: int = 0) -> None:
+        if source not in ("internal", "external", "gpsdo"):
+            raise RuntimeError(f"time source {source!r} not supported by this device")
+        self.time_source = source
+
+    def get_time_now(self, mboard: int = 0) -> Any:
+        return _spec(self.clock.now())
+
+    def get_time_last_pps(self, mboard: int = 0) -> Any:
+        return _spec(self.clock.last_pps())
+
+    def set_time_next_pps(self, spec: Any) -> None:
+        self.clock.set_next_pps(_secs(spec))
+
+    def set_time_now(self, spec: Any, mboard: int = 0) -> None:
+        self.clock.set_now(_secs(spec))
+
+    def set_time_unknown_pps(self, spec: Any) -> None:
+        self.clock.set_next_pps(_secs(spec))
+
+    def now_index(self) -> int:
+        return math.floor(self.clock.now() * self._rate)
+
+    def host_seconds_until(self, index: int) -> float:
+        return max(index / self._rate - self.clock.now(), 0.0) / self.ref.rate_factor
+
+    # -- rate, frequency, gain
+    def set_samp_rate(self, rate: float) -> None:
+        mclk = self.model.master_clock
+        self._rate = mclk / max(1, round(mclk / float(rate)))
+
+    def get_samp_rate(self) -> float:
+        return self._rate
+
+    def set_center_freq(self, freq: float, chan: int = 0) -> None:
+        self._freq = float(freq)
+
+    def get_center_freq(self, chan: int = 0) -> float:
+        return self._freq
+
+    def get_gain_range(self, chan: int = 0) -> Any:
+        return gr_uhd.meta_range_t(*self._gain_range)
+
+    def set_gain(self, gain: float, chan: int = 0) -> None:
+        lo, hi, step = self._gain_range
+        clipped = min(max(float(gain), lo), hi)
+        self._gain = lo + round((clipped - lo) / step) * step
+
+    def get_gain(self, chan: int = 0) -> float:
+        return self._gain
+
+    def set_auto_dc_offset(self, enable: bool, chan: int = 0) -> None:
+        self.auto_dc_offset = bool(enable)
+
+    # -- sensors
+    def get_mboard_sensor_names(self, mboard: int = 0) -> list[str]:
+        return ["ref_locked"] + (["gps_time"] if self.clock_source == "gpsdo" else [])
+
+    def get_mboard_sensor(self, name: str, mboard: int = 0) -> Any:
+        if name == "ref_locked":
+            locked = self.clock_source == "internal" or not self.faults.get("unlocked_ref")
+            return gr_uhd.sensor_value_t("Ref", locked, "locked", "unlocked")
+        if name == "gps_time" and self.clock_source == "gpsdo":
+            return gr_uhd.sensor_value_t("GPS epoch time", int(math.floor(self.ref.host_clock())),
+                                         "seconds", "%d")
+        raise RuntimeError(f"no mboard sensor {name!r} on this device")
+
+    def get_sensor_names(self, chan: int = 0) -> list[str]:
+        return ["lo_locked"]
+
+    def get_sensor(self, name: str, chan: int = 0) -> Any:
+        if name == "lo_locked":
+            return gr_uhd.sensor_value_t("LO", not self.faults.get("unlocked_lo"), "locked", "unlocked")
+        raise RuntimeError(f"no sensor {name!r} on this device")
+
+
+@dataclass
+class _TxBurst:
+    number: int
+    index: int  # device sample index of the burst's first sample
+    next: int  # index of the next sample to place
+    dropped: bool = False
+
+
+class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
+    """``uhd.usrp_sink`` stand-in: timed bursts into the channel emulator (node stream)."""
+
+    def __init__(self, dev_args: str, ref: ReferenceClock, address: str) -> None:
+        gr.sync_block.__init__(self, "pairzero_emulated_usrp_sink", in_sig=[np.complex64], out_sig=None)
+        self._init_radio(dev_args, ref, tx=True)
+        self.message_port_register_out(ASYNC_PORT)
+        self.address = address
+        self._sock: zmq.Socket | None = None
+        self._sock_lock = threading.Lock()
+        self._burst: _TxBurst | None = None
+        self._bursts = 0
+        self._acks: list[int] = []  # end index of every burst awaiting its burst_ack
+        self._acks_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent_bursts: list[int] = []  # start index of every burst placed whole (for tests)
+
+    def _push(self, start: int, x: npt.NDArray[np.complex64], horizon: int) -> None:
+        with self._sock_lock:
+            if self._sock is not None:
+                head = json.dumps({"start": int(start), "horizon": int(horizon)}).encode()
+                self._sock.send_multipart([head, x.tobytes()])
+
+    def start(self) -> bool:
+        s = zmq.Context.instance().socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 100000)
+        s.connect(self.address)
+        self._sock = s
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run_clock, name="emulated-tx-clock", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> bool:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        with self._sock_lock:
+            if self._sock is not None:
+                self._sock.close(0)
+                self._sock = None
+        return True
+
+    def _run_clock(self) -> None:
+        """The stream is silence up to device time; acknowledge bursts whose end has passed."""
+        while not self._stop.wait(ADVANCE_PERIOD_S):
+            now = self.now_index()
+            self._push(now, np.zeros(0, np.complex64), now)
+            with self._acks_lock:
+                done = [end for end in self._acks if end <= now]
+                self._acks = [end for end in self._acks if end > now]
+            for end in done:
+                self.message_port_pub(ASYNC_PORT, make_async_message(
+                    ["burst_ack"], index_to_time(end, self._rate)))
+
+    def _time_error(self, index: int, why: str) -> None:
+        log.warning("L (late burst at device sample %d: %s)", index, why)
+        self.message_port_pub(ASYNC_PORT, make_async_message(["time_error"], index_to_time(index, self._rate)))
+
+    def _start_burst(self, index: int) -> None:
+        self._bursts += 1
+        b = _TxBurst(self._bursts, index, index)
+        if self.faults.get("late_burst") == b.number:  # the host stalls past the burst's time
+            time.sleep(self.host_seconds_until(index) + 0.005)
+        now = self.now_index()
+        if index <= now:
+            b.dropped = True
+            self._time_error(index, f"it reached the device at sample {now}")
+        self._burst = b
+
+    def _place(self, x: npt.NDArray[np.complex64]) -> None:
+        b = self._burst
+        if b is None or b.dropped or len(x) == 0:
+            return
+        if self.faults.get("underflow") == b.number and b.next == b.index and len(x) > 1:
+            half = len(x) // 2
+            self._place(x[:half])
+            time.sleep(self.host_seconds_until(b.next) + 0.005)  # the host stalls mid-burst
+            self._place(x[half:])
+            return
+        if b.next <= self.now_index():
+            b.dropped = True
+            log.warning("U (underflow in the burst at device sample %d)", b.index)
+            self.message_port_pub(ASYNC_PORT, make_async_message(
+                ["underflow_in_packet"], index_to_time(b.next, self._rate)))
+            return
+        self._push(b.next, np.ascontiguousarray(x), b.next + len(x))
+        b.next += len(x)
+
+    def work(self, input_items: list[npt.NDArray[np.complex64]], output_items: object) -> int:
+        x = input_items[0]
+        n = len(x)
+        base = self.nitems_read(0)
+        tags = sorted(self.get_tags_in_window(0, 0, n), key=lambda t: t.offset)
+        pos = 0
+        for tag in tags:
+            key = pmt.symbol_to_string(tag.key)
+            rel = int(tag.offset - base)
+            if key == "tx_time":
+                self._place(x[pos:rel])
+                pos = rel
+                whole = int(pmt.to_uint64(pmt.tuple_ref(tag.value, 0)))
+                frac = float(pmt.to_double(pmt.tuple_ref(tag.value, 1)))
+                self._start_burst(time_to_index(whole, frac, self._rate))
+            elif key == "tx_eob":
+                self._place(x[pos : rel + 1])
+                pos = rel + 1
+                b = self._burst
+                if b is not None and not b.dropped:
+                    with self._acks_lock:
+                        self._acks.append(b.next)
+                    self.sent_bursts.append(b.index)
+                self._burst = None
+        if pos < n:
+            if self._burst is None:
+                log.warning("emulated USRP: %d samples outside any burst ignored (tag the bursts)", n - pos)
+            else:
+                self._place(x[pos:])
+        return n
+
+
+class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
+    """``uhd.usrp_source`` stand-in: timed windows of the channel emulator's AP stream."""
+
+    def __init__(self, dev_args: str, ref: ReferenceClock, address: str) -> None:
+        gr.sync_block.__init__(self, "pairzero_emulated_usrp_source", in_sig=None, out_sig=[np.complex64])
+        self._init_radio(dev_args, ref, tx=False)
+        self.address = address
+        self._lock = threading.Condition()
+        self._req: tuple[int, int] | None = None  # (start, end) device sample indices
+        self._queue: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque()
+        self._queued = 0
+        self._history: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque(maxlen=64)
+        self._next_out: int | None = None  # index of the next sample out (None: tag the next one)
+        self._commands = 0
+        self._drop_packet = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        no_scheduler_pause(self)
+
+    def issue_stream_cmd(self, cmd: Any) -> None:
+        """Accept a timed ``STREAM_MODE_NUM_SAMPS_AND_DONE`` command (others: not emulated)."""
+        mode = cmd.stream_mode
+        if mode != gr_uhd.stream_mode_t.STREAM_MODE_NUM_SAMPS_AND_DONE:
+            raise RuntimeError(f"emulated USRP: stream mode {mode} is not emulated")
+        self._commands += 1
+        start = self.now_index() if cmd.stream_now else time_to_index(
+            int(cmd.time_spec.get_full_secs()), float(cmd.time_spec.get_frac_secs()), self._rate)
+        arrives = self.now_index()
+        if self.faults.get("late_command") == self._commands:  # a slow control path
+            arrives = start + 1
+        if start <= arrives:
+            log.warning("USRP Source Block caught rx error code: ERROR_CODE_LATE_COMMAND "
+                        "(stream command for device sample %d reached the device at %d)", start, arrives)
+            return
+        with self._lock:
+            self._req = (start, start + int(cmd.num_samps))
+            self._drop_packet = self.faults.get("overflow") == self._commands
+            self._queue.clear()
+            self._queued = 0
+            self._next_out = None
+            for s, x in self._history:  # samples that came before the command
+                self._offer(s, x)
+
+    def _offer(self, s: int, x: npt.NDArray[np.complex64]) -> None:
+        """Queue the part of chunk (s, x) inside the requested window (lock held)."""
+        if self._req is None:
+            return
+        a, b = max(s, self._req[0]), min(s + len(x), self._req[1])
+        if b <= a:
+            return
+        if self._drop_packet:  # a packet lost in the middle of the window
+            start, end = self._req
+            gap = max(1, (end - start) // 32)
+            m = start + (end - start) // 2
+            if a <= m < b:
+                self._drop_packet = False
+                log.warning("O (emulated overflow: %d samples lost at device sample %d)", gap, m)
+                self._queue_part(a, x[a - s : m - s])
+                a = min(m + gap, b)
+        self._queue_part(a, x[a - s : b - s])
+
+    def _queue_part(self, a: int, x: npt.NDArray[np.complex64]) -> None:
+        if len(x) == 0:
+            return
+        self._queue.append((a, x))
+        self._queued += len(x)
+        limit = int(RX_BUFFER_S * self._rate)
+        while self._queued > limit and self._queue:  # nobody read them in time: overflow
+            s0, x0 = self._queue.popleft()
+            self._queued -= len(x0)
+            log.warning("O (emulated overflow: %d samples at device sample %d not read in time)", len(x0), s0)
+        self._lock.notify_all()
+
+    def _run_rx(self) -> None:
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 100000)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.address)
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(50):
+                    continue
+                while True:
+                    try:
+                        head, payload = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    s = int(np.frombuffer(head, dtype=np.int64)[0])
+                    x = np.frombuffer(payload, dtype=np.complex64)
+                    with self._lock:
+                        self._history.append((s, x))
+                        self._offer(s, x)
+        finally:
+            sock.close(0)
+
+    def start(self) -> bool:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run_rx, name="emulated-rx", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> bool:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        return True
+
+    def work(self, input_items: object, output_items: list[npt.NDArray[np.complex64]]) -> int:
+        out = output_items[0]
+        with self._lock:
+            if not self._queue:  # as UHD's recv: wait a little for a packet
+                self._lock.wait(timeout=0.1)
+            if not self._queue:
+                return 0
+            s, x = self._queue[0]
+            n = min(len(out), len(x))
+            out[:n] = x[:n]
+            if self._next_out != s:  # first sample of the stream, or after a gap
+                t = index_to_time(s, self._rate)
+                self.add_item_tag(0, self.nitems_written(0), pmt.intern("rx_time"),
+                                  pmt.make_tuple(pmt.from_uint64(t[0]), pmt.from_double(t[1])))
+            if n == len(x):
+                self._queue.popleft()
+            else:
+                self._queue[0] = (s + n, x[n:])
+            self._queued -= n
+            self._next_out = s + n
+            return n
+
+
+class EmulatedUhd:
+    """What :class:`radio.usrp.UsrpFrontEnd` takes from ``gnuradio.uhd``, for ``type=emulated``.
+
+    ``tx_address``: the emulator input of this node's stream; ``rx_address``: the emulator's AP
+    stream. ``rate_factor``: device clocks run at this fraction of real time.
+    """
+
+    time_spec_t = gr_uhd.time_spec_t
+    stream_cmd_t = gr_uhd.stream_cmd_t
+    stream_mode_t = gr_uhd.stream_mode_t
+    stream_args = gr_uhd.stream_args
+    meta_range_t = gr_uhd.meta_range_t
+    sensor_value_t = gr_uhd.sensor_value_t
+
+    def __init__(self, tx_address: str | None = None, rx_address: str | None = None,
+                 rate_factor: float = 1.0) -> None:
+        self.ref = ReferenceClock(rate_factor)
+        self.rate_factor = self.ref.rate_factor
+        self.host_clock = self.ref.host_clock
+        self.host_sleep = self.ref.host_sleep
+        self.tx_address = tx_address
+        self.rx_address = rx_address
+
+    def usrp_sink(self, dev_args: str, stream_args: Any, length_tag: str = "") -> EmulatedUsrpSink:
+        """The stand-in for ``uhd.usrp_sink(device_addr, stream_args, length_tag_name)``."""
+        if self.tx_address is None:
+            raise RuntimeError("emulated USRP: no emulator input for a transmitter")
+        return EmulatedUsrpSink(dev_args, self.ref, self.tx_address)
+
+    def usrp_source(self, dev_args: str, stream_args: Any,
+                    issue_stream_cmd_on_start: bool = True) -> EmulatedUsrpSource:
+        """The stand-in for ``uhd.usrp_source(device_addr, stream_args, issue_stream_cmd_on_start)``."""
+        if self.rx_address is None:
+            raise RuntimeError("emulated USRP: no emulator stream for a receiver")
+        return EmulatedUsrpSource(dev_args, self.ref, self.rx_address)

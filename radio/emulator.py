@@ -1,0 +1,161 @@
+"""The channel emulator: K node sample streams in, the AP's stream out (GNU Radio, ZeroMQ).
+
+The same three blocks as ``grc_flowgraphs/loopback_channel.grc``::
+
+    BurstSource (K zero-filled node streams) -> ChannelBank (per node gain, fractional delay,
+    CFO, fading; sum; AWGN) -> IndexedSink (the AP stream, (index, samples) chunks)
+
+Nodes PUSH ``(start index, samples)`` to PULL sockets the emulator binds (one per node); the AP
+subscribes to the XPUB socket of the AP stream. Used by the loopback front end (``radio.mode:
+loopback``: lockstep, deterministic, as fast as the nodes define their streams) and by emulated
+USRPs (``type=emulated`` device args: the nodes' radios define their streams up to their device
+time as it runs, so the emulator follows real time and late samples are really late).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from gnuradio import blocks, gr
+
+from pairzero.config import ChannelConfig, ExperimentConfig
+from radio.blocks import FIR_TAPS, BurstSource, ChannelBank, IndexedSink, NodeChannelParams
+
+__all__ = ["NodeChannelParams", "draw_node_channels", "ChannelEmulator"]
+
+log = logging.getLogger(__name__)
+
+
+def draw_node_channels(channel: ChannelConfig, num_nodes: int, seed: int) -> list[NodeChannelParams]:
+    """Seeded per-node channels from ``ChannelConfig``.
+
+    |gain| is 1 for ``fading: none`` and a block-fading draw otherwise (Rayleigh CN(0,1), or
+    Rician with ``rician_k_db``); the phase is uniform when ``random_phase``; delay and CFO are
+    uniform in +-``max_delay_samples`` and +-``max_cfo``.
+    """
+    if num_nodes < 1:
+        raise ValueError(f"num_nodes: {num_nodes!r} must be >= 1")
+    rng = np.random.default_rng(seed)
+    k = num_nodes
+    if channel.fading == "none":
+        amp = np.ones(k)
+    elif channel.fading == "rayleigh":
+        amp = np.abs(rng.standard_normal(k) + 1j * rng.standard_normal(k)) / np.sqrt(2)
+    else:
+        kf = 10 ** (channel.rician_k_db / 10)
+        los = np.sqrt(kf / (kf + 1))
+        diff = (rng.standard_normal(k) + 1j * rng.standard_normal(k)) * np.sqrt(1 / (2 * (kf + 1)))
+        amp = np.abs(los + diff)
+    phase = rng.uniform(0, 2 * np.pi, k) if channel.random_phase else np.zeros(k)
+    delay = rng.uniform(-channel.max_delay_samples, channel.max_delay_samples, k)
+    cfo = rng.uniform(-channel.max_cfo, channel.max_cfo, k)
+    return [
+        NodeChannelParams(complex(a * np.exp(1j * p)), float(d), float(f))
+        for a, p, d, f in zip(amp, phase, delay, cfo, strict=True)
+    ]
+
+
+class ChannelEmulator:
+    """The channel flowgraph: K node streams in, one AP stream out.
+
+    ``noise_var``: complex AWGN variance at the AP (per sample; SNR = |gain|^2 / noise_var).
+    ``lockstep``: run as fast as the nodes define their streams (deterministic, unthrottled);
+    otherwise free-running, throttled to ``sample_rate`` when ``throttle``. ``fading_doppler``
+    > 0 adds time-varying Rayleigh fading (gr-channels ``fading_model``) on top of the gains.
+    ``origin``: sample index of the first output sample (None: the first node message's index,
+    for radios whose streams start at their device time).
+    """
+
+    def __init__(
+        self,
+        node_channels: Sequence[NodeChannelParams],
+        noise_var: float,
+        node_addresses: Sequence[str],
+        ap_address: str,
+        seed: int = 0,
+        lockstep: bool = True,
+        throttle: bool = False,
+        sample_rate: float = 1e6,
+        node_timeout_s: float = 1.0,
+        wait_for_ap: bool = True,
+        fading_doppler: float = 0.0,
+        origin: int | None = 0,
+    ) -> None:
+        if len(node_channels) != len(node_addresses):
+            raise ValueError(
+                f"node_addresses: {len(node_addresses)} given, need one per node channel "
+                f"({len(node_channels)})"
+            )
+        if noise_var < 0:
+            raise ValueError(f"noise_var: {noise_var!r} must be >= 0")
+        self.node_channels = list(node_channels)
+        self.tb = gr.top_block("pairzero_loopback_channel")
+        self.bank = ChannelBank(self.node_channels, noise_var, seed, fading_doppler)
+        source: BurstSource | None = None
+        # The AP stream's index: the source's origin (once known) minus the FIR group delay.
+        self.sink = IndexedSink(ap_address, index_offset=(FIR_TAPS - 1) // 2,
+                                origin=lambda: source.origin if source is not None else 0)
+        ready = self.sink.has_subscriber if wait_for_ap else None
+        try:
+            source = BurstSource(node_addresses, lockstep, node_timeout_s, ready, origin)
+        except OSError:
+            self.sink.stop()  # release the AP port too
+            raise
+        self.source = source
+        for k in range(len(self.node_channels)):
+            self.tb.connect((self.source, k), (self.bank, k))
+        if throttle and not lockstep:
+            self.throttle = blocks.throttle(gr.sizeof_gr_complex, sample_rate)
+            self.tb.connect(self.bank, self.throttle, self.sink)
+        else:
+            self.tb.connect(self.bank, self.sink)
+
+    @classmethod
+    def from_config(
+        cls,
+        channel: ChannelConfig,
+        num_nodes: int,
+        seed: int,
+        node_addresses: Sequence[str],
+        ap_address: str,
+        **kwargs: object,
+    ) -> ChannelEmulator:
+        """Emulator with seeded channels drawn from ``channel`` and noise from ``snr_db``."""
+        chans = draw_node_channels(channel, num_nodes, seed)
+        noise_var = 10 ** (-channel.snr_db / 10)
+        kwargs.setdefault("fading_doppler", channel.fading_doppler)
+        return cls(chans, noise_var, node_addresses, ap_address, seed=seed, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_experiment(
+        cls, cfg: ExperimentConfig, node_addresses: Sequence[str], ap_address: str, **kwargs: object
+    ) -> ChannelEmulator:
+        """Emulator for an experiment: ``channel`` section, ``nodes.count``, ``run.seed``;
+        lockstep unless ``phy.throttle`` (then free-running at ``phy.sample_rate``)."""
+        kwargs.setdefault("lockstep", not cfg.phy.throttle)
+        kwargs.setdefault("throttle", cfg.phy.throttle)
+        kwargs.setdefault("sample_rate", cfg.phy.sample_rate)
+        return cls.from_config(cfg.channel, cfg.nodes.count, cfg.run.seed, node_addresses, ap_address, **kwargs)
+
+    def start(self) -> None:
+        """Start the flowgraph (returns at once)."""
+        self.tb.start()
+
+    def stop(self) -> None:
+        """Ask the flowgraph to stop (call :meth:`wait` afterwards)."""
+        self.tb.stop()
+
+    def wait(self) -> None:
+        """Wait until the flowgraph has stopped."""
+        self.tb.wait()
+
+    @property
+    def clock(self) -> int:
+        """Current sample index of the node streams."""
+        return self.source.clock
+
+    def absent_nodes(self) -> list[int]:
+        """Nodes the emulator is zero-filling because they went silent."""
+        return self.source.absent_nodes()

@@ -1,0 +1,215 @@
+"""The USRP front end (radio.usrp.UsrpFrontEnd) on the emulated USRP (radio.emulated).
+
+Everything here is the front end's own code (gr-uhd calls, start-up checks, device time,
+timed bursts with tx tags, timed stream commands, rx_time tags, async events) with the gr-uhd
+blocks replaced by the emulated ones, whose samples go through the running channel emulator.
+Faults are injected through the device args as a lab would meet them: a stream command that
+reaches the radio late, a lost packet, a host that stalls before or inside a burst, an unlocked
+reference or LO. Each ends in its event or error, within a bounded time.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gnuradio.uhd")
+
+from pairzero.phy.frontend import EventKind, RadioError  # noqa: E402
+from radio.emulated import EmulatedUhd  # noqa: E402
+from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
+from radio.usrp import UsrpFrontEnd  # noqa: E402
+
+RATE = 250e3  # a rate a B200's 32 MHz master clock divides to (x 1/128)
+
+
+def _addr() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+class _Testbed:
+    """Channel emulator (one node, unit channel, no noise), AP and node on emulated USRPs."""
+
+    def __init__(self, node_args: str = "type=emulated", ap_args: str = "type=emulated",
+                 clock_source: str = "internal") -> None:
+        self.node_addr, self.ap_addr = _addr(), _addr()
+        self.emu = ChannelEmulator([NodeChannelParams(1.0, 0.0, 0.0)], 0.0, [self.node_addr],
+                                   self.ap_addr, origin=None, node_timeout_s=1.0)
+        self.emu.start()
+        self.ap = UsrpFrontEnd("rx", ap_args, RATE, 915e6, 30.0, clock_source,
+                               uhd_api=EmulatedUhd(rx_address=self.ap_addr))
+        self.node = UsrpFrontEnd("tx", node_args, RATE, 915e6, 40.0, clock_source,
+                                 uhd_api=EmulatedUhd(tx_address=self.node_addr))
+        # The emulator's stream starts at the first node message it sees with the AP listening.
+        deadline = time.monotonic() + 5.0
+        while self.emu.source.origin is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.02)
+
+    def send_later(self, x: np.ndarray, n: int) -> dict:
+        """The node sends in its own thread (as its own process would) while the AP captures."""
+        out: dict = {}
+        th = threading.Thread(target=lambda: out.update(rep=self.node.send(x, n, timeout_s=1.0)))
+        th.start()
+        out["thread"] = th
+        return out
+
+    def close(self) -> None:
+        self.node.close()
+        self.ap.close()
+        self.emu.stop()
+        self.emu.wait()
+
+
+@pytest.fixture
+def testbed(request: pytest.FixtureRequest):
+    tb = _Testbed(**getattr(request, "param", {}))
+    yield tb
+    tb.close()
+
+
+def _burst(n: int = 2000) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64) / 2
+
+
+def test_a_timed_burst_arrives_at_its_sample_index(testbed: _Testbed) -> None:
+    # Prepare: a burst 50 ms ahead of the node's device time
+    x = _burst()
+    n = testbed.node.now_index() + int(0.05 * RATE)
+    # Execute
+    sending = testbed.send_later(x, n)
+    cap = testbed.ap.capture(n - 64, len(x) + 128, timeout_s=1.0)
+    sending["thread"].join()
+    rep = sending["rep"]
+    # Assert: acknowledged by the radio; the AP's window holds it sample-exact at n (unit
+    # channel, integer delay: the emulator's FIR is a pure delay that the AP stream undoes)
+    assert rep.sent and rep.events == ()
+    assert cap.ok and cap.samples is not None
+    assert np.allclose(cap.samples[64 : 64 + len(x)], x, atol=1e-5)
+    assert np.abs(cap.samples[:60]).max() < 1e-6 and np.abs(cap.samples[-60:]).max() < 1e-6
+
+
+def test_two_radios_aligned_at_a_pps_edge_share_device_time() -> None:
+    # Prepare / Execute: both radios on the external reference: device time set at a PPS edge
+    tb = _Testbed(clock_source="external")
+    try:
+        a, b = tb.ap.now_index(), tb.node.now_index()
+        c = tb.ap.now_index()
+        # Assert: the same clock to within the time between the reads
+        assert a <= b <= c + 1
+        assert tb.ap.usrp.auto_dc_offset is False  # RX DC-offset correction turned off
+    finally:
+        tb.close()
+
+
+@pytest.mark.parametrize("testbed", [{"ap_args": "type=emulated,late_command=1"}], indirect=True)
+def test_a_late_stream_command_times_out_with_one_event(testbed: _Testbed) -> None:
+    # Prepare: the AP's first stream command reaches the radio after its time (a slow
+    # control path); the radio refuses it as gr-uhd does (ERROR_CODE_LATE_COMMAND)
+    n = testbed.ap.now_index() + int(0.05 * RATE)
+    t0 = time.monotonic()
+    # Execute
+    cap = testbed.ap.capture(n, 1000, timeout_s=0.5)
+    # Assert: no samples, a timeout event, and no hang (window due in 50 ms + 0.5 s of slack)
+    assert not cap.ok
+    assert [e.kind for e in cap.events] == [EventKind.TIMEOUT]
+    assert time.monotonic() - t0 < 3.0
+    # The next command is fine
+    n = testbed.ap.now_index() + int(0.05 * RATE)
+    assert testbed.ap.capture(n, 1000, timeout_s=1.0).ok
+
+
+def test_a_window_already_past_is_a_late_command_at_once(testbed: _Testbed) -> None:
+    n = testbed.ap.now_index() - 100
+    cap = testbed.ap.capture(n, 1000, timeout_s=5.0)
+    assert not cap.ok and [e.kind for e in cap.events] == [EventKind.LATE_COMMAND]
+
+
+@pytest.mark.parametrize("testbed", [{"ap_args": "type=emulated,overflow=1"}], indirect=True)
+def test_samples_lost_inside_a_window_discard_it_as_an_overflow(testbed: _Testbed) -> None:
+    # Prepare: a packet of the first window is lost; the radio tags the samples after the gap
+    # with a new rx_time, as UHD does after an overflow
+    x = _burst(4000)
+    n = testbed.node.now_index() + int(0.05 * RATE)
+    sending = testbed.send_later(x, n)
+    # Execute
+    cap = testbed.ap.capture(n, len(x), timeout_s=1.0)
+    sending["thread"].join()
+    # Assert: the frame is discarded, with the reason
+    assert not cap.ok
+    assert [e.kind for e in cap.events] == [EventKind.OVERFLOW]
+    assert "rx_time jumped" in cap.events[0].detail
+
+
+@pytest.mark.parametrize("testbed", [{"node_args": "type=emulated,late_burst=1"}], indirect=True)
+def test_a_burst_handed_over_after_its_time_is_reported_late(testbed: _Testbed) -> None:
+    # Prepare: the node's host stalls before its first burst reaches the radio
+    x = _burst()
+    n = testbed.node.now_index() + int(0.02 * RATE)
+    # Execute
+    rep = testbed.node.send(x, n, timeout_s=1.0)
+    # Assert: dropped by the radio (async time_error), nothing of it on the air
+    assert not rep.sent
+    assert [e.kind for e in rep.events] == [EventKind.LATE_BURST]
+    cap = testbed.ap.capture(testbed.ap.now_index() + 2000, 1000, timeout_s=1.0)
+    assert cap.ok  # the radio goes on
+    assert testbed.node.usrp.sent_bursts == []
+    # The next burst is on time and acknowledged
+    n = testbed.node.now_index() + int(0.05 * RATE)
+    assert testbed.node.send(x, n, timeout_s=1.0).sent
+
+
+@pytest.mark.parametrize("testbed", [{"node_args": "type=emulated,underflow=1"}], indirect=True)
+def test_a_host_stalling_inside_a_burst_is_an_underflow(testbed: _Testbed) -> None:
+    x = _burst(4000)
+    n = testbed.node.now_index() + int(0.05 * RATE)
+    rep = testbed.node.send(x, n, timeout_s=1.0)
+    assert not rep.sent
+    assert [e.kind for e in rep.events] == [EventKind.UNDERFLOW]
+
+
+def test_a_burst_whose_time_has_passed_is_not_sent(testbed: _Testbed) -> None:
+    rep = testbed.node.send(_burst(), testbed.node.now_index() - 10, timeout_s=1.0)
+    assert not rep.sent and [e.kind for e in rep.events] == [EventKind.LATE_BURST]
+
+
+@pytest.mark.parametrize(
+    ("args", "source", "fragment"),
+    [
+        ("type=emulated,unlocked_ref=1", "external", "ref_locked"),
+        ("type=emulated,unlocked_lo=1", "internal", "lo_locked"),
+    ],
+)
+def test_an_unlocked_reference_or_lo_stops_the_start_naming_the_sensor(args, source, fragment) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(RadioError, match=fragment):
+        UsrpFrontEnd("tx", args, RATE, 915e6, 10.0, source, uhd_api=EmulatedUhd(tx_address=_addr()),
+                     lock_timeout_s=0.3)
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_a_rate_the_device_cannot_make_is_refused_with_the_rate_it_would_run_at() -> None:
+    # 3 MS/s from a 32 MHz master clock: UHD would silently run at 32e6/11 = 2.909 MS/s
+    with pytest.raises(RadioError, match=r"2909090\.9.*phy.sample_rate"):
+        UsrpFrontEnd("rx", "type=emulated", 3e6, 915e6, 10.0, "internal",
+                     uhd_api=EmulatedUhd(rx_address=_addr()))
+
+
+def test_a_gain_outside_the_daughterboards_range_is_refused() -> None:
+    # A UBX stops at 31.5 dB; 40 dB would be clipped silently by UHD
+    with pytest.raises(RadioError, match=r"radio.tx_gain_db = 40 dB .*0\.\.31\.5 dB"):
+        UsrpFrontEnd("tx", "type=emulated,model=x310_ubx", RATE, 915e6, 40.0, "internal",
+                     uhd_api=EmulatedUhd(tx_address=_addr()))
+
+
+def test_unknown_emulated_device_args_are_refused() -> None:
+    with pytest.raises(RadioError, match="unknown keys"):
+        UsrpFrontEnd("tx", "type=emulated,lateburst=1", RATE, 915e6, 10.0, "internal",
+                     uhd_api=EmulatedUhd(tx_address=_addr()))
