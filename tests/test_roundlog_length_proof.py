@@ -9,10 +9,14 @@ import json
 import logging
 import shutil
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator, record_row
 from access_point.roundlog import (
     RoundLog,
     RoundLogCorrupt,
@@ -22,8 +26,15 @@ from access_point.roundlog import (
     head_path_for,
     record_digest,
 )
+from pairzero.config import load_config
 from pairzero.errors import OperationalError
 from pairzero.protocol.messages import RoundRecord
+from pairzero.protocol.testing import ConstantPlanner, IdealApPhy
+from pairzero.protocol.transport import InProcHub
+from pairzero.runinfo import experiment_id, write_provenance
+from tests.e2e_util import free_port_block
+
+REPO = Path(__file__).resolve().parent.parent
 
 EXP = "exp-chain"
 
@@ -249,3 +260,63 @@ def test_head_of_another_experiment_is_refused(tmp_path: Path) -> None:
     p.unlink()
     with pytest.raises(RoundLogError, match="rounds.head: round log belongs to experiment 'exp-chain'"):
         RoundLog.open(p, "another")
+
+
+def test_metrics_rows_beyond_the_log_are_refused(tmp_path: Path) -> None:
+    # Prepare: the log holds rounds 0-1 (its head agrees: e.g. both restored from an old
+    # backup), but the metrics were written up to round 4
+    rl = RoundLog.open(tmp_path / "rounds.sqlite", EXP)
+    for t in range(2):
+        rl.append(_rec(t))
+    metrics_path = tmp_path / "metrics.jsonl"
+    metrics_path.write_text("".join(json.dumps(record_row(_rec(t))) + "\n" for t in range(5)))
+    metrics = JsonlMetrics(metrics_path)
+    orch = Orchestrator(ApSettings(EXP, 1, 10, "digest", 1e-4, heartbeat_s=0.2),
+                        InProcHub().server(), rl, ConstantPlanner(), IdealApPhy(), metrics=metrics)
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["result"] = orch.run()
+        except Exception as e:
+            out["error"] = e
+
+    # Execute: (no node ever joins: a run that is not refused waits, and is stopped)
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(10)
+    orch.stop()
+    th.join(10)
+    # Assert: refused before any round runs, naming both files
+    assert isinstance(out.get("error"), RoundLogCorrupt), out
+    msg = str(out["error"])
+    assert "holds 2 rounds" in msg and "metrics.jsonl" in msg and "rounds 2, 3, 4" in msg
+    assert rl.next_round == 2
+    metrics.close()
+    rl.close()
+
+
+def test_ap_refuses_a_damaged_log_in_one_line_with_status_1(tmp_path: Path) -> None:
+    # Prepare: a run directory whose log was truncated to zero length (its head says 3 rounds)
+    port = free_port_block(2)
+    overrides = ["radio.mode=baseband", "network.curve=false", f"network.control_port={port}",
+                 f"network.sample_port_base={port + 1}"]
+    cfg = load_config(None, overrides)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_provenance(cfg, run)
+    rl = RoundLog.open(run / "rounds.sqlite", experiment_id(cfg))
+    for t in range(3):
+        rl.append(RoundRecord(experiment_id(cfg), t, t, 0.1, 1e-4, (0,), 0.5, 0.0, None, None, 1.0))
+    rl.close()
+    (run / "rounds.sqlite").write_bytes(b"")
+    # Execute
+    res = subprocess.run([sys.executable, "-m", "pairzero.cli", "ap", "--run-dir", str(run),
+                          *(a for o in overrides for a in ("--set", o))],
+                         cwd=REPO, capture_output=True, text=True, timeout=180)
+    # Assert
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("pairzero ap:")]
+    assert res.returncode == 1, res.stderr
+    assert len(lines) == 1 and "rounds.sqlite" in lines[0] and "zero length" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (run / "summary.json").exists()
