@@ -61,6 +61,9 @@ MAX_SEED = (1 << 63) - 1
 MAX_ROUNDS = 10**9
 #: Longest READY deadline (s): the protocol's ROUND.deadline_s limit.
 MAX_DEADLINE_S = 86400.0
+#: Rounds a node sends pilots only, after it (re)joins a radio run (access_point.ota_phy):
+#: no node is present in them while every node warms up.
+PILOT_ONLY_ROUNDS = 2
 
 
 class ConfigError(ValueError):
@@ -227,7 +230,7 @@ class NetworkConfig:
     hash_every: int = _f(10, ge=0, le=MAX_ROUNDS, doc="rounds between model-hash checks in UPDATE (0: never)")
     start_timeout_s: float = _f(60.0, ge=0.0, le=1e7, doc="AP wait for all nodes before round 0 (s)")
     ap_give_up_s: float = _f(600.0, ge=0.0, le=1e7, doc="edge node exits when the AP is silent this long (s; 0: never)")
-    max_empty_rounds: int = _f(5, ge=0, le=MAX_ROUNDS, doc="consecutive rounds with no node present (dead channel) that stop the run with status 1 (0: never)")
+    max_empty_rounds: int = _f(5, ge=0, le=MAX_ROUNDS, doc="consecutive rounds with no node present (dead channel) that stop the run with status 1 (0: never; radio modes: >= 3, a node's first 2 rounds carry pilots only)")
 
 
 @dataclass(frozen=True)
@@ -456,6 +459,12 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"radio.node_args has {len(cfg.radio.node_args)} entries; it needs one per node "
             f"(nodes.count = {n.count})"
+        )
+    if cfg.radio.mode != "baseband" and 0 < cfg.network.max_empty_rounds <= PILOT_ONLY_ROUNDS:
+        raise ConfigError(
+            f"network.max_empty_rounds: {cfg.network.max_empty_rounds} would stop a radio run "
+            f"during its start: a node's first {PILOT_ONLY_ROUNDS} rounds carry pilots only, so "
+            f"they have no node present; use at least {PILOT_ONLY_ROUNDS + 1} (or 0: never stop)"
         )
     if cfg.network.sample_port_base + n.count > 65535:
         raise ConfigError(

@@ -132,6 +132,8 @@ LATE_FAILURES = [
     ("network.heartbeat_s=1e300", ["network.heartbeat_s", "<= 3600.0"]),
     ("network.hash_every=10000000000", ["network.hash_every", "<= 1000000000"]),
     ("network.max_empty_rounds=-1", ["network.max_empty_rounds", ">= 0"]),
+    # the loopback radio's first 2 rounds carry pilots only: 2 would stop every run at start
+    ("network.max_empty_rounds=2", ["network.max_empty_rounds", "pilots only", "at least 3"]),
     ("network.sample_port_base=65534", ["network.sample_port_base", "below 65536"]),
     ("phy.pilot_seed=9223372036854775808", ["phy.pilot_seed", "out of range"]),
     ("task.batch_size=100000000000", ["task.batch_size", "out of range"]),
@@ -156,6 +158,11 @@ def test_largest_allowed_seed_and_rounds_load() -> None:
 
 def test_default_max_empty_rounds_is_five() -> None:
     assert config_from_dict({}).network.max_empty_rounds == 5
+
+
+def test_baseband_may_stop_after_one_empty_round() -> None:
+    cfg = config_from_dict({"radio": {"mode": "baseband"}, "network": {"max_empty_rounds": 1}})
+    assert cfg.network.max_empty_rounds == 1
 
 
 def test_duplicate_key_is_refused_naming_it_and_both_lines(tmp_path: Path) -> None:

@@ -145,3 +145,52 @@ def test_loopback_with_no_node_ever_present_fails_with_the_reason_and_no_restart
     assert summary["finished"] is False and summary["rounds_committed"] == 2
     assert (summary["empty_rounds"], summary["partial_rounds"]) == (2, 0)
     assert "network.max_empty_rounds" in summary["stop_reason"]
+
+
+def _pid_of(role: str, run_dir: Path) -> int | None:
+    """Pid of the ``pairzero <role>`` process working on ``run_dir`` (Linux /proc)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pairzero.cli" in argv and role.encode() in argv and any(
+                str(run_dir).encode() in a for a in argv):
+            return int(proc.name)
+    return None
+
+
+def _present_rounds(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return sum(1 for r in read_jsonl(path) if r.get("active")) if path.exists() else 0
+
+
+def test_loopback_with_the_channel_emulator_killed_fails_with_the_reason(tmp_path: Path) -> None:
+    # Prepare: the GNU Radio loopback (emulator process), one node, a short READY deadline
+    cfg = _config(tmp_path, 40, "radio.mode=loopback", "nodes.count=1",
+                  "network.ready_timeout_s=1.0", "network.max_empty_rounds=3")
+    proc, out = _launch(cfg, tmp_path)
+    try:
+        run_dir = _wait(lambda: _run_dir(tmp_path), 60, "the run directory", proc, out)
+        _wait(lambda: _present_rounds(run_dir) >= 1, 120, "a round with the node", proc, out)
+        # Execute: kill the channel emulator for good
+        pid = _pid_of("channel", run_dir)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    text = out.read_text()
+    # Assert: the run fails with the reason in one line instead of finishing with no-op rounds
+    assert proc.returncode == 1, text[-3000:]
+    reason = [ln for ln in text.splitlines() if ln.startswith("pairzero ap: run stopped")]
+    assert len(reason) == 1 and "3 consecutive rounds" in reason[0], text[-3000:]
+    assert "channel emulator or the radio link down" in reason[0]
+    assert "restarting" not in text
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] is False and summary["rounds_committed"] < 40
+    assert summary["empty_rounds"] >= 3
