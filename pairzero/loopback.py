@@ -13,7 +13,7 @@ that stops for a reason it states (status 1: a refused round log, a full disk, a
     runs/<name>-loopback-<time>/
         config.yaml  provenance.json      resolved config, git revision, seeds
         metrics.jsonl summary.json *.png  per-round metrics, summary, plots
-        rounds.sqlite                     the AP's round log (replayable checkpoint)
+        rounds.sqlite rounds.head         the AP's round log (replayable checkpoint), its head
         keys/                             CurveZMQ keys generated for this run
         logs/{ap,channel,edge<k>}.log     every process's log
 
