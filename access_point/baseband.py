@@ -27,11 +27,18 @@ log = logging.getLogger(__name__)
 
 class BasebandOTA:
     """RoundPlanner and ApPhy of the baseband mode (one object: the plan and the receive of a
-    round must see the same channel draw)."""
+    round must see the same channel draw).
+
+    ``digital``: the scalars come in READY (the orchestrator leaves out a node whose READY has
+    none); ``scalar_bound``: the clip bound G every node applies (a larger scalar is refused).
+    """
+
+    digital = True
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.k = cfg.nodes.count
+        self.scalar_bound = cfg.zo.clip
         self.runner = OTARoundRunner.from_config(cfg)
         self.last: RoundResult | None = None
 
@@ -54,12 +61,14 @@ class BasebandOTA:
     ) -> PhyResult:
         """Aggregate the READY scalars over round t's simulated channel."""
         g = np.zeros(self.k)
+        usable = {}
         for k, v in ready.items():
-            if v is None:
-                raise ValueError(f"node {k} sent READY without its scalar: baseband mode needs the "
-                                 "digital path (radio.mode: baseband on every node)")
-            g[k] = v
-        res = self.runner.run_round(t, g, available=self._mask(ready))
+            if v is None or not 0 <= k < self.k:  # the orchestrator refuses these first
+                log.warning("round %d: node %d left out: %s", t, k, "READY without its scalar"
+                            if v is None else f"not an enrolled node (nodes.count = {self.k})")
+                continue
+            g[k] = usable[k] = v
+        res = self.runner.run_round(t, g, available=self._mask(usable))
         self.last = res
         assert self.runner.last_plan is not None
         present = tuple(int(k) for k in np.flatnonzero(self.runner.last_plan.active))

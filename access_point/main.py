@@ -6,6 +6,12 @@ ROUND → READY (deadline) → over-the-air receive → commit to the round log 
 replica of the model (ZO engine, no forward passes except evaluation) to publish the expected
 model hash and to evaluate validation accuracy every ``task.eval_every`` rounds.
 
+Failures end it with one line and status 1, the round log consistent: a damaged or shortened
+round log (refused before anything else is loaded), a full disk or read-only run directory, or
+``network.max_empty_rounds`` consecutive rounds with no node present (a dead channel).
+``summary.json`` records the rounds committed, the empty and partial rounds and why a run
+stopped early.
+
 Example (the loopback launcher does this for you)::
 
     pairzero ap --config configs/loopback.yaml --run-dir runs/my-run
@@ -17,6 +23,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,6 +32,7 @@ from typing import Any
 
 from access_point.orchestrator import logged_round_rows, open_jsonl_for_append
 from pairzero.config import ExperimentConfig, load_config
+from pairzero.errors import OperationalError, RunDirUnwritable
 from pairzero.report import progress_line
 from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
 
@@ -41,7 +49,10 @@ class ApProgress:
         self.replica = replica
         self.ota = ota
         self.path = run_dir / "metrics.jsonl"
-        self.f = open_jsonl_for_append(self.path)
+        try:
+            self.f = open_jsonl_for_append(self.path)
+        except OSError as e:
+            raise _unwritable(self.path, e) from None
         self.t0 = time.monotonic()
         self.last: dict[str, Any] = {}
 
@@ -50,8 +61,11 @@ class ApProgress:
         return {"round": round_no, "val_loss": ev["loss"], "val_accuracy": ev["accuracy"]}
 
     def write(self, row: dict[str, Any]) -> None:
-        self.f.write(json.dumps(row, allow_nan=False) + "\n")
-        self.f.flush()
+        try:
+            self.f.write(json.dumps(row, allow_nan=False) + "\n")
+            self.f.flush()
+        except OSError as e:
+            raise _unwritable(self.path, e) from None
 
     def logged_rounds(self) -> set[int]:
         """Rounds (the orchestrator's t) that have a row."""
@@ -80,7 +94,17 @@ class ApProgress:
             print(progress_line(out, self.cfg.run.rounds), flush=True)
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError as e:  # a full disk on the last flush; the row is rebuilt on resume
+            log.warning("%s: %s", self.path, e)
+
+
+def _unwritable(path: Path, e: OSError) -> RunDirUnwritable:
+    return RunDirUnwritable(
+        f"{path}: cannot write: {e.strerror or e} (full disk or read-only run directory?); "
+        "the round log is consistent: free space or make the run directory writable, then "
+        "restart the AP on this run directory")
 
 
 def _finite(x: float) -> float | None:
@@ -120,19 +144,14 @@ def cmd_ap(args: argparse.Namespace) -> int:
         raise OSError(f"cannot bind {endpoint}: {e} (is another AP running?)") from None
     with contextlib.ExitStack() as stack:
         stack.callback(transport.close)
-        if args.run_dir:
-            run_dir = Path(args.run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not (run_dir / "config.yaml").exists():
-                write_provenance(cfg, run_dir)
-        else:
-            run_dir = make_run_dir(cfg, "ap", args.out)
+        run_dir = _run_dir(cfg, args)
+        # The round log first: a damaged or unwritable log is refused before the model loads.
+        rl = RoundLog.open(run_dir / "rounds.sqlite", exp)
+        stack.callback(rl.close)
         replica = ZOTrainer(cfg, node_ids=[])
         phy = build_phy(cfg)
         if hasattr(phy, "close"):
             stack.callback(phy.close)
-        rl = RoundLog.open(run_dir / "rounds.sqlite", exp)
-        stack.callback(rl.close)
         progress = ApProgress(cfg, run_dir, replica, phy)
         stack.callback(progress.close)
         settings = ApSettings.from_config(cfg, exp, replica.manifest_digest())
@@ -145,23 +164,47 @@ def cmd_ap(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
-        print(f"AP {exp}: listening on {transport.endpoint}, {cfg.nodes.count} nodes, "
+        print(f"AP {exp} (pid {os.getpid()}): listening on {transport.endpoint}, {cfg.nodes.count} nodes, "
               f"{cfg.run.rounds} rounds, PHY {cfg.radio.mode}, run dir {run_dir}", flush=True)
         if rl.next_round == 0:
             progress.write({**progress.evaluate(0), "elapsed_s": 0.0})
         committed = orch.run(linger_s=2.0 * cfg.network.heartbeat_s)
-    done = orch.next_round >= cfg.run.rounds
+    done = orch.next_round >= cfg.run.rounds and orch.stop_reason is None
     summary = {"rounds_committed": orch.next_round, "committed_by_this_run": committed,
                "finished": done, **{k: progress.last.get(k) for k in ("val_accuracy", "val_loss", "eps_spent")},
+               "empty_rounds": orch.empty_rounds, "partial_rounds": orch.partial_rounds,
+               "stop_reason": orch.stop_reason,
                "model_hash": replica.model_hash(), "experiment": exp, "run_dir": str(run_dir)}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary_path = run_dir / "summary.json"
+    try:
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    except OSError as e:
+        raise _unwritable(summary_path, e) from None
     if done and cfg.output.plots:
         from pairzero.report import plot_run
 
         for p in plot_run(run_dir):
             print(f"plot: {p}", flush=True)
-    print(f"AP done: {orch.next_round}/{cfg.run.rounds} rounds committed; results in {run_dir}", flush=True)
+    print(f"AP done: {orch.next_round}/{cfg.run.rounds} rounds committed ({orch.empty_rounds} "
+          f"empty, {orch.partial_rounds} partial); results in {run_dir}", flush=True)
+    if orch.stop_reason is not None:
+        raise OperationalError(f"run stopped after round {orch.next_round - 1}: "
+                               f"{orch.stop_reason}; results so far in {run_dir}")
     return 0 if done else 1
+
+
+def _run_dir(cfg: ExperimentConfig, args: argparse.Namespace) -> Path:
+    """The run directory (created with the resolved config unless the launcher made it)."""
+    try:
+        if not args.run_dir:
+            return make_run_dir(cfg, "ap", args.out)
+        run_dir = Path(args.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "config.yaml").exists():
+            write_provenance(cfg, run_dir)
+        return run_dir
+    except OSError as e:
+        raise _unwritable(Path(e.filename or args.run_dir or args.out or "."), e) from None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,24 @@ crash before 7 re-runs round t from scratch after restart (no node has applied i
 after 7 leaves nodes behind by one, which they fill from the log by catch-up. Between and
 during rounds the AP serves JOIN, CATCHUP_REQUEST, LEAVE and HEARTBEAT; undecodable or
 out-of-place messages are logged and dropped.
+
+Hostile or broken peers: every field a message carries is checked where it is handled, beyond
+what :func:`~pairzero.protocol.messages.decode` checks (node ids within the enrolled range
+``0..node_count-1`` at JOIN, a READY's scalar present and within the clip bound when the PHY
+takes scalars in READY, rounds a node claims to have applied at most those committed). An
+exception while handling one message is logged with the peer and the message dropped: one
+message never stops the AP. Only :class:`~pairzero.errors.OperationalError` (the round log
+cannot be written or read) ends the run.
+
+A node is out of the current round as soon as the AP knows it cannot answer: it sent LEAVE,
+its connection closed (the transport reports it), it was silent for 3 heartbeats, or its
+READY was refused; the AP then stops waiting for it instead of waiting for the READY deadline.
+
+Empty rounds (no node present, e.g. a dead channel: the PHY detects no frame) are committed as
+no-op updates and counted, as are partial rounds (fewer nodes than ``node_count``);
+``max_empty_rounds`` consecutive empty rounds stop the run with :attr:`Orchestrator.stop_reason`
+set (the AP then exits with status 1). The counts are rebuilt from the round log on resume;
+the consecutive count starts again at each start (a restart is a new attempt).
 """
 
 from __future__ import annotations
@@ -37,8 +55,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from access_point.roundlog import RoundLog
+from access_point.roundlog import RoundLog, RoundLogCorrupt
 from pairzero.config import ExperimentConfig
+from pairzero.errors import OperationalError
 from pairzero.protocol.interfaces import (
     ApPhy,
     ModelReplica,
@@ -90,7 +109,10 @@ class ApSettings:
     ``experiment``: experiment id every message carries; ``manifest_digest``: the trainable
     manifest nodes must match; ``min_nodes``: members needed before the first round
     (waited for up to ``start_timeout_s``, then at least one); ``hash_every``: UPDATE carries the
-    expected model hash every that many rounds (0: never; needs a replica).
+    expected model hash every that many rounds (0: never; needs a replica). ``node_count``: node
+    ids 0..node_count-1 are enrolled (None: any id the protocol allows); a partial round has
+    fewer nodes present than that. ``max_empty_rounds``: that many consecutive rounds with no
+    node present stop the run (0: never).
     """
 
     experiment: str
@@ -105,6 +127,8 @@ class ApSettings:
     hash_every: int = 10
     catchup_page: int = 500
     poll_s: float = 0.02
+    node_count: int | None = None
+    max_empty_rounds: int = 0
 
     def __post_init__(self) -> None:
         checks = {
@@ -114,6 +138,8 @@ class ApSettings:
             "start_timeout_s": self.start_timeout_s >= 0, "hash_every": self.hash_every >= 0,
             "catchup_page": self.catchup_page >= 1, "poll_s": self.poll_s > 0,
             "experiment": bool(self.experiment),
+            "node_count": self.node_count is None or self.node_count >= 1,
+            "max_empty_rounds": self.max_empty_rounds >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -128,6 +154,7 @@ class ApSettings:
             manifest_digest=manifest_digest, lr=cfg.zo.lr, ready_timeout_s=n.ready_timeout_s,
             heartbeat_s=n.heartbeat_s, min_nodes=cfg.nodes.count,
             start_timeout_s=n.start_timeout_s, hash_every=n.hash_every,
+            node_count=cfg.nodes.count, max_empty_rounds=n.max_empty_rounds,
         )
 
 
@@ -214,6 +241,7 @@ class _RoundState:
         vals = list(self.timing.values())
         return ReadyTiming(control_s=max(v[0] for v in vals), tx_prep_s=max(v[1] for v in vals),
                            late_reports=sum(1 for v in vals if v[2]))
+    left_out: dict[int, str] = field(default_factory=dict)  # node -> why it is out of round t
 
 
 class Orchestrator:
@@ -252,6 +280,10 @@ class Orchestrator:
         self._round: _RoundState | None = None
         self._last_hb = 0.0
         self.dropped = 0  # messages dropped as malformed or out of place (for tests/metrics)
+        self.empty_rounds = 0  # committed rounds with no node present (this log, all starts)
+        self.partial_rounds = 0  # committed rounds with fewer than node_count nodes present
+        self._consecutive_empty = 0  # since this start
+        self.stop_reason: str | None = None  # why the run was stopped before its last round
 
     # ------------------------------------------------------------------ public
 
@@ -276,6 +308,7 @@ class Orchestrator:
         heartbeats) for ``linger_s`` seconds.
         """
         start = self._log.next_round
+        self._check_metrics_within_log()
         if start > 0:
             self._resume(self._log.records(0))
         self._wait_for_members()
@@ -300,6 +333,24 @@ class Orchestrator:
         if restore is not None:
             restore(records)
         self._backfill_metrics(records)
+        for rec in records:
+            self._count_round(rec, resumed=True)
+
+    def _check_metrics_within_log(self) -> None:
+        """Refuse to run when the metrics hold rows of rounds the round log lacks: the log lost
+        committed rounds (a row is written only after its round's commit), and redoing them
+        would apply and charge them twice."""
+        logged = getattr(self._metrics, "logged_rounds", None)
+        if logged is None:
+            return
+        beyond = sorted(t for t in logged() if t >= self._log.next_round)
+        if beyond:
+            where = getattr(self._metrics, "path", "the metrics")
+            shown = ", ".join(map(str, beyond[:5])) + (", ..." if len(beyond) > 5 else "")
+            raise RoundLogCorrupt(
+                f"{self._log.path}: the round log holds {self._log.next_round} rounds but {where} "
+                f"has rows for rounds {shown}: the log lost committed rounds; refusing to redo "
+                "them (restore the log or use a new run directory)")
 
     def _backfill_metrics(self, records: list[RoundRecord]) -> None:
         """Rows for committed rounds the metrics lack: an AP killed between the commit and the
@@ -331,7 +382,7 @@ class Orchestrator:
         self._round = _RoundState(t, seed, expected, sent_at=t0)
         self._broadcast(Round(t=t, seed=seed, deadline_s=self.s.ready_timeout_s, lr=self.s.lr))
         deadline = t0 + self.s.ready_timeout_s
-        while not self._stop.is_set() and not expected <= self._round.ready.keys():
+        while not self._stop.is_set() and self._awaiting_ready():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -341,6 +392,7 @@ class Orchestrator:
             return  # round t not committed: it re-runs after a restart
         ready = dict(self._round.ready)
         timing = self._round.ready_timing()
+        left_out = dict(self._round.left_out)
         self._round = None
         t_ready = time.monotonic()
         plan = RoundPlan()
@@ -376,18 +428,46 @@ class Orchestrator:
         for m in self._members.values():
             if m.next_round == t:
                 m.next_round = t + 1
-        missing = sorted(expected - ready.keys())
+        missing = sorted(expected - ready.keys() - left_out.keys())
         if missing:
             log.warning("round %d: no READY from nodes %s before the deadline", t, missing)
         if self._metrics is not None:
             self._metrics({
                 **record_row(rec), "expected": sorted(expected), "ready": sorted(ready),
-                "missing": missing, "ready_wait_s": t_ready - t0, "phy_s": t_phy - t_ready,
+                "missing": missing, "left_out": {str(k): v for k, v in sorted(left_out.items())},
+                "ready_wait_s": t_ready - t0, "phy_s": t_phy - t_ready,
                 "round_s": time.monotonic() - t0, "control_rtt_s": timing.control_s,
                 "tx_sample": plan.tx_sample,
             })
         log.info("round %d committed: g_hat=%.6g, |S|=%d/%d", t, result.g_hat,
                  len(rec.active), len(expected))
+        self._count_round(rec)
+
+    def _awaiting_ready(self) -> bool:
+        """Whether an expected node of the current round may still answer (neither its READY
+        nor a reason it never will has arrived)."""
+        r = self._round
+        return r is not None and bool(r.expected - r.ready.keys() - r.left_out.keys())
+
+    def _count_round(self, rec: RoundRecord, resumed: bool = False) -> None:
+        """Count empty and partial rounds; stop the run after ``max_empty_rounds`` consecutive
+        empty ones (a dead channel must fail the run, not finish it with no-op updates)."""
+        full = self.s.node_count if self.s.node_count is not None else self.s.min_nodes
+        if not rec.active:
+            self.empty_rounds += 1
+        elif len(rec.active) < full:
+            self.partial_rounds += 1
+        if resumed:
+            return
+        self._consecutive_empty = 0 if rec.active else self._consecutive_empty + 1
+        limit = self.s.max_empty_rounds
+        if limit and self._consecutive_empty >= limit:
+            self.stop_reason = (
+                f"{self._consecutive_empty} consecutive rounds ({rec.t - limit + 1}..{rec.t}) had "
+                "no node present (no frame detected or no READY): is the channel emulator or "
+                "the radio link down? (network.max_empty_rounds)")
+            log.error("stopping the run: %s", self.stop_reason)
+            self._stop.set()
 
     def _receive(self, t: int, seed: int, plan: RoundPlan, ready: dict[int, float | None]) -> PhyResult:
         if not ready:
@@ -424,19 +504,57 @@ class Orchestrator:
         inbound = self._tx.recv(timeout_s)
         if inbound is not None:
             self._serve(inbound)
+        self._reap_disconnected()
+
+    def _reap_disconnected(self) -> None:
+        """Members whose connection the transport reports closed (a killed node) are out at
+        once: no wait for 3 missed heartbeats or the READY deadline."""
+        for peer in self._tx.gone():
+            for k, m in list(self._members.items()):
+                if m.peer == peer:
+                    self._remove_member(k, "its connection closed")
+
+    def _computing(self, k: int) -> bool:
+        """Whether node ``k`` owes the current round its READY."""
+        r = self._round
+        return r is not None and k in r.expected and k not in r.ready and k not in r.left_out
+
+    def _remove_member(self, k: int, why: str) -> None:
+        """Forget member ``k``; if the current round waits for its READY, stop waiting."""
+        self._members.pop(k, None)
+        r = self._round
+        if r is not None and self._computing(k):
+            r.left_out[k] = why
+            log.warning("round %d: node %d is out of the round: %s", r.t, k, why)
+        else:
+            log.warning("node %d removed: %s", k, why)
 
     def _expire_silent_members(self) -> None:
         """Remove members silent for 3 heartbeats, judged after reading what is already queued:
         an AP held up (fsync, a slow round) must not take nodes whose messages wait for it for
-        dead."""
+        dead. A node computing its scalar for the current round sends nothing until its READY
+        (one thread, two forward passes): it is bounded by the READY deadline instead, and a
+        killed one is out at once when its connection closes (:meth:`_reap_disconnected`)."""
         drain_queued(self._tx.recv, self._serve)
         now = time.monotonic()
-        dead = [k for k, m in self._members.items() if now - m.last_seen > 3 * self.s.heartbeat_s]
+        dead = [k for k, m in self._members.items()
+                if now - m.last_seen > 3 * self.s.heartbeat_s and not self._computing(k)]
         for k in dead:
-            log.warning("node %d silent for %.1f s: removed", k, now - self._members[k].last_seen)
-            del self._members[k]
+            self._remove_member(k, f"silent for {now - self._members[k].last_seen:.1f} s")
 
     def _serve(self, inbound: Inbound) -> None:
+        """Handle one inbound message. Whatever it holds, it is either served or logged with
+        its peer and dropped: only an OperationalError (the round log failed) goes up."""
+        try:
+            self._serve_one(inbound)
+        except OperationalError:
+            raise
+        except Exception as e:  # one message never stops the AP (KeyboardInterrupt does)
+            self.dropped += 1
+            log.error("dropped a message from peer %s: handling it raised %s: %s",
+                      inbound.peer.hex()[:16], type(e).__name__, e, exc_info=True)
+
+    def _serve_one(self, inbound: Inbound) -> None:
         try:
             msg = decode(inbound.data, self.s.experiment, MAX_MESSAGE_BYTES)
         except ProtocolError as e:
@@ -470,23 +588,20 @@ class Orchestrator:
                 self._send(inbound.peer, Error(code="not_joined", detail="send JOIN first"))
             return
         if isinstance(b, Ready):
-            r = self._round
-            if r is None or b.t != r.t:
-                self.dropped += 1
-                log.warning("dropped READY for round %d from node %d (current: %s)",
-                            b.t, b.node, None if r is None else r.t)
-                return
-            if b.scalar_ready:
-                r.ready[b.node] = b.digital_scalar
-                rtt = max(time.monotonic() - r.sent_at - b.compute_s, 0.0)
-                late = any(e.kind in _LATE_KINDS for e in b.tx_events)
-                r.timing[b.node] = (rtt, b.tx_prep_s, late)
-            for e in b.tx_events:
-                log.warning("node %d reports its frame of round %d: %s (%s)", b.node, e.t, e.kind,
-                            e.detail)
+            self._on_ready(b)
         elif isinstance(b, CatchupRequest):
+            if b.from_round > self._log.next_round:
+                self.dropped += 1
+                log.warning("dropped CATCHUP_REQUEST from node %d: from round %d, but only %d "
+                            "rounds are committed", node, b.from_round, self._log.next_round)
+                return
             self._on_catchup(m, b)
         elif isinstance(b, Heartbeat):
+            if b.next_round > self._log.next_round:
+                self.dropped += 1
+                log.warning("dropped HEARTBEAT from node %d: it claims %d applied rounds, only %d "
+                            "are committed", node, b.next_round, self._log.next_round)
+                return
             # A heartbeat sent before the node applied the latest UPDATE arrives after the AP
             # advanced the member: never let it move the member back (it would be left out of
             # the next round and its READY dropped). A node that really fell behind catches up
@@ -494,10 +609,50 @@ class Orchestrator:
             m.next_round = max(m.next_round, b.next_round)
         elif isinstance(b, Leave):
             log.info("node %d left: %s", b.node, b.reason)
-            del self._members[b.node]
+            self._remove_member(b.node, f"it left ({b.reason})")
         else:
             self.dropped += 1
             log.warning("dropped %s from node %d: not a node-to-AP message", msg.type, node)
+
+    def _on_ready(self, b: Ready) -> None:
+        """Record a READY of the current round, or leave its node out with the reason."""
+        for e in b.tx_events:
+            log.warning("node %d reports its frame of round %d: %s (%s)", b.node, e.t, e.kind,
+                        e.detail)
+        r = self._round
+        if r is None or b.t != r.t:
+            self.dropped += 1
+            log.warning("dropped READY for round %d from node %d (current: %s)",
+                        b.t, b.node, None if r is None else r.t)
+            return
+        if b.node not in r.expected or b.node in r.ready or b.node in r.left_out:
+            self.dropped += 1
+            log.warning("dropped READY for round %d from node %d: %s", b.t, b.node,
+                        "not expected in this round" if b.node not in r.expected else "a repeat")
+            return
+        why = self._ready_refusal(b)
+        if why:
+            self.dropped += 1
+            r.left_out[b.node] = why
+            log.warning("round %d: node %d left out: %s", r.t, b.node, why)
+            return
+        r.ready[b.node] = b.digital_scalar
+        rtt = max(time.monotonic() - r.sent_at - b.compute_s, 0.0)
+        late = any(e.kind in _LATE_KINDS for e in b.tx_events)
+        r.timing[b.node] = (rtt, b.tx_prep_s, late)
+
+    def _ready_refusal(self, b: Ready) -> str:
+        """Why a READY cannot count (empty: it counts). A PHY that takes the scalars in READY
+        (baseband) says so with ``digital = True`` and may bound them with ``scalar_bound``."""
+        if not b.scalar_ready:
+            return "it has no scalar for this round (scalar_ready false)"
+        if getattr(self._phy, "digital", False) and b.digital_scalar is None:
+            return ("READY without its scalar, which this PHY takes from READY (is the node "
+                    "running with the same radio.mode?)")
+        bound = getattr(self._phy, "scalar_bound", None)
+        if bound is not None and b.digital_scalar is not None and abs(b.digital_scalar) > bound:
+            return f"scalar {b.digital_scalar!r} outside the clip bound +-{bound!r}"
+        return ""
 
     def _on_join(self, inbound: Inbound, j: Join) -> None:
         reason = self._join_refusal(inbound, j)
@@ -514,6 +669,9 @@ class Orchestrator:
     def _join_refusal(self, inbound: Inbound, j: Join) -> str:
         if j.node < 0:
             return f"node id {j.node} is invalid"
+        if self.s.node_count is not None and j.node >= self.s.node_count:
+            return (f"node id {j.node} is not enrolled: this experiment has nodes "
+                    f"0..{self.s.node_count - 1} (nodes.count = {self.s.node_count})")
         if self._key_ids is not None:
             key = (inbound.user_id or "").encode()
             owner = self._key_ids.get(key)

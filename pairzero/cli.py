@@ -23,7 +23,13 @@ from collections.abc import Callable, Sequence
 
 from pairzero import __version__
 from pairzero.config import DEFAULT_CONFIG_PATH, ConfigError
-from pairzero.errors import OperationalError
+from pairzero.errors import (
+    EXIT_CRASH,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    OperationalError,
+)
 from pairzero.log import LOG_LEVELS, setup_logging
 
 log = logging.getLogger("pairzero.cli")
@@ -88,6 +94,10 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--force", action="store_true", help="overwrite existing key files")
     elif name in ("loopback", "simulate", "ap"):
         p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
+    if name == "loopback":
+        p.add_argument("--ap-restarts", type=int, default=3, metavar="N",  # loopback.AP_RESTARTS
+                       help="restart a crashed AP on the run directory up to N times "
+                            "(default: %(default)s; 0: never)")
     if name in ("ap", "channel", "edge"):
         p.add_argument("--run-dir", default=None,
                        help="existing run directory to write into (the loopback launcher sets it)")
@@ -127,22 +137,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(_resolve(target)(args) or 0)
     except ConfigError as e:
         print(f"pairzero {args.command}: invalid config: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except (ValueError, OSError) as e:
         # Bad input that is not a config key (a missing keys directory, a run directory
         # without results, a port in use...): one clear line; the traceback at DEBUG level.
         log.debug("pairzero %s failed", args.command, exc_info=True)
         print(f"pairzero {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OperationalError as e:
         # The run failed in a way its message explains (refused by the AP, AP gone, corrupt
-        # round log): one line, status 1; the traceback at DEBUG level.
+        # round log, full disk): one line, status 1; the traceback at DEBUG level.
         log.debug("pairzero %s failed", args.command, exc_info=True)
         print(f"pairzero {args.command}: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"pairzero {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception:
+        # A bug: the traceback, and a status of its own so that a supervisor restarts the
+        # process (a crash) rather than take it for a stated failure (status 1).
+        log.critical("pairzero %s crashed", args.command, exc_info=True)
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@ experiment YAML has one mapping per component, named as the attributes of
   ``did you mean 'zo.lr'?``);
 * wrong types and values outside their range or their set of allowed values are rejected
   with a message naming the dotted key, the value and what is allowed;
-* keys that are left out take the defaults below, so a YAML file lists only what it changes.
+* keys that are left out take the defaults below, so a YAML file lists only what it changes;
+* a key given twice in one mapping is rejected with both line numbers (YAML parsers otherwise
+  keep the last one silently);
+* every value a process checks later has its bounds here, so a bad value fails at load naming
+  its key, not minutes later inside a process (seeds and round numbers fit a signed 64-bit
+  integer: SQLite and the control plane's limit; READY deadlines fit the protocol's day).
 
 The resolved configuration (defaults filled in) is written next to every result by
 :func:`dump_config`.
@@ -39,10 +44,26 @@ __all__ = [
     "config_to_dict",
     "dump_config",
     "apply_overrides",
+    "parse_yaml",
     "DEFAULT_CONFIG_PATH",
+    "MAX_SEED",
+    "MAX_ROUNDS",
 ]
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "loopback.yaml"
+
+#: Largest seed: seeds travel in messages and the round log as signed 64-bit integers.
+MAX_SEED = (1 << 63) - 1
+#: Largest ``run.rounds``. A round costs at least a control-plane round trip and two forward
+#: passes (milliseconds at best), and the round log and metrics grow by about 1 kB per round:
+#: 10^9 rounds is a terabyte of log and, even at 1 ms a round, 11 days; more is a typo
+#: (``1e30``), and it also keeps every round number far below the 2^63 the protocol allows.
+MAX_ROUNDS = 10**9
+#: Longest READY deadline (s): the protocol's ROUND.deadline_s limit.
+MAX_DEADLINE_S = 86400.0
+#: Rounds a node sends pilots only, after it (re)joins a radio run (access_point.ota_phy):
+#: no node is present in them while every node warms up.
+PILOT_ONLY_ROUNDS = 2
 
 
 class ConfigError(ValueError):
@@ -74,8 +95,8 @@ class RunConfig:
     """Identity and budget of one experiment."""
 
     name: str = "pairzero"
-    seed: int = _f(0, ge=0, doc="master seed: data split, channel draws, round seeds")
-    rounds: int = _f(100, ge=1, doc="federated rounds T")
+    seed: int = _f(0, ge=0, le=MAX_SEED, doc="master seed: data split, channel draws, round seeds")
+    rounds: int = _f(100, ge=1, le=MAX_ROUNDS, doc="federated rounds T (at most 10^9: see MAX_ROUNDS)")
     method: Literal["pairzero", "zo_noiseless", "zo_digital", "fo_fedavg"] = "pairzero"
     fo_lr: float = _f(1e-3, gt=0.0, doc="SGD learning rate of the fo_fedavg baseline")
 
@@ -102,9 +123,9 @@ class TaskConfig:
     template: str = "{sentence} It was"
     verbalizer: tuple[str, ...] = (" terrible", " great")
     max_length: int = _f(64, ge=4, le=4096, doc="tokens per example")
-    batch_size: int = _f(16, ge=1, doc="examples per node per round")
-    eval_examples: int = _f(200, ge=1)
-    eval_every: int = _f(10, ge=1, doc="rounds between evaluations")
+    batch_size: int = _f(16, ge=1, le=1 << 20, doc="examples per node per round")
+    eval_examples: int = _f(200, ge=1, le=1 << 30)
+    eval_every: int = _f(10, ge=1, le=MAX_ROUNDS, doc="rounds between evaluations")
     partition: Literal["iid", "dirichlet"] = "iid"
     dirichlet_alpha: float = _f(0.5, gt=0.0)
 
@@ -186,7 +207,7 @@ class PhyConfig:
     payload_repetitions: int = _f(8, ge=1, doc="payload symbols carrying the one scalar")
     rolloff: float = _f(0.35, ge=0.0, le=1.0)
     throttle: bool = False
-    pilot_seed: int = _f(7, ge=0, doc="seed of the pseudo-random QPSK pilot sequence")
+    pilot_seed: int = _f(7, ge=0, le=MAX_SEED, doc="seed of the pseudo-random QPSK pilot sequence")
     rrc_span: int = _f(8, ge=2, le=64, doc="root-raised-cosine pulse length (symbols, even)")
     payload_spreading: bool = False
     max_timing_offset: float = _f(8.0, ge=0.0, doc="RX search range for per-node delay (samples)")
@@ -202,13 +223,14 @@ class NetworkConfig:
     ap_host: str = "127.0.0.1"
     control_port: int = _f(5550, ge=1, le=65535)
     sample_port_base: int = _f(5600, ge=1, le=65535)
-    ready_timeout_s: float = _f(30.0, gt=0.0)
-    heartbeat_s: float = _f(2.0, gt=0.0)
+    ready_timeout_s: float = _f(30.0, gt=0.0, le=MAX_DEADLINE_S, doc="READY deadline of a round (s; the protocol's limit is a day)")
+    heartbeat_s: float = _f(2.0, gt=0.0, le=3600.0, doc="heartbeat interval (s); 3 silent ones = gone")
     curve: bool = True
     keys_dir: str = "keys"
-    hash_every: int = _f(10, ge=0, doc="rounds between model-hash checks in UPDATE (0: never)")
-    start_timeout_s: float = _f(60.0, ge=0.0, doc="AP wait for all nodes before round 0 (s)")
-    ap_give_up_s: float = _f(600.0, ge=0.0, doc="edge node exits when the AP is silent this long (s; 0: never)")
+    hash_every: int = _f(10, ge=0, le=MAX_ROUNDS, doc="rounds between model-hash checks in UPDATE (0: never)")
+    start_timeout_s: float = _f(60.0, ge=0.0, le=1e7, doc="AP wait for all nodes before round 0 (s)")
+    ap_give_up_s: float = _f(600.0, ge=0.0, le=1e7, doc="edge node exits when the AP is silent this long (s; 0: never)")
+    max_empty_rounds: int = _f(5, ge=0, le=MAX_ROUNDS, doc="consecutive rounds with no node present (dead channel) that stop the run with status 1 (0: never; radio modes: >= 3, a node's first 2 rounds carry pilots only)")
 
 
 @dataclass(frozen=True)
@@ -254,7 +276,7 @@ class OutputConfig:
 
     dir: str = "runs"
     plots: bool = True
-    log_every: int = _f(1, ge=1, doc="rounds between progress lines")
+    log_every: int = _f(1, ge=1, le=MAX_ROUNDS, doc="rounds between progress lines")
 
 
 @dataclass(frozen=True)
@@ -333,7 +355,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            hint = ""
+            if isinstance(value, float) or (isinstance(value, str) and _is_number(value)):
+                hint = " (a number in float notation; write the integer itself)"
+            raise ConfigError(f"{key}: expected an integer, got {value!r}{hint}")
         return value
     if tp is float:
         # PyYAML (YAML 1.1) reads `1e-4` as a string; accept any numeric spelling.
@@ -352,6 +377,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
@@ -452,6 +485,17 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
                 "radio.ap_args / radio.node_args: either every radio is emulated (type=emulated) "
                 "or none is: an emulated radio only reaches the channel emulator"
             )
+    if cfg.radio.mode != "baseband" and 0 < cfg.network.max_empty_rounds <= PILOT_ONLY_ROUNDS:
+        raise ConfigError(
+            f"network.max_empty_rounds: {cfg.network.max_empty_rounds} would stop a radio run "
+            f"during its start: a node's first {PILOT_ONLY_ROUNDS} rounds carry pilots only, so "
+            f"they have no node present; use at least {PILOT_ONLY_ROUNDS + 1} (or 0: never stop)"
+        )
+    if cfg.network.sample_port_base + n.count > 65535:
+        raise ConfigError(
+            f"network.sample_port_base ({cfg.network.sample_port_base}) leaves no room for the "
+            f"{n.count + 1} sample ports (one per node and the AP's) below 65536"
+        )
     if cfg.network.sample_port_base <= cfg.network.control_port <= cfg.network.sample_port_base + n.count + 1:
         raise ConfigError(
             f"network.control_port ({cfg.network.control_port}) collides with the sample ports "
@@ -466,13 +510,47 @@ def config_from_dict(data: Any) -> ExperimentConfig:
     return cfg
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (PyYAML keeps the last
+    one silently): the error names the dotted key and both lines."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_duplicate_keys(node, "")
+        return super().construct_document(node)
+
+
+def _check_duplicate_keys(node: yaml.Node, prefix: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` overrides by design
+                continue
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node.value)
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"duplicate key '{dotted}' at lines {seen[key]} and {line}")
+            seen[key] = line
+            _check_duplicate_keys(value_node, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, f"{prefix}[{i}]")
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML as the config loader does (safe, duplicate keys refused with ConfigError)."""
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load, override (``section.key=value``) and validate an experiment YAML file."""
     p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = parse_yaml(p.read_text()) or {}
+    except ConfigError as e:
+        raise ConfigError(f"config file {str(p)!r}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -502,7 +580,12 @@ def apply_overrides(data: Any, overrides: Sequence[str]) -> dict[str, Any]:
             sub = out[section] = {}
         if not isinstance(sub, dict):
             raise ConfigError(f"override {item!r}: '{section}' is not a section")
-        sub[name] = yaml.safe_load(raw)
+        try:
+            sub[name] = parse_yaml(raw)
+        except ConfigError as e:
+            raise ConfigError(f"override {item!r}: {e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: not a valid YAML value: {e}") from None
     return out
 
 

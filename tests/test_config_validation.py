@@ -114,3 +114,84 @@ def test_overrides_parse_yaml_values_and_reject_malformed() -> None:
     for bad in ["zo.lr", "lr=1", "a.b.c=1"]:
         with pytest.raises(ConfigError, match="section.key=value"):
             apply_overrides({}, [bad])
+
+
+# --- bounds for every value a process checks later; integers written as floats; duplicates
+
+LATE_FAILURES = [
+    # (override, fragments): each passed load before and failed later inside a process, or
+    # was accepted although nothing could run it
+    ("run.seed=9223372036854775808", ["run.seed", "<= 9223372036854775807"]),
+    ("run.seed=99999999999999999999999", ["run.seed", "out of range"]),
+    ("run.rounds=1000000000000000000000000000000", ["run.rounds", "<= 1000000000"]),
+    ("run.rounds=1e30", ["run.rounds", "expected an integer", "'1e30'", "float notation"]),
+    ("run.rounds=1.0e+30", ["run.rounds", "expected an integer", "float notation"]),
+    ("nodes.count=3.0", ["nodes.count", "expected an integer", "float notation"]),
+    ("network.control_port=5.55e3", ["network.control_port", "expected an integer"]),
+    ("network.ready_timeout_s=1e9", ["network.ready_timeout_s", "<= 86400.0"]),
+    ("network.heartbeat_s=1e300", ["network.heartbeat_s", "<= 3600.0"]),
+    ("network.hash_every=10000000000", ["network.hash_every", "<= 1000000000"]),
+    ("network.max_empty_rounds=-1", ["network.max_empty_rounds", ">= 0"]),
+    # the loopback radio's first 2 rounds carry pilots only: 2 would stop every run at start
+    ("network.max_empty_rounds=2", ["network.max_empty_rounds", "pilots only", "at least 3"]),
+    ("network.sample_port_base=65534", ["network.sample_port_base", "below 65536"]),
+    ("phy.pilot_seed=9223372036854775808", ["phy.pilot_seed", "out of range"]),
+    ("task.batch_size=100000000000", ["task.batch_size", "out of range"]),
+]
+
+
+@pytest.mark.parametrize("override, fragments", LATE_FAILURES, ids=[o for o, _ in LATE_FAILURES])
+def test_value_a_process_would_refuse_later_is_refused_at_load(
+        override: str, fragments: list[str]) -> None:
+    # Execute / Assert: one ConfigError naming the key
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO / "configs" / "loopback.yaml", [override])
+    for frag in fragments:
+        assert frag in str(info.value), f"{frag!r} not in {info.value!s}"
+
+
+def test_largest_allowed_seed_and_rounds_load() -> None:
+    cfg = load_config(REPO / "configs" / "loopback.yaml",
+                      [f"run.seed={2**63 - 1}", "run.rounds=1000000000", "network.max_empty_rounds=0"])
+    assert (cfg.run.seed, cfg.run.rounds, cfg.network.max_empty_rounds) == (2**63 - 1, 10**9, 0)
+
+
+def test_default_max_empty_rounds_is_five() -> None:
+    assert config_from_dict({}).network.max_empty_rounds == 5
+
+
+def test_baseband_may_stop_after_one_empty_round() -> None:
+    cfg = config_from_dict({"radio": {"mode": "baseband"}, "network": {"max_empty_rounds": 1}})
+    assert cfg.network.max_empty_rounds == 1
+
+
+def test_duplicate_key_is_refused_naming_it_and_both_lines(tmp_path: Path) -> None:
+    # Prepare: run.rounds twice (PyYAML alone would silently keep 7)
+    p = tmp_path / "dup.yaml"
+    p.write_text("run:\n  rounds: 5\n  seed: 1\n  rounds: 7\nzo:\n  lr: 0.1\n")
+    # Execute / Assert
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    msg = str(info.value)
+    assert "dup.yaml" in msg and "duplicate key 'run.rounds' at lines 2 and 4" in msg
+
+
+def test_duplicate_section_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "dup.yaml"
+    p.write_text("zo:\n  lr: 0.1\nnodes:\n  count: 2\nzo:\n  clip: 1.0\n")
+    with pytest.raises(ConfigError, match="duplicate key 'zo' at lines 1 and 5"):
+        load_config(p)
+
+
+def test_duplicate_key_in_an_override_value_is_refused() -> None:
+    with pytest.raises(ConfigError, match="duplicate key 'a' at lines 1 and 1"):
+        apply_overrides({}, ["task.verbalizer={a: 1, a: 2}"])
+
+
+def test_same_key_in_different_sections_and_merge_keys_are_fine(tmp_path: Path) -> None:
+    p = tmp_path / "ok.yaml"
+    p.write_text("run:\n  seed: 3\nphy:\n  pilot_seed: 3\n"
+                 "channel:\n  <<: {snr_db: 5.0, fading: none}\n  snr_db: 7.0\n")
+    cfg = load_config(p)
+    assert (cfg.run.seed, cfg.phy.pilot_seed) == (3, 3)
+    assert (cfg.channel.snr_db, cfg.channel.fading) == (7.0, "none")  # explicit key wins

@@ -129,3 +129,59 @@ def test_protocol_make_refuses_invalid_outgoing() -> None:
 
 def test_protocol_every_type_has_a_body() -> None:
     assert {make(EXP, 0, b).type for b in BODIES} == set(MsgType)
+
+
+def _body(type_: str, body: dict) -> bytes:
+    if type_ == "READY":  # the timing fields every READY carries
+        body = {"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], **body}
+    return json.dumps({"v": PROTOCOL_VERSION, "exp": EXP, "t": 0, "type": type_, "body": body}).encode()
+
+
+_REC = {"experiment": EXP, "t": 0, "seed": 1, "g_hat": 0.5, "lr": 0.1, "active": [0, 1],
+        "eta": 1.0, "sigma_a": 0.0, "mu": None, "model_hash": None, "timestamp": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        # node id -1 is the AP's, in its heartbeats only
+        (_body("JOIN", {"node": -1, "manifest_digest": "m", "model_hash": "", "key_id": "",
+                        "next_round": 0}), "AP's id"),
+        (_body("READY", {"t": 0, "node": -1, "scalar_ready": True, "digital_scalar": 0.5}), "AP's id"),
+        (_body("LEAVE", {"node": -1, "reason": ""}), "AP's id"),
+        # a node not ready has no scalar to send
+        (_body("READY", {"t": 0, "node": 1, "scalar_ready": False, "digital_scalar": 0.5}),
+         "scalar_ready is false"),
+        # who took part is listed once each, in ascending order
+        (_body("UPDATE", {"t": 0, "seed": 1, "g_hat": 0.5, "lr": 0.1, "active": [2, 1],
+                          "expected_hash": None}), "ascending"),
+        (_body("UPDATE", {"t": 0, "seed": 1, "g_hat": 0.5, "lr": 0.1, "active": [1, 1],
+                          "expected_hash": None}), "duplicate"),
+        (_body("UPDATE", {"t": 0, "seed": 1, "g_hat": 0.5, "lr": 0.1,
+                          "active": list(range(70000)), "expected_hash": None}), "exceed"),
+        (_body("CATCHUP_RESPONSE", {"node": 1, "from_round": 0, "more": False, "next_round": 1,
+                                    "records": [{**_REC, "active": [1, 0]}]}), "ascending"),
+        # catch-up records of another experiment
+        (_body("CATCHUP_RESPONSE", {"node": 1, "from_round": 0, "more": False, "next_round": 1,
+                                    "records": [{**_REC, "experiment": "other"}]}),
+         "not this message's experiment"),
+        (_body("HEARTBEAT", {"node": 1, "next_round": -5}), "body.next_round"),
+        (_body("READY", {"t": 0, "node": 70000, "scalar_ready": True, "digital_scalar": 0.5}),
+         "body.node"),
+        (_body("READY", {"t": 0, "node": 1, "scalar_ready": True, "digital_scalar": "0.5"}),
+         "expected a number"),
+    ],
+)
+def test_protocol_decode_rejects_fields_that_contradict_each_other(data: bytes, fragment: str) -> None:
+    # Execute / Assert
+    with pytest.raises(ProtocolError) as ei:
+        decode(data, EXP)
+    assert fragment in str(ei.value)
+
+
+def test_protocol_make_refuses_what_decode_would_refuse() -> None:
+    with pytest.raises(ProtocolError, match="AP's id"):
+        make(EXP, 0, Ready(0, -1, True, 0.5))
+    with pytest.raises(ProtocolError, match="ascending"):
+        make(EXP, 0, Update(0, 1, 0.5, 0.1, (2, 0), None))
+    assert make(EXP, 0, Heartbeat(-1, 0)).body.node == -1  # the AP's own heartbeat

@@ -11,15 +11,25 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from access_point.baseband import BasebandOTA
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, JoinRejected
+from pairzero.config import config_from_dict
 from pairzero.protocol.keys import cmd_keys, load_client_keys, load_server_keys
 from pairzero.protocol.messages import (
     MAX_MESSAGE_BYTES,
+    Body,
+    CatchupRequest,
+    CatchupResponse,
+    Heartbeat,
+    Join,
     JoinAck,
+    JoinReject,
+    Leave,
     Ready,
     Round,
+    RoundRecord,
     Update,
     decode,
     encode,
@@ -256,3 +266,136 @@ def test_protocol_curve_refuses_unenrolled_and_key_mismatch(tmp_path: Path) -> N
         c.close()
     server.close()
     rl.close()
+
+
+class _HostileNode:
+    """An enrolled node (no CurveZMQ: anyone who reaches the port) that JOINs properly, then
+    answers every ROUND with malformed or lying messages, from a raw DEALER socket."""
+
+    def __init__(self, endpoint: str, node: int, manifest: str) -> None:
+        self.endpoint, self.node, self.manifest = endpoint, node, manifest
+        self.replies: list = []  # bodies the AP sent back
+        self.rounds_seen: list[int] = []
+        self.sent = 0
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _barrage(self, t: int) -> list[bytes]:
+        k = self.node
+        m = (lambda body: encode(make(EXP, t, body)))  # noqa: E731
+        first = (Ready(t, k, True, None) if t % 2 == 0  # no scalar, in baseband mode
+                 else Ready(t, k, True, 1e300))  # far beyond the clip bound
+        msgs: list[bytes] = [m(first)]
+        bodies: list[Body] = [
+            Ready(t, k, True, 0.5),  # a repeat after the first
+            Ready(t + 1000, k, True, 0.5),  # a round far ahead
+            Ready(max(t - 1, 0), k, True, 0.5),  # stale round
+            Ready(t, 0, True, 0.5),  # impersonates node 0
+            Ready(t, 7, True, 0.5),  # node id beyond nodes.count
+            Ready(t, k, False, None),  # not ready
+            Join(7, self.manifest, "", "", 0),  # enrolled range is 0..1
+            Heartbeat(k, 10**18),  # claims rounds never committed
+            CatchupRequest(k, 10**18),  # catch-up from beyond the log
+            Leave(0, "forged"),  # makes node 0 leave
+            Round(t, 1, 1.0, 0.1),  # an AP-to-node message
+            Update(t, 1, 1e6, 1.0, tuple(range(60000)), None),  # huge list
+            CatchupResponse(k, 0, tuple(RoundRecord(EXP, i, i, 1.0, 1.0, (0,), 1.0, 0.0, None,
+                                                    None, 1.0) for i in range(2000)), False, 2000),
+        ]
+        msgs += [m(b) for b in bodies]
+        raw = json.loads(m(Ready(t, k, True, 0.5)))
+        for key, bad in (("digital_scalar", "x"), ("node", 10**30), ("t", -1), ("node", None),
+                         ("scalar_ready", 1)):
+            msgs.append(json.dumps({**raw, "body": {**raw["body"], key: bad}}).encode())
+        msgs.append(json.dumps({**raw, "body": {**raw["body"], "extra": [0] * 100000}}).encode())
+        return msgs
+
+    def run(self) -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        try:
+            sock.send(encode(make(EXP, 0, Join(self.node, self.manifest, "", "", 0))))
+            while not self._stop.is_set():
+                if not sock.poll(50):
+                    continue
+                body = decode(sock.recv(), EXP).body
+                self.replies.append(body)
+                if isinstance(body, Round):
+                    self.rounds_seen.append(body.t)
+                    for data in self._barrage(body.t):
+                        sock.send(data)
+                        self.sent += 1
+                elif isinstance(body, Heartbeat):
+                    sock.send(encode(make(EXP, 0, Heartbeat(self.node, 0))))
+        finally:
+            ctx.destroy(linger=0)
+
+
+def test_hostile_joined_node_leaves_the_baseband_ap_serving_and_finishing(tmp_path: Path) -> None:
+    # Prepare: a baseband AP (scalars in READY, simulated channel) for 2 enrolled nodes; node 0
+    # honest, node 1 joined and hostile; a third peer tries node id 2 (not enrolled), then
+    # sends READYs for it (before the fix: IndexError in the baseband receiver, AP dead)
+    rounds = 4
+    cfg = config_from_dict({"radio": {"mode": "baseband"}, "nodes": {"count": 2},
+                            "run": {"rounds": rounds}, "zo": {"clip": 50.0}})
+    phy = BasebandOTA(cfg)
+    manifest = QuadraticTrainer(0).manifest_digest()
+    server = ZmqServer("tcp://127.0.0.1:*", heartbeat_s=HB)
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    settings = ApSettings(EXP, 1, rounds, manifest, 0.05, ready_timeout_s=20.0, heartbeat_s=HB,
+                          min_nodes=2, hash_every=1, node_count=2)
+    rows: list[dict] = []
+    orch = Orchestrator(settings, server, rl, phy, phy, metrics=rows.append,
+                        replica=QuadraticTrainer(0))
+    hostile = _HostileNode(server.endpoint, 1, manifest)
+    outsider_ctx = zmq.Context()
+    outsider = outsider_ctx.socket(zmq.DEALER)
+    outsider.setsockopt(zmq.LINGER, 0)
+    outsider.connect(server.endpoint)
+    client = ZmqClient(server.endpoint, heartbeat_s=HB)
+    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
+    # Execute
+    ap_th, ap_out = _thread(orch.run, linger_s=120)
+    h_th, h_out = _thread(hostile.run)
+    outsider.send(encode(make(EXP, 0, Join(2, manifest, "", "", 0))))
+    assert outsider.poll(20000)
+    refusal = decode(outsider.recv(), EXP).body
+    t_start = time.monotonic()
+    n_th, n_out = _thread(node.run, until_round=rounds)
+    try:
+        n_th.join(60)
+        elapsed = time.monotonic() - t_start
+        for t in range(rounds):  # the outsider's READYs for its refused id
+            outsider.send(encode(make(EXP, t, Ready(t, 2, True, 0.5))))
+        time.sleep(5 * HB)  # the AP serves whatever is still queued
+        ap_alive = ap_th.is_alive()
+        orch.stop()
+        ap_th.join(30)
+    finally:
+        node.stop()
+        orch.stop()
+        hostile.stop()
+        for th in (n_th, ap_th, h_th):
+            th.join(10)
+        outsider_ctx.destroy(linger=0)
+        client.close()
+        server.close()
+    # Assert
+    assert isinstance(refusal, JoinReject) and "not enrolled" in refusal.reason, refusal
+    assert ap_alive and "error" not in ap_out, ap_out
+    assert ap_out.get("result") == rounds and n_out.get("result") == rounds, (ap_out, n_out)
+    assert "error" not in h_out, h_out
+    assert hostile.rounds_seen and hostile.sent >= 20 * len(hostile.rounds_seen)
+    recs = rl.records(0)
+    rl.close()
+    assert [r.active for r in recs] == [(0,)] * rounds, "the hostile node was counted"
+    assert node.trainer.model_hash() == replay_hash(recs)
+    # Node 1 was out of each round at once (its READY refused), not after the 20 s deadline
+    assert all(set(r["left_out"]) == {"1"} for r in rows), rows
+    assert elapsed < settings.ready_timeout_s
+    assert orch.members == [1] or orch.members == [], "node 0 left cleanly; node 1 stays or expires"
+    assert any(isinstance(b, JoinReject) and "not enrolled" in b.reason for b in hostile.replies)

@@ -71,6 +71,7 @@ def test_roundlog_torn_wal_tail_recovers_committed_prefix(tmp_path: Path) -> Non
     crash.mkdir()
     for suffix in ("", "-wal"):
         shutil.copy(str(p) + suffix, crash / ("log.sqlite" + suffix))
+    shutil.copy(tmp_path / "live.head", crash / "log.head")  # its head: 3 rounds committed
     wal_after_3 = (crash / "log.sqlite-wal").stat().st_size
     rl.append(_rec(3))
     shutil.copy(str(p) + "-wal", crash / "log.sqlite-wal")

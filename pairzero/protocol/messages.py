@@ -11,8 +11,12 @@ exactly the dataclass fields (unknown or missing keys are rejected), each of the
 :func:`decode` is the one place where bytes from the network enter the program. It rejects,
 with a :class:`ProtocolError` (a ``ValueError``) naming the problem: oversized input, invalid
 UTF-8 / JSON, NaN or infinite numbers, a wrong protocol version, a foreign experiment id, an
-unknown type, missing/unknown/wrongly typed fields and out-of-range values. Receivers log the
-error and drop the message; they never crash on it.
+unknown type, missing/unknown/wrongly typed fields and out-of-range values, and the rules that
+tie fields together (:func:`_check_body`: only the AP's heartbeat carries node id -1, a READY
+that is not ready carries no scalar, ``active`` lists ascend, catch-up records belong to this
+experiment). Receivers log the error and drop the message; they never crash on
+it. What decode cannot know (the enrolled node ids, the current round, the clip bound) the
+receiver checks where it handles the message (:mod:`access_point.orchestrator`).
 
 Floats travel as JSON numbers written by ``repr`` (shortest round-trip form), so a decoded
 ``g_hat`` is bit-identical to the AP's: every node applies exactly the same update.
@@ -370,7 +374,7 @@ def make(experiment: str, t: int, body: Body) -> Message:
     msg = Message(experiment=experiment, t=t, body=body)
     # Round-trip through the validator so nothing invalid can be sent either.
     _check_envelope_values(experiment, t)
-    _from_plain(type(body), _to_plain(body), "body")
+    _check_body(_from_plain(type(body), _to_plain(body), "body"), experiment)
     return msg
 
 
@@ -448,7 +452,31 @@ def decode(data: bytes, experiment: str | None, max_bytes: int = MAX_MESSAGE_BYT
     except (ValueError, TypeError):
         raise ProtocolError(f"unknown message type {obj['type']!r}") from None
     body = _from_plain(_BODY_OF[mtype], obj["body"], "body")
+    _check_body(body, exp)
     return Message(experiment=exp, t=t, body=body, version=version)
+
+
+def _check_body(body: Any, experiment: str) -> None:
+    """Rules across fields of a body that the per-field checks cannot express."""
+    node = getattr(body, "node", None)
+    if isinstance(node, int) and node < 0 and not isinstance(body, Heartbeat):
+        raise ProtocolError(f"body.node: {node} is the AP's id; only a HEARTBEAT carries it")
+    if isinstance(body, Ready) and not body.scalar_ready and body.digital_scalar is not None:
+        raise ProtocolError("body.digital_scalar: set although scalar_ready is false")
+    if isinstance(body, Update | RoundRecord):
+        _check_ascending("body.active", body.active)
+    if isinstance(body, CatchupResponse):
+        # (Contiguity from from_round is the node's to check: it asks again at once.)
+        for i, rec in enumerate(body.records):
+            if rec.experiment != experiment:
+                raise ProtocolError(f"body.records[{i}].experiment: {rec.experiment!r:.80} is not "
+                                    "this message's experiment")
+            _check_ascending(f"body.records[{i}].active", rec.active)
+
+
+def _check_ascending(key: str, ids: tuple[int, ...]) -> None:
+    if any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
+        raise ProtocolError(f"{key}: node ids must be listed in ascending order")
 
 
 def _check_envelope_values(exp: Any, t: Any) -> None:

@@ -10,7 +10,10 @@ ZeroMQ: the AP binds a ROUTER socket, nodes connect DEALER sockets (never REQ: a
 that misses a reply wedges). ``linger=0`` on close, ZMTP heartbeats detect dead TCP peers,
 libzmq reconnects a node's DEALER automatically when the AP comes back (the node re-JOINs at
 the protocol level), and ``ZMQ_MAXMSGSIZE`` disconnects a peer that sends an oversized frame
-before it is buffered. With CurveZMQ the AP runs a ZAP authenticator thread that admits only
+before it is buffered. The AP learns at once that a node's connection closed (a killed node:
+its kernel closes the TCP connection): the ROUTER's socket monitor reports the file descriptor
+that disconnected, which maps back to the routing id last seen on it (:meth:`ZmqServer.gone`).
+With CurveZMQ the AP runs a ZAP authenticator thread that admits only
 the enrolled node public keys; every inbound message then carries the client's public key
 (``Inbound.user_id``), which the AP binds to a node id at JOIN.
 
@@ -19,6 +22,7 @@ Use a separate transport object per thread: ZeroMQ sockets are not thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -28,6 +32,7 @@ from typing import Protocol, TypeVar
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from pairzero.protocol.messages import MAX_MESSAGE_BYTES
 
@@ -90,6 +95,11 @@ class ServerTransport(Protocol):
         """Queue ``data`` for ``peer`` without blocking; False if it was dropped."""
         ...
 
+    def gone(self) -> list[bytes]:
+        """Peers whose connection closed since the last call (best effort: a transport that
+        cannot tell returns [] and liveness falls back to heartbeats)."""
+        ...
+
     def close(self) -> None:
         """Release the socket(s); pending messages are discarded."""
         ...
@@ -129,6 +139,7 @@ class InProcHub:
         self._server_q: queue.Queue[Inbound] = queue.Queue()
         self._clients: dict[bytes, queue.Queue[bytes]] = {}
         self._server_open = False
+        self._gone: list[bytes] = []  # clients cut off or closed, for the server's gone()
 
     def server(self) -> _InProcServer:
         """The server end (one at a time; a new one replaces a closed one, as an AP restart)."""
@@ -137,6 +148,7 @@ class InProcHub:
                 raise RuntimeError("InProcHub: a server is already open")
             self._server_open = True
             self._server_q = queue.Queue()
+            self._gone = []
         return _InProcServer(self)
 
     def client(self, name: str) -> _InProcClient:
@@ -149,9 +161,14 @@ class InProcHub:
         return _InProcClient(self, peer)
 
     def drop(self, name: str) -> None:
-        """Cut client ``name`` off abruptly, as a crashed node (no LEAVE; its queue vanishes)."""
+        """Cut client ``name`` off abruptly, as a crashed node (no LEAVE; its queue vanishes;
+        the server's :meth:`gone` reports it, as a closed TCP connection would be)."""
+        self._disconnect(name.encode())
+
+    def _disconnect(self, peer: bytes) -> None:
         with self._lock:
-            self._clients.pop(name.encode(), None)
+            if self._clients.pop(peer, None) is not None and self._server_open:
+                self._gone.append(peer)
 
     def _to_server(self, peer: bytes, data: bytes) -> bool:
         with self._lock:
@@ -184,6 +201,11 @@ class _InProcServer:
     def send(self, peer: bytes, data: bytes) -> bool:
         return not self._closed and self._hub._to_client(peer, data)
 
+    def gone(self) -> list[bytes]:
+        with self._hub._lock:
+            out, self._hub._gone = self._hub._gone, []
+        return out
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -208,8 +230,7 @@ class _InProcClient:
         return self._hub._to_server(self.peer, data)
 
     def close(self) -> None:
-        with self._hub._lock:
-            self._hub._clients.pop(self.peer, None)
+        self._hub._disconnect(self.peer)
 
 
 # ----------------------------------------------------------------------------- ZeroMQ
@@ -268,6 +289,9 @@ class ZmqServer:
     ):
         self._ctx = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
+        self._mon: zmq.Socket[bytes] | None = None
+        self._fd_peer: dict[int, bytes] = {}
+        self._gone: list[bytes] = []
         self._sock = self._ctx.socket(zmq.ROUTER)
         try:
             self._sock.setsockopt(zmq.LINGER, 0)
@@ -286,6 +310,12 @@ class ZmqServer:
                 self._sock.curve_publickey = curve.public
                 self._sock.curve_server = True
             self._sock.bind(endpoint)
+            # Disconnects: the monitor gives the closed connection's file descriptor, which
+            # maps to the routing id last seen on it (ZMQ_SRCFD of its messages).
+            self._mon = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._poller = zmq.Poller()
+            self._poller.register(self._sock, zmq.POLLIN)
+            self._poller.register(self._mon, zmq.POLLIN)
         except Exception:
             self.close()
             raise
@@ -293,12 +323,27 @@ class ZmqServer:
         self._max_bytes = max_bytes
 
     def recv(self, timeout_s: float) -> Inbound | None:
-        if not self._sock.poll(_ms(timeout_s), zmq.POLLIN):
+        """Next message, or None after ``timeout_s`` (sooner when a peer disconnected:
+        :meth:`gone` then names it)."""
+        self._read_monitor()
+        ready = dict(self._poller.poll(_ms(timeout_s)))
+        if self._mon is not None and self._mon in ready:
+            self._read_monitor()
+        if self._sock not in ready:
             return None
         try:
             frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
+        # Disconnect events queued before this message belong to the connections that used
+        # its file descriptor before: read them before mapping the descriptor to this peer.
+        self._read_monitor()
+        try:
+            fd = int(frames[-1].get(zmq.SRCFD))
+        except (zmq.ZMQError, AttributeError, TypeError, ValueError):
+            fd = -1
+        if fd >= 0:
+            self._fd_peer[fd] = bytes(frames[0].bytes)
         if len(frames) != 2:
             log.warning("dropped a message of %d frames (expected 2)", len(frames))
             return None
@@ -309,6 +354,26 @@ class ZmqServer:
             except zmq.ZMQError:
                 user_id = None
         return Inbound(bytes(frames[0].bytes), bytes(frames[1].bytes), user_id)
+
+    def gone(self) -> list[bytes]:
+        self._read_monitor()
+        out, self._gone = self._gone, []
+        return out
+
+    def _read_monitor(self) -> None:
+        if self._mon is None:
+            return
+        while True:
+            try:
+                event = recv_monitor_message(self._mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                peer = self._fd_peer.pop(int(event["value"]), None)
+                if peer is not None:
+                    self._gone.append(peer)
 
     def send(self, peer: bytes, data: bytes) -> bool:
         try:
@@ -322,6 +387,11 @@ class ZmqServer:
             return False
 
     def close(self) -> None:
+        if self._mon is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disable_monitor()
+            self._mon.close(linger=0)
+            self._mon = None
         if not self._sock.closed:
             self._sock.close(linger=0)
         if self._auth is not None:
