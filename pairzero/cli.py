@@ -93,6 +93,10 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="existing run directory to write into (the loopback launcher sets it)")
     if name == "calibrate":
         p.add_argument("--output", default="calibration.yaml", help="calibration YAML to write")
+    if name == "config":
+        p.add_argument("--resolve-clip", action="store_true",
+                       help="with zo.clip_quantile set: run the clip warm-up (loads the model) and "
+                            "print the config with the measured zo.clip, for loopback/ap/edge")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -102,6 +106,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     from pairzero.config import config_to_dict, load_config
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "resolve_clip", False):
+        import dataclasses
+
+        from pairzero.clip import resolve_clip
+        from pairzero.tasks import with_task_prompt
+
+        cfg, cal = resolve_clip(dataclasses.replace(cfg, task=with_task_prompt(cfg.task)))
+        if cal is not None:
+            sys.stdout.write(f"# zo.clip = {cal.clip:g}: the {cal.quantile:g}-quantile of |g| over "
+                             f"{cal.draws} warm-up draws ({cal.source}; privacy charge: "
+                             f"{cal.privacy_charge})\n")
     sys.stdout.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return 0
 
