@@ -9,6 +9,7 @@ Subcommands (``pairzero <cmd> --help`` for each):
   calibrate  power alignment of the nodes at the AP
   simulate   full training in one process with simulated nodes and channel
   report     plots and a summary from a run directory
+  results    the experiment set (memory, communication, privacy, learning, PHY) -> docs/results.md
   keys       CurveZMQ key pairs for the AP and the nodes
   config     validate an experiment YAML and print the resolved config
 """
@@ -38,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "calibrate": ("align the power the AP receives from each node", "calibration.cli:cmd_calibrate"),
     "simulate": ("train in one process with simulated nodes and channel", "pairzero.simulate:cmd_simulate"),
     "report": ("plots and summary from run directories", "pairzero.report:cmd_report"),
+    "results": ("run the experiment set and write docs/results.md from its result files",
+                "pairzero.results:cmd_results"),
     "keys": ("generate CurveZMQ key pairs for the AP and nodes", "pairzero.protocol.keys:cmd_keys"),
     "config": ("validate an experiment YAML and print the resolved config", "pairzero.cli:cmd_config"),
 }
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_common(p, with_config=name not in ("keys", "report"))
+        _add_common(p, with_config=name not in ("keys", "report", "results"))
         _add_arguments(name, p)
     return parser
 
@@ -97,6 +100,19 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--resolve-clip", action="store_true",
                        help="with zo.clip_quantile set: run the clip warm-up (loads the model) and "
                             "print the config with the measured zo.clip, for loopback/ap/edge")
+    if name == "results":
+        p.add_argument("--preset", default="full", choices=("full", "quick", "tiny"),
+                       help="experiment set (default: %(default)s)")
+        p.add_argument("--quick", action="store_true", help="same as --preset quick (< 15 min on 2 cores)")
+        p.add_argument("--out", default=None,
+                       help="results directory (default: docs/results for full, runs/results-<preset> otherwise)")
+        p.add_argument("--report", default=None,
+                       help="report to write (default: docs/results.md for full, <out>/results.md otherwise)")
+        p.add_argument("--sections", default=None,
+                       help="comma-separated subset of communication,privacy,learning,memory,phy")
+        p.add_argument("--force", action="store_true", help="rerun points that are already done")
+        p.add_argument("--report-only", action="store_true", help="only rewrite the report from the files")
+        p.add_argument("--strict", action="store_true", help="exit with status 1 if a point failed")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
