@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -137,6 +138,34 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolve_clip_for_loopback(args: argparse.Namespace) -> str | None:
+    """``pairzero loopback`` with ``zo.clip_quantile``: measure G once, here, before the launch.
+
+    The launcher hands one resolved config to the AP and every node, so they share the same G
+    (a separately started ``ap`` / ``edge`` refuses an unresolved one, see pairzero.clip).
+    """
+    import dataclasses
+    import tempfile
+
+    from pairzero.config import dump_config, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.zo.clip_quantile is None:
+        return None
+    from pairzero.clip import resolve_clip
+    from pairzero.tasks import with_task_prompt
+
+    cfg, cal = resolve_clip(dataclasses.replace(cfg, task=with_task_prompt(cfg.task)))
+    assert cal is not None
+    print(f"loopback: zo.clip = {cal.clip:g}, the {cal.quantile:g}-quantile of |g| over {cal.draws} "
+          f"warm-up draws ({cal.source}; privacy charge: {cal.privacy_charge})", flush=True)
+    fd, path = tempfile.mkstemp(prefix="pairzero-resolved-", suffix=".yaml")
+    os.close(fd)
+    dump_config(cfg, path)  # the launcher copies it into the run directory it creates
+    args.config, args.overrides = path, []
+    return path
+
+
 def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
@@ -154,7 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    resolved: str | None = None
     try:
+        if args.command == "loopback":
+            resolved = _resolve_clip_for_loopback(args)
         return int(_resolve(target)(args) or 0)
     except ConfigError as e:
         print(f"pairzero {args.command}: invalid config: {e}", file=sys.stderr)
@@ -174,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pairzero {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if resolved is not None:
+            os.unlink(resolved)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,12 @@ accountant (not implemented here).
 
 ``pairzero simulate`` resolves G before round 0 (it is part of ``wall_s``) and saves the
 resolved config (numeric ``zo.clip``, ``zo.clip_quantile: null``) with a record of the warm-up
-in ``summary.json``. Multi-process runs (``loopback``, ``ap``, ``edge``) need one G shared by
-every process: resolve it first with ``pairzero config --resolve-clip`` and run the printed
-config; an unresolved ``zo.clip_quantile`` is refused by :class:`pairzero.trainer.ZOTrainer`.
+in ``summary.json``. Multi-process runs need one G shared by every process: ``pairzero
+loopback`` resolves it once before it starts the AP and the nodes and hands them the resolved
+config; for ``ap`` / ``edge`` started by hand (radios), resolve it with ``pairzero config
+--resolve-clip`` and start every process with the printed config. An unresolved
+``zo.clip_quantile`` is refused by :class:`pairzero.trainer.ZOTrainer`, so no process can
+silently use another G.
 """
 
 from __future__ import annotations

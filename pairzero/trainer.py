@@ -39,8 +39,8 @@ class ZOTrainer:
             # Every process of a run must use one G: it is resolved once, before the nodes start.
             raise ValueError(
                 f"zo.clip_quantile: {cfg.zo.clip_quantile!r} is set but G has not been resolved; "
-                "`pairzero simulate` resolves it itself, for loopback/ap/edge run `pairzero config "
-                "--resolve-clip` and start them with the config it prints"
+                "`pairzero simulate` and `pairzero loopback` resolve it themselves; for ap/edge "
+                "processes run `pairzero config --resolve-clip` and start them with the config it prints"
             )
         self.cfg = cfg
         self.node_ids = list(range(k_all)) if node_ids is None else list(node_ids)

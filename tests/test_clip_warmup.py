@@ -74,3 +74,22 @@ def test_multiprocess_path_refuses_an_unresolved_clip(tmp_path: Path, capsys: py
     resolved = load_config(path)
     assert resolved.zo.clip_quantile is None and resolved.zo.clip > 0
     assert "# zo.clip = " in out
+
+
+def test_loopback_launch_resolves_the_clip_once_for_every_process() -> None:
+    import argparse
+    import os
+
+    from pairzero.cli import _resolve_clip_for_loopback
+
+    args = argparse.Namespace(config=None, overrides=[*BASE, "zo.clip_quantile=0.9", "zo.clip_warmup_draws=4"])
+    path = _resolve_clip_for_loopback(args)
+    try:
+        assert path is not None and args.config == path and args.overrides == []
+        resolved = load_config(path)  # what the launcher copies for the AP and every node
+        assert resolved.zo.clip_quantile is None and resolved.zo.clip > 0
+        assert resolved.task.template == "{sentence} This is about a"
+    finally:
+        os.unlink(path)
+    plain = argparse.Namespace(config=None, overrides=list(BASE))
+    assert _resolve_clip_for_loopback(plain) is None and plain.overrides == BASE
