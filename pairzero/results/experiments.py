@@ -72,6 +72,9 @@ class Preset:
     epsilons: tuple[float, ...] = ()
     ks: tuple[int, ...] = ()
     k_methods: tuple[str, ...] = ("pairzero", "zo_noiseless")
+    # ZO learning rate per trainable set: (model.trainable, (lr, ...)), noiseless ZO at lr_nodes
+    lr_grid: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    lr_nodes: int = 10
     memory: tuple[str, ...] = ("opt-125m:16x128",)  # NAME:BATCHxSEQ
     memory_reps: int = 3
     comm_models: tuple[str, ...] = ("opt-125m", "opt-1.3b")
@@ -91,11 +94,13 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(
         name="full", seeds=(1234, 1, 2), loopback_seeds=(1234,),
         snrs_db=(0.0, 5.0, 20.0, 30.0), epsilons=(1.0, 2.0, 4.0, 16.0, 32.0), ks=(4, 10, 64),
+        lr_grid=(("final_norm", (3e-2, 1e-1, 3e-1)), ("bias_layernorm", (3e-3, 1e-2, 3e-2)),
+                 ("all", (3e-5, 1e-4, 3e-4))),
         memory=("opt-125m:16x128", "opt-350m:8x64"),
     ),
     # Every section, one seed, smaller sweeps (under 15 min on 2 cores).
     "quick": Preset(
-        name="quick", overrides=("run.rounds=100",), snrs_db=(0.0,), epsilons=(2.0,), ks=(10,),
+        name="quick", snrs_db=(0.0,), epsilons=(2.0,), ks=(10,),
         k_methods=("pairzero",), memory=("opt-125m:8x128",), memory_reps=1, privacy_draws=200,
         phy_trials=100, phy_sessions=2, calibration_seeds=(0,),
     ),
@@ -105,7 +110,7 @@ PRESETS: dict[str, Preset] = {
         overrides=("run.rounds=4", "nodes.count=3", "task.eval_every=2", "task.eval_examples=16",
                    "zo.clip_warmup_draws=4"),
         snrs_db=(0.0,), epsilons=(2.0,), ks=(2,), k_methods=("pairzero",),
-        memory=("opt-tiny:2x16",), memory_reps=1, comm_ks=(4,), privacy_draws=2,
+        lr_grid=(("final_norm", (0.1,)),), lr_nodes=2, memory=("opt-tiny:2x16",), memory_reps=1, comm_ks=(4,), privacy_draws=2,
         phy_trials=4, phy_sessions=1, phy_ks=(2,), phy_snrs_db=(10.0,),
         calibration_nodes=2, calibration_seeds=(0,), timeout_s=600.0, loopback_timeout_s=600.0,
     ),
@@ -152,6 +157,12 @@ def plan(preset: Preset) -> list[Point]:
             for m in preset.k_methods:
                 pts.append(_learning_point(preset, "nodes", f"{m}-K{k}-seed{seed}", "simulate",
                                            f"run.method={m}", f"nodes.count={k}", f"run.seed={seed}"))
+    for trainable, lrs in preset.lr_grid:
+        for lr in lrs:
+            pts.append(_learning_point(preset, "lr", f"zo_noiseless-{trainable}-lr{lr:g}", "simulate",
+                                       "run.method=zo_noiseless", f"model.trainable={trainable}",
+                                       f"zo.lr={lr}", f"nodes.count={preset.lr_nodes}",
+                                       f"run.seed={preset.sweep_seeds[0]}"))
     for spec in preset.memory:
         name, _, shape = spec.partition(":")
         b, _, s = shape.partition("x")

@@ -430,6 +430,44 @@ def _learning(doc: _Doc, preset: Preset, pts: list[Point], figs: Path) -> None:
             doc.add(f"![accuracy vs {group}]({os.path.relpath(path, doc.report.parent)})", "")
 
 
+def _learning_rate(doc: _Doc, pts: list[Point], figs: Path) -> None:
+    gp = [p for p in pts if p.params["group"] == "lr"]
+    if not gp:
+        return
+    cfg0 = gp[0].params["config"]
+    doc.add("### ZO learning rate per trainable set", "",
+            f"Noiseless federated ZO, K = {cfg0['nodes']['count']}, {cfg0['run']['rounds']} rounds, "
+            "the same task and clip rule; final validation accuracy per learning rate:", "")
+    rows = []
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for p in gp:
+        cfg = p.params["config"]
+        rec = load_point(doc.out, p)
+        tr, lr = cfg["model"]["trainable"], cfg["zo"]["lr"]
+        if not _ok(rec):
+            rows.append([tr, "–", f"{lr:g}", _na(rec), "", doc.src(p)])
+            continue
+        r = rec["result"]  # type: ignore[index]
+        series[tr].append((lr, r["final_val_accuracy"]))
+        rows.append([tr, _fmt(r.get("trainable_params")), f"{lr:g}", _fmt(r["start_val_accuracy"]),
+                     _fmt(r["final_val_accuracy"]), doc.src(p)])
+    doc.table(["trainable set", "values d", "zo.lr", "start acc", "final acc", "source"], rows)
+    if series:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for tr, xy in sorted(series.items()):
+            xy.sort()
+            ax.semilogx([x for x, _ in xy], [y for _, y in xy], "o-", label=tr)
+        ax.set_xlabel("zo.lr")
+        ax.set_ylabel("final validation accuracy")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = figs / "accuracy_vs_lr.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        doc.add(f"![accuracy vs lr]({os.path.relpath(path, doc.report.parent)})", "")
+
+
 def _phy(doc: _Doc, pts: list[Point], figs: Path) -> None:
     doc.add("## 5. PHY: NMSE through the flowgraphs and calibration residuals", "")
     for p in (p for p in pts if p.params["kind"] == "nmse"):
@@ -503,6 +541,7 @@ def write_report(preset: Preset, out: Path, report: Path) -> Path:
     _communication(doc, by_section["communication"], figs)
     _privacy(doc, by_section["privacy"], figs)
     _learning(doc, preset, by_section["learning"], figs)
+    _learning_rate(doc, by_section["learning"], figs)
     _phy(doc, by_section["phy"], figs)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(doc.lines).rstrip() + "\n")
