@@ -154,9 +154,12 @@ def _communication(doc: _Doc, pts: list[Point], figs: Path) -> None:
             "Computed from the code: payload bits by `pairzero.ota.comm` with d = the parameter "
             "count of the OPT shape (counted on the meta device), float32 words and 63-bit round "
             "seeds; pAirZero's analog channel uses (shared payload symbols + one pilot slot per "
-            "node) and frame airtime from `pairzero.phy.FrameLayout` at the default PHY; the "
-            "control-plane bytes by encoding the testbed's own ROUND / READY / UPDATE messages. "
-            "pAirZero and digital ZO cost the same whatever d is; FedAvg sends d floats each way.", "")
+            "node, as in `pairzero simulate`) from the PHY of the task config; the control-plane "
+            "bytes by encoding the testbed's own ROUND / READY / UPDATE messages (JSON over "
+            "ZeroMQ, not over the air). Digital channel uses count payload bits at 1 bit per use "
+            "and no pilots or headers, so they flatter the digital schemes against pAirZero's, "
+            "which include its 255-symbol pilot per node. pAirZero and digital ZO cost the same "
+            "whatever d is; FedAvg sends d floats each way.", "")
     series: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for p in pts:
         rec = load_point(doc.out, p)
