@@ -207,7 +207,6 @@ def _worker(name: str, batch: int, seq: int, reps: int) -> dict[str, Any]:
     fo_times: list[float] = []
     fo_peak = 0.0
     for _ in range(2):  # step 1 allocates the Adam state; step 2 is the steady state
-        pre_step_mb.append((_status_kb("VmRSS") - model_kb) / 1024)
         _reset_peak()
         t = time.perf_counter()
         loss = objective.loss(model, enc)
@@ -224,6 +223,9 @@ def _worker(name: str, batch: int, seq: int, reps: int) -> dict[str, Any]:
         "model": name, "batch": batch, "seq": seq, "reps": reps, "params": n_params,
         "inference_mb": peaks["inference"], "zo_mb": peaks["zo"], "mezo_ref_mb": peaks["mezo_ref"],
         "fo_adam_mb": fo_peak, "model_mb": (model_kb - base_kb) / 1024,
+        # RSS above the loaded model before each inference / ZO / MeZO step: what the steps
+        # before it left allocated (lazily loaded kernels, allocator caches); ~0 means every
+        # variant's peak was measured from the same floor.
         "max_pre_step_drift_mb": max(pre_step_mb),
         "inference_2fwd_s": statistics.median(times["inference"][1:]),
         "zo_step_s": statistics.median(times["zo"][1:]),

@@ -94,8 +94,9 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(
         name="full", seeds=(1234, 1, 2), loopback_seeds=(1234,),
         snrs_db=(0.0, 5.0, 20.0, 30.0), epsilons=(1.0, 2.0, 4.0, 16.0, 32.0), ks=(4, 10, 64),
-        lr_grid=(("final_norm", (3e-2, 1e-1, 3e-1)), ("bias_layernorm", (3e-3, 1e-2, 3e-2)),
-                 ("all", (3e-5, 1e-4, 3e-4))),
+        lr_grid=(("final_norm", (3e-2, 1e-1, 3e-1, 1.0, 3.0)),
+                 ("bias_layernorm", (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
+                 ("all", (3e-5, 1e-4, 3e-4, 1e-3, 3e-3))),
         memory=("opt-125m:16x128", "opt-350m:8x64"),
     ),
     # Every section, one seed, smaller sweeps (under 15 min on 2 cores).
