@@ -70,10 +70,10 @@ def run_results(
     try:
         for i, p in enumerate(todo, 1):
             tag = f"[{i}/{len(todo)}] {p.section}/{p.slug}"
-            if not run:
-                continue
             if not force and is_done(out, p):
                 counts["skipped"] += 1
+                continue
+            if not run:  # --report-only: the report shows what is missing
                 continue
             say(f"{tag} ...")
             t0 = time.monotonic()
