@@ -418,11 +418,18 @@ def _learning(doc: _Doc, preset: Preset, pts: list[Point], figs: Path) -> None:
                     by_x[x].append(acc)
                 xs = sorted(by_x)
                 ax.plot(xs, [statistics.mean(by_x[x]) for x in xs], "o-", label=METHOD_LABEL[m])
-            if group != "nodes" and "zo_noiseless" in finals:
-                ax.axhline(statistics.mean(finals["zo_noiseless"].values()), color="k", ls="--",
-                           lw=0.8, label="noiseless ZO (default point)")
+            ref = [a for sd, a in finals.get("zo_noiseless", {}).items() if sd in sweep_seeds]
+            if group != "nodes" and ref:  # the same seeds as the sweep, at the default point
+                ax.axhline(statistics.mean(ref), color="k", ls="--", lw=0.8,
+                           label="noiseless ZO, default point, same seed" + ("s" if len(ref) > 1 else ""))
             if group in ("epsilon", "nodes"):
                 ax.set_xscale("log")
+                ticks = sorted({x for pts_m in series.values() for x, _, _, _ in pts_m})
+                ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+                ax.minorticks_off()
+            ys = [acc for pts_m in series.values() for _, acc, _, _ in pts_m] + ref
+            # at least +-0.05: differences below the binomial error (~0.02) must not look large
+            ax.set_ylim(max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
             ax.set_xlabel(f"{title}" + (f" ({unit})" if unit else ""))
             ax.set_ylabel("final validation accuracy")
             ax.legend(fontsize=7)
