@@ -3,7 +3,7 @@ VENV ?= .venv
 export PAIRZERO_VENV := $(VENV)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint bench grc simulate clean
+.PHONY: setup demo test test-slow lint bench grc simulate results results-quick clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,14 @@ bench: setup
 
 simulate: setup
 	$(BIN)/pairzero simulate --config configs/loopback.yaml
+
+# The experiment set behind docs/results.md (resumable: reruns skip the points already done).
+results: setup
+	$(BIN)/pairzero results
+
+# Every section on a smaller scale (under 15 min on 2 cores): runs/results-quick/results.md.
+results-quick: setup
+	$(BIN)/pairzero results --quick
 
 # Compile every flowgraph with grcc (GNU Radio Companion's compiler) into grc_flowgraphs/build.
 grc: setup

@@ -1,44 +1,54 @@
-"""Memory and step time of ZO fine-tuning vs inference, AdamW and MeZO's reference step.
+"""Memory and step time of pAirZero's ZO step vs inference, FO AdamW and MeZO's reference step.
 
 Run (from the repository root)::
 
-    .venv/bin/python bench/zo_memory.py            # all four variants, ~3-6 min on 2 cores
-    .venv/bin/python bench/zo_memory.py --reps 3 --batch 16 --seq 128 --perturbation gaussian
-    .venv/bin/python bench/zo_memory.py --variant zo --perturbation rademacher   # one variant
+    .venv/bin/python bench/zo_memory.py                       # opt-125m 16x128 + opt-350m 8x64
+    .venv/bin/python bench/zo_memory.py --models opt-125m:16x128 --reps 3
+    .venv/bin/python bench/zo_memory.py --models opt-tiny:4x32 --reps 1 --out /tmp/zm   # seconds
 
-Model: the exact facebook/opt-125m shapes (vocab 50272, hidden 768, 12 layers, 12 heads,
-FFN 3072, 2048 positions, tied lm_head; 125.2M parameters) built from ``OPTConfig`` with random
-initialisation, fp32, CPU.  Objective (the same for every variant): the decoder's hidden state
-at the last position, (B, 768), times two lm_head rows (a 2-word verbalizer), cross-entropy
-against random labels; no B x S x V logits are formed.  Batch 16 x 128 random token ids.
+What is measured is the code that trains (nothing re-implemented):
 
-Each variant runs in its own subprocess (``--variant``):
+* model: ``pairzero.models.load_model`` (``opt-125m`` / ``opt-350m``: the exact facebook/OPT
+  shapes, random fp32 weights, ``eval()``), trainable set ``trainable_parameters(model, "all")``;
+* loss: the task objective of ``pairzero.tasks.objective`` (decoder with ``use_cache=False``,
+  verbalizer rows of the LM head at the last real token, cross-entropy), on a batch of B
+  builtin-sentiment texts encoded by the objective and cut to S tokens;
+* ``inference``: two loss evaluations under ``eval()`` + ``torch.inference_mode()``;
+* ``zo``: the ZO engine's step as a node runs it, ``ZOEngine.scalars`` (+εz, L+, −2εz, L−)
+  then ``ZOEngine.apply_update`` (restore and update fused: θ += (ε − lr·ĝ)·z);
+* ``mezo_ref``: MeZO's reference step (its trainer's ``zo_step`` + ``zo_update``): four sweeps
+  over the parameters, each regenerating z with ``torch.normal`` from the global RNG
+  re-seeded with the step seed (+ε, −2ε, +ε, update), ``param.data = param.data + ...``;
+* ``fo_adam``: backpropagation through the same loss in the same ``eval()`` mode (no
+  dropout on either side) and ``torch.optim.AdamW.step()``.
 
-* ``inference``: forward passes under ``eval()`` + ``torch.inference_mode()``;
-* ``zo``: this engine's step, ``ZOEngine.scalars()`` (2 forwards) + ``apply_update()``;
-* ``fo_adam``: first-order fine-tuning, backward through the objective + ``AdamW.step()``;
-* ``mezo_ref``: MeZO's reference step: 4 sweeps over the parameters, each regenerating z with
-  ``torch.normal`` from the global RNG re-seeded with the step seed (+ε, -2ε, +ε, then the
-  update), ``param.data = param.data + ...`` as in MeZO's trainer.
+One process per model shape holds all four variants, so they share the allocator, the
+imports and the machine's load at that moment. The process runs with
+``MALLOC_MMAP_THRESHOLD_=131072`` (glibc returns freed activation buffers to the OS, so the
+peak RSS follows live tensors: without it, glibc's dynamic threshold keeps freed buffers and a
+later variant's peak depends on what ran before). ``*_mb``: peak RSS (VmHWM, reset through
+/proc/self/clear_refs before each step) minus the RSS after the imports, before the model is
+loaded: the resident fp32 weights (~478 MiB for opt-125m) are included in every variant.
+MiB = 2**20 bytes.
 
-Memory: ``*_mb`` is the peak resident set size (VmHWM) minus the *post-import baseline*, the
-RSS measured after ``import torch, transformers, pairzero.zo`` and BEFORE the model is built.
-It therefore includes the resident fp32 weights (~478 MiB) in every variant.  The peak counter
-is reset (/proc/self/clear_refs) after the imports and again once the model and batch are
-built, so neither import-time nor model-construction transients count, only the variant's
-steps on top of the resident model.
-``*_over_model_mb`` subtracts the RSS after the model is built instead (the step's own
-overhead).  MiB = 2**20 bytes.  Children run with ``MALLOC_MMAP_THRESHOLD_=131072`` (see
-:data:`MMAP_THRESHOLD`) so that the peak RSS follows live tensors, not allocator retention.
+Times are wall clock but only ever used as ratios of measurements taken side by side:
+inference, ZO and MeZO steps alternate in every repetition (ZO first in even repetitions,
+MeZO first in odd ones) after one warm-up repetition, and
 
-Times: medians over ``--reps`` repetitions after one warm-up (seconds, wall clock).  The
-machine may be shared, so forward_s (inference process) and zo_step_s (zo process) are taken
-at different moments; the *paired* figures are robust to that: inside the zo and mezo_ref
-steps the two forwards are timed too, and ``ratio_zo_step_over_own_2fwd`` is the median of
-step / (its own two forwards), ``zo_overhead_s`` the median of step - its forwards (the z
-sweeps), ``zo_sweep_s`` one z sweep over all 125M parameters.
+* ``ratio_zo_step_over_mezo_ref_paired``: median over repetitions of ZO step / MeZO step of the
+  same repetition;
+* ``ratio_zo_step_over_own_2fwd``: median of ZO step / the two loss evaluations inside it (the
+  cost of the z sweeps on top of the forwards);
+* ``ratio_zo_step_over_inference_paired``: median of ZO step / the inference pair of the same
+  repetition.
 
-Prints one JSON object as the last stdout line and writes it to bench/results/zo_memory.json.
+Flags (``targets``; each can fail): ZO peak <= 1.05 x inference (inference-level memory: a
+full-size copy of z or θ would add 478 MiB at opt-125m); ZO peak <= 0.25 x FO AdamW (the
+paper's 25 %); the paired ZO / MeZO step ratio < 1; ZO step <= 1.10 x its own two forwards.
+
+Prints one JSON object as the last stdout line and writes ``<out>/zo_memory.json``; the
+top-level ``zo_mb``, ``fo_adam_mb``, ``inference_mb``, ``mezo_ref_mb`` and ratios are those of
+the first model shape, ``models`` holds every shape.
 """
 
 from __future__ import annotations
@@ -50,18 +60,25 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results" / "zo_memory.json"
-VARIANTS = ("inference", "zo", "fo_adam", "mezo_ref")
-VERBALIZER_IDS = (6587, 372)  # token ids of " terrible", " great" in the OPT tokenizer
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS_DIR = ROOT / "bench" / "results"
+DEFAULT_MODELS = "opt-125m:16x128,opt-350m:8x64"
 MIB = 2**20
-#: glibc: allocations >= 128 KiB are mmapped and given back to the OS when freed (this
-#: disables glibc's dynamic threshold, which otherwise keeps freed activation buffers in the
-#: heap and makes the peak RSS vary by ~50 MiB with the number of forwards run).  Same for
-#: every variant.
+#: glibc mmap threshold of the worker process (bytes), the same for every variant.
 MMAP_THRESHOLD = 131072
+EPSILON, LR = 1e-3, 1e-6
+TARGETS = {
+    "zo_mb<=1.05*inference_mb": ("ratio_zo_over_inference", 1.05),
+    "zo_mb<=0.25*fo_adam_mb": ("ratio_zo_over_fo_adam", 0.25),
+    "zo_step<mezo_ref_step(paired)": ("ratio_zo_step_over_mezo_ref_paired", 1.0),
+    "zo_step<=1.10*own_2fwd": ("ratio_zo_step_over_own_2fwd", 1.10),
+}
 
 
 def _status_kb(field: str) -> int:
@@ -72,228 +89,213 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not permitted."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+def _reset_peak() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0)."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
-def _child(
-    variant: str, reps: int, batch: int, seq: int, threads: int | None, dist: str = "gaussian"
-) -> dict[str, Any]:
+def _parse_models(spec: str) -> list[tuple[str, int, int]]:
+    """'opt-125m:16x128,opt-350m:8x64' -> [(name, batch, seq), ...]."""
+    out = []
+    for item in spec.split(","):
+        name, _, shape = item.strip().partition(":")
+        b, _, s = (shape or "16x128").partition("x")
+        try:
+            out.append((name, int(b), int(s)))
+        except ValueError:
+            raise SystemExit(f"--models: {item!r} is not NAME[:BATCHxSEQ]") from None
+    return out
+
+
+def _worker(name: str, batch: int, seq: int, reps: int) -> dict[str, Any]:
+    """All four variants on one model shape, in this process (see the module docstring)."""
     import torch
-    from transformers import OPTConfig, OPTForCausalLM
 
-    from pairzero.config import ZOConfig
-    from pairzero.zo import ZOEngine, add_perturbation_
+    from pairzero.config import ModelConfig, TaskConfig, ZOConfig
+    from pairzero.models import load_model, trainable_parameters
+    from pairzero.tasks import Example, load_task, make_objective
+    from pairzero.zo import ZOEngine
 
-    if threads:
-        torch.set_num_threads(threads)
     base_kb = _status_kb("VmRSS")  # post-import baseline
-    reset_ok = _reset_peak()
-
-    torch.manual_seed(0)
-    cfg = OPTConfig(
-        vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072,
-        num_attention_heads=12, max_position_embeddings=2048, word_embed_proj_dim=768,
-        do_layer_norm_before=True, tie_word_embeddings=True,
-    )
-    model = OPTForCausalLM(cfg).float()
-    nparams = sum(p.numel() for p in model.parameters())
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(4, cfg.vocab_size, (batch, seq), generator=g)  # (B, S)
-    mask = torch.ones_like(ids)
-    labels = torch.randint(0, 2, (batch,), generator=g)  # (B,)
-    cand = torch.tensor(VERBALIZER_IDS)
+    model, tokenizer = load_model(ModelConfig(name=name, trainable="all"), seed=0)
+    named = trainable_parameters(model, "all")
+    engine = ZOEngine(model, named, ZOConfig(epsilon=EPSILON, lr=LR))
+    task = TaskConfig(name="builtin-sentiment", max_length=seq, batch_size=batch)
+    objective = make_objective(task, tokenizer)
+    train = load_task(task).train
+    # B texts of >= S tokens each (30 review sentences), cut to S tokens by the objective.
+    texts = [Example(" ".join(e.text for e in train[30 * i: 30 * i + 30]), train[30 * i].label)
+             for i in range(batch)]
+    enc = objective.encode(texts)  # input_ids (B, S)
+    if tuple(enc["input_ids"].shape) != (batch, seq):
+        raise RuntimeError(f"batch {tuple(enc['input_ids'].shape)}, expected ({batch}, {seq})")
+    n_params = sum(p.numel() for _, p in named)
     model_kb = _status_kb("VmRSS")
-    reset_ok = _reset_peak() and reset_ok  # construction transients do not count either
 
-    def objective(m: OPTForCausalLM) -> torch.Tensor:
-        h = m.model.decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1, :]  # (B, H)
-        logits = h @ m.lm_head.weight[cand].T  # (B, 2)
-        return torch.nn.functional.cross_entropy(logits, labels)
+    fwd_s = [0.0]
 
-    times: list[float] = []
-    fwd_in_step: list[float] = []  # seconds spent in the forwards inside each timed step
-    fwd_acc = [0.0]
-
-    def timed_objective(m: OPTForCausalLM) -> torch.Tensor:
+    def loss_fn(m: torch.nn.Module) -> torch.Tensor:
         t = time.perf_counter()
-        out = objective(m)
-        fwd_acc[0] += time.perf_counter() - t
+        out = objective.loss(m, enc)
+        fwd_s[0] += time.perf_counter() - t
         return out
-    extra: dict[str, Any] = {}
-    if variant == "inference":
+
+    def inference() -> None:
         model.eval()
-        for _ in range(reps + 1):
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                float(objective(model))
-            times.append(time.perf_counter() - t0)
-    elif variant == "zo":
-        eng = ZOEngine(model, list(model.named_parameters()), ZOConfig(epsilon=1e-3, lr=1e-6, perturbation=dist))
-        extra["zo_threads"] = eng.threads
-        for r in range(reps + 1):
-            fwd_acc[0] = 0.0
-            t0 = time.perf_counter()
-            gg = eng.scalars(100 + r, [timed_objective])[0]
-            eng.apply_update(100 + r, gg)
-            times.append(time.perf_counter() - t0)
-            fwd_in_step.append(fwd_acc[0])
-        sweeps = []
-        for _ in range(3):  # one z sweep over all parameters (scale 0: θ unchanged)
-            t0 = time.perf_counter()
-            add_perturbation_(eng.params, 777, 0.0, eng.cfg.perturbation, key=eng.manifest.digest, threads=eng.threads)
-            sweeps.append(time.perf_counter() - t0)
-        extra["zo_sweep_s"] = statistics.median(sweeps)
-        t0 = time.perf_counter()
-        eng.replay([(999, 0.0)])  # one follower/replay round: one sweep (z generated once)
-        extra["zo_replay_round_s"] = time.perf_counter() - t0
-    elif variant == "fo_adam":
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        for _ in range(max(2, reps // 2 + 1)):
-            t0 = time.perf_counter()
-            loss = objective(model)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - t0)
-    elif variant == "mezo_ref":
-        eps, lr = 1e-3, 1e-6
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        with torch.inference_mode():
+            float(loss_fn(model))
+            float(loss_fn(model))
 
-        def perturb(seed: int, scaling: float) -> None:
-            torch.manual_seed(seed)
-            for _, p in named:
-                z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
-                p.data = p.data + scaling * z * eps
+    def zo_step(seed: int) -> None:
+        g = engine.scalars(seed, [loss_fn])[0]
+        engine.apply_update(seed, g)
 
-        def forward_loss() -> float:
-            model.eval()
-            with torch.inference_mode():
-                return float(timed_objective(model))
+    mezo_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
-        for r in range(reps + 1):
-            fwd_acc[0] = 0.0
-            t0 = time.perf_counter()
-            seed = 100 + r
-            perturb(seed, 1.0)
-            l1 = forward_loss()
-            perturb(seed, -2.0)
-            l2 = forward_loss()
-            pg = (l1 - l2) / (2 * eps)
-            perturb(seed, 1.0)
-            torch.manual_seed(seed)
-            for _, p in named:
-                z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
-                p.data = p.data - lr * (pg * z)
-            times.append(time.perf_counter() - t0)
-            fwd_in_step.append(fwd_acc[0])
-    else:
-        raise ValueError(f"variant: {variant!r}, expected one of {VARIANTS}")
+    def mezo_perturb(seed: int, scaling: float) -> None:
+        torch.manual_seed(seed)
+        for _, p in mezo_named:
+            z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
+            p.data = p.data + scaling * z * EPSILON
 
-    peak_kb = _status_kb("VmHWM")
+    def mezo_loss() -> float:
+        model.eval()
+        with torch.inference_mode():
+            return float(loss_fn(model))
+
+    def mezo_step(seed: int) -> None:
+        mezo_perturb(seed, 1.0)
+        l1 = mezo_loss()
+        mezo_perturb(seed, -2.0)
+        l2 = mezo_loss()
+        projected_grad = (l1 - l2) / (2 * EPSILON)
+        mezo_perturb(seed, 1.0)
+        torch.manual_seed(seed)
+        for _, p in mezo_named:
+            z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
+            p.data = p.data - LR * (projected_grad * z)
+
+    peaks: dict[str, float] = {}
+    times: dict[str, list[float]] = {"inference": [], "zo": [], "mezo_ref": []}
+    fwds: dict[str, list[float]] = {"zo": [], "mezo_ref": []}
+    pre_step_mb: list[float] = []
+
+    def run(variant: str, fn: Callable[[], None]) -> None:
+        pre_step_mb.append((_status_kb("VmRSS") - model_kb) / 1024)
+        _reset_peak()
+        fwd_s[0] = 0.0
+        t = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t
+        peaks[variant] = max(peaks.get(variant, 0.0), (_status_kb("VmHWM") - base_kb) / 1024)
+        times[variant].append(dt)
+        if variant in fwds:
+            fwds[variant].append(fwd_s[0])
+
+    for r in range(reps + 1):  # repetition 0 is the warm-up: its times are not used
+        seed = 100 + r
+        order = [("zo", lambda s=seed: zo_step(s)), ("mezo_ref", lambda s=seed: mezo_step(s))]
+        if r % 2:
+            order.reverse()
+        run("inference", inference)
+        for variant, fn in order:
+            run(variant, fn)
+
+    # First-order AdamW last: its gradients and optimizer state stay allocated.
+    model.eval()  # the same mode as the ZO step: no dropout on either side
+    opt = torch.optim.AdamW([p for _, p in named], lr=1e-5)
+    fo_times: list[float] = []
+    fo_peak = 0.0
+    for _ in range(2):  # step 1 allocates the Adam state; step 2 is the steady state
+        _reset_peak()
+        t = time.perf_counter()
+        loss = objective.loss(model, enc)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        fo_times.append(time.perf_counter() - t)
+        fo_peak = max(fo_peak, (_status_kb("VmHWM") - base_kb) / 1024)
+
+    def paired(a: list[float], b: list[float]) -> float:
+        return statistics.median(x / y for x, y in zip(a[1:], b[1:], strict=True))
+
     res: dict[str, Any] = {
-        "variant": variant,
-        "peak_mb": (peak_kb - base_kb) * 1024 / MIB,
-        "over_model_mb": (peak_kb - model_kb) * 1024 / MIB,
-        "model_mb": (model_kb - base_kb) * 1024 / MIB,
-        "baseline_mb": base_kb * 1024 / MIB,
-        "peak_reset": reset_ok,
-        "step_s": statistics.median(times[1:]),
-        "step_s_all": times,
-        "params": nparams,
-        "torch_threads": torch.get_num_threads(),
-        **extra,
+        "model": name, "batch": batch, "seq": seq, "reps": reps, "params": n_params,
+        "inference_mb": peaks["inference"], "zo_mb": peaks["zo"], "mezo_ref_mb": peaks["mezo_ref"],
+        "fo_adam_mb": fo_peak, "model_mb": (model_kb - base_kb) / 1024,
+        # RSS above the loaded model before each inference / ZO / MeZO step: what the steps
+        # before it left allocated (lazily loaded kernels, allocator caches); ~0 means every
+        # variant's peak was measured from the same floor.
+        "max_pre_step_drift_mb": max(pre_step_mb),
+        "inference_2fwd_s": statistics.median(times["inference"][1:]),
+        "zo_step_s": statistics.median(times["zo"][1:]),
+        "mezo_ref_step_s": statistics.median(times["mezo_ref"][1:]),
+        "fo_adam_step_s": fo_times[-1],
+        "ratio_zo_step_over_mezo_ref_paired": paired(times["zo"], times["mezo_ref"]),
+        "ratio_zo_step_over_own_2fwd": paired(times["zo"], fwds["zo"]),
+        "ratio_mezo_ref_step_over_own_2fwd": paired(times["mezo_ref"], fwds["mezo_ref"]),
+        "ratio_zo_step_over_inference_paired": paired(times["zo"], times["inference"]),
+        "step_times_s": times | {"fo_adam": fo_times},
+        "torch_threads": torch.get_num_threads(), "zo_threads": engine.threads,
     }
-    if fwd_in_step:
-        # Paired with each step (same process, same moment): robust to a shared machine.
-        res["overhead_s"] = statistics.median(t - f for t, f in zip(times[1:], fwd_in_step[1:], strict=True))
-        res["step_over_own_forwards"] = statistics.median(
-            t / f for t, f in zip(times[1:], fwd_in_step[1:], strict=True))
+    res["ratio_zo_over_inference"] = res["zo_mb"] / res["inference_mb"]
+    res["ratio_zo_over_fo_adam"] = res["zo_mb"] / res["fo_adam_mb"]
+    res["ratio_mezo_ref_over_fo_adam"] = res["mezo_ref_mb"] / res["fo_adam_mb"]
+    res["targets"] = {k: bool(res[key] <= lim if "<=" in k else res[key] < lim)
+                      for k, (key, lim) in TARGETS.items()}
     return res
 
 
-def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant,
-           "--reps", str(args.reps), "--batch", str(args.batch), "--seq", str(args.seq),
-           "--perturbation", args.perturbation]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+def _run_worker(name: str, batch: int, seq: int, reps: int, timeout_s: float) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--batch", str(batch),
+           "--seq", str(seq), "--reps", str(reps)]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env,
-                          cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=ROOT,
+                          timeout=timeout_s)
     if proc.returncode != 0:
-        raise RuntimeError(f"variant {variant} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", choices=VARIANTS, help="run one variant in this process (internal)")
+    ap.add_argument("--models", default=DEFAULT_MODELS,
+                    help="NAME[:BATCHxSEQ],... model shapes, one process each (default: %(default)s)")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--perturbation", choices=("gaussian", "rademacher"), default="gaussian",
-                    help="z distribution of the zo variant")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for zo_memory.json")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per model shape")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
+    ap.add_argument("--seq", type=int, default=128, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.reps < 1:
         raise SystemExit(f"--reps: {args.reps}, expected >= 1")
-    if args.variant:
-        res = _child(args.variant, args.reps, args.batch, args.seq, args.threads or None, args.perturbation)
+    if args.worker:
+        res = _worker(args.worker, args.batch, args.seq, args.reps)
         print(json.dumps(res))
         return res
 
-    r = {v: _run_variant(v, args) for v in VARIANTS}
+    from pairzero.runinfo import git_revision
+
+    t0 = time.monotonic()
+    models = [_run_worker(n, b, s, args.reps, args.timeout) for n, b, s in _parse_models(args.models)]
+    head = models[0]
     out: dict[str, Any] = {
-        "inference_mb": r["inference"]["peak_mb"],
-        "zo_mb": r["zo"]["peak_mb"],
-        "fo_adam_mb": r["fo_adam"]["peak_mb"],
-        "mezo_ref_mb": r["mezo_ref"]["peak_mb"],
-        "forward_s": r["inference"]["step_s"],
-        "zo_step_s": r["zo"]["step_s"],
-        "mezo_ref_step_s": r["mezo_ref"]["step_s"],
-        "fo_adam_step_s": r["fo_adam"]["step_s"],
-        "zo_replay_round_s": r["zo"].get("zo_replay_round_s"),
-        "inference_over_model_mb": r["inference"]["over_model_mb"],
-        "zo_over_model_mb": r["zo"]["over_model_mb"],
-        "fo_adam_over_model_mb": r["fo_adam"]["over_model_mb"],
-        "mezo_ref_over_model_mb": r["mezo_ref"]["over_model_mb"],
-        "model_mb": r["zo"]["model_mb"],
-        "params": r["zo"]["params"],
-        "batch": args.batch,
-        "seq": args.seq,
+        "benchmark": "zo_memory",
+        **{k: head[k] for k in ("model", "batch", "seq", "params", "inference_mb", "zo_mb",
+                                "fo_adam_mb", "mezo_ref_mb", "ratio_zo_over_inference",
+                                "ratio_zo_over_fo_adam", "ratio_zo_step_over_own_2fwd",
+                                "ratio_zo_step_over_mezo_ref_paired", "targets")},
+        "models": {m["model"]: m for m in models},
         "reps": args.reps,
-        "torch_threads": r["zo"]["torch_threads"],
-        "zo_threads": r["zo"].get("zo_threads"),
-        "zo_perturbation": args.perturbation,
         "malloc_mmap_threshold": MMAP_THRESHOLD,
-        "baseline": "RSS after imports, before building the model; peak counter reset after model build",
+        "baseline": "RSS after imports, before loading the model; peak reset before every step",
+        "command": ["bench/zo_memory.py", "--models", args.models, "--reps", str(args.reps)],
+        "git_revision": git_revision(),
+        "wall_s": round(time.monotonic() - t0, 1),
     }
-    out["ratio_zo_over_fo_adam"] = out["zo_mb"] / out["fo_adam_mb"]
-    out["ratio_zo_over_inference"] = out["zo_mb"] / out["inference_mb"]
-    out["ratio_zo_step_over_2fwd"] = out["zo_step_s"] / (2 * out["forward_s"])
-    out["ratio_zo_step_over_mezo_ref"] = out["zo_step_s"] / out["mezo_ref_step_s"]
-    out["targets"] = {
-        "zo_mb<=0.20*fo_adam_mb": out["ratio_zo_over_fo_adam"] <= 0.20,
-        "zo_mb<=1.05*inference_mb": out["ratio_zo_over_inference"] <= 1.05,
-        "zo_step_s<=1.10*2*forward_s": out["ratio_zo_step_over_2fwd"] <= 1.10,
-        "zo_step_s<mezo_ref_step_s": out["zo_step_s"] < out["mezo_ref_step_s"],
-    }
-    # Paired figures: each step divided by the time of the two forwards inside it.
-    out["zo_overhead_s"] = r["zo"]["overhead_s"]
-    out["mezo_ref_overhead_s"] = r["mezo_ref"]["overhead_s"]
-    out["zo_sweep_s"] = r["zo"].get("zo_sweep_s")
-    out["ratio_zo_step_over_own_2fwd"] = r["zo"]["step_over_own_forwards"]
-    out["ratio_mezo_ref_step_over_own_2fwd"] = r["mezo_ref"]["step_over_own_forwards"]
-    out["step_times_s"] = {v: r[v]["step_s_all"] for v in VARIANTS}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "zo_memory.json").write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))
     return out
 

@@ -9,6 +9,7 @@ Subcommands (``pairzero <cmd> --help`` for each):
   calibrate  power alignment of the nodes at the AP
   simulate   full training in one process with simulated nodes and channel
   report     plots and a summary from a run directory
+  results    the experiment set (memory, communication, privacy, learning, PHY) -> docs/results.md
   keys       CurveZMQ key pairs for the AP and the nodes
   config     validate an experiment YAML and print the resolved config
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -44,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "calibrate": ("align the power the AP receives from each node", "calibration.cli:cmd_calibrate"),
     "simulate": ("train in one process with simulated nodes and channel", "pairzero.simulate:cmd_simulate"),
     "report": ("plots and summary from run directories", "pairzero.report:cmd_report"),
+    "results": ("run the experiment set and write docs/results.md from its result files",
+                "pairzero.results:cmd_results"),
     "keys": ("generate CurveZMQ key pairs for the AP and nodes", "pairzero.protocol.keys:cmd_keys"),
     "config": ("validate an experiment YAML and print the resolved config", "pairzero.cli:cmd_config"),
 }
@@ -75,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_common(p, with_config=name not in ("keys", "report"))
+        _add_common(p, with_config=name not in ("keys", "report", "results"))
         _add_arguments(name, p)
     return parser
 
@@ -103,6 +107,23 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="existing run directory to write into (the loopback launcher sets it)")
     if name == "calibrate":
         p.add_argument("--output", default="calibration.yaml", help="calibration YAML to write")
+    if name == "config":
+        p.add_argument("--resolve-clip", action="store_true",
+                       help="with zo.clip_quantile set: run the clip warm-up (loads the model) and "
+                            "print the config with the measured zo.clip, for loopback/ap/edge")
+    if name == "results":
+        p.add_argument("--preset", default="full", choices=("full", "quick", "tiny"),
+                       help="experiment set (default: %(default)s)")
+        p.add_argument("--quick", action="store_true", help="same as --preset quick (< 15 min on 2 cores)")
+        p.add_argument("--out", default=None,
+                       help="results directory (default: docs/results for full, runs/results-<preset> otherwise)")
+        p.add_argument("--report", default=None,
+                       help="report to write (default: docs/results.md for full, <out>/results.md otherwise)")
+        p.add_argument("--sections", default=None,
+                       help="comma-separated subset of communication,privacy,learning,memory,phy")
+        p.add_argument("--force", action="store_true", help="rerun points that are already done")
+        p.add_argument("--report-only", action="store_true", help="only rewrite the report from the files")
+        p.add_argument("--strict", action="store_true", help="exit with status 1 if a point failed")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -112,8 +133,47 @@ def cmd_config(args: argparse.Namespace) -> int:
     from pairzero.config import config_to_dict, load_config
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "resolve_clip", False):
+        import dataclasses
+
+        from pairzero.clip import resolve_clip
+        from pairzero.tasks import with_task_prompt
+
+        cfg, cal = resolve_clip(dataclasses.replace(cfg, task=with_task_prompt(cfg.task)))
+        if cal is not None:
+            sys.stdout.write(f"# zo.clip = {cal.clip:g}: the {cal.quantile:g}-quantile of |g| over "
+                             f"{cal.draws} warm-up draws ({cal.source}; privacy charge: "
+                             f"{cal.privacy_charge})\n")
     sys.stdout.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return 0
+
+
+def _resolve_clip_for_loopback(args: argparse.Namespace) -> str | None:
+    """``pairzero loopback`` with ``zo.clip_quantile``: measure G once, here, before the launch.
+
+    The launcher hands one resolved config to the AP and every node, so they share the same G
+    (a separately started ``ap`` / ``edge`` refuses an unresolved one, see pairzero.clip).
+    """
+    import dataclasses
+    import tempfile
+
+    from pairzero.config import dump_config, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.zo.clip_quantile is None:
+        return None
+    from pairzero.clip import resolve_clip
+    from pairzero.tasks import with_task_prompt
+
+    cfg, cal = resolve_clip(dataclasses.replace(cfg, task=with_task_prompt(cfg.task)))
+    assert cal is not None
+    print(f"loopback: zo.clip = {cal.clip:g}, the {cal.quantile:g}-quantile of |g| over {cal.draws} "
+          f"warm-up draws ({cal.source}; privacy charge: {cal.privacy_charge})", flush=True)
+    fd, path = tempfile.mkstemp(prefix="pairzero-resolved-", suffix=".yaml")
+    os.close(fd)
+    dump_config(cfg, path)  # the launcher copies it into the run directory it creates
+    args.config, args.overrides = path, []
+    return path
 
 
 def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
@@ -133,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    resolved: str | None = None
     try:
+        if args.command == "loopback":
+            resolved = _resolve_clip_for_loopback(args)
         return int(_resolve(target)(args) or 0)
     except ConfigError as e:
         print(f"pairzero {args.command}: invalid config: {e}", file=sys.stderr)
@@ -158,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # process (a crash) rather than take it for a stated failure (status 1).
         log.critical("pairzero %s crashed", args.command, exc_info=True)
         return EXIT_CRASH
+    finally:
+        if resolved is not None:
+            os.unlink(resolved)
 
 
 if __name__ == "__main__":

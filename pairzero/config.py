@@ -139,6 +139,8 @@ class ZOConfig:
     perturbation: Literal["gaussian", "rademacher"] = "gaussian"
     num_perturbations: int = _f(1, ge=1, le=64, doc="q perturbations per round")
     clip: float = _f(50.0, gt=0.0, doc="clip bound G on each node's scalar")
+    clip_quantile: float | None = _f(None, gt=0.0, lt=1.0, doc="set G before round 0 to this quantile of |g| on the AP's validation split (pairzero.clip); null: zo.clip as given")
+    clip_warmup_draws: int = _f(64, ge=4, le=4096, doc="perturbation draws of the clip warm-up (zo.clip_quantile)")
     weight_decay: float = _f(0.0, ge=0.0)
     threads: int = _f(0, ge=0, le=64, doc="threads generating z (0: usable CPUs, at most 8); speed only, never the bits")
 

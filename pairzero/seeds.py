@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["MAX_SEED", "round_seed", "batch_seed"]
+__all__ = ["MAX_SEED", "round_seed", "batch_seed", "warmup_seed"]
 
 MAX_SEED = (1 << 63) - 1
 
@@ -28,3 +28,10 @@ def round_seed(master_seed: int, t: int) -> int:
 def batch_seed(round_seed: int, node: int) -> int:
     """Seed of node ``node``'s mini-batch in the round whose perturbation seed is ``round_seed``."""
     return _h63(f"pairzero-batch:{round_seed}:{node}")
+
+
+def warmup_seed(master_seed: int, w: int) -> int:
+    """Perturbation seed of clip warm-up draw ``w`` (a stream apart from every round seed)."""
+    if master_seed < 0 or w < 0:
+        raise ValueError(f"master_seed={master_seed}, w={w}: both must be >= 0")
+    return _h63(f"pairzero-clip-warmup:{master_seed}:{w}")

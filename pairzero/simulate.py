@@ -10,9 +10,20 @@ data shard; the channel, power control, artificial noise and privacy accounting 
 * ``pairzero``: analog OTA over the simulated channel, privacy-calibrated (``privacy.*``);
 * ``zo_noiseless``: federated ZO with exact aggregation (ĝ = mean of the K scalars);
 * ``zo_digital``: federated ZO over orthogonal digital links (each scalar sent as a float32
-  word, decoded error-free: same ĝ as noiseless up to fp32 rounding, K× the channel uses);
+  word, decoded error-free, K× the channel uses). The AP then sees every node's scalar on its
+  own, so with ``privacy.enabled`` each node meets the same per-node (ε, δ) target by itself
+  (local DP): it adds N(0, σ²) to its clipped scalar before sending, σ = 2·G·z* (one node's
+  sensitivity 2G times the per-round noise multiplier z* of pAirZero's calibration), and
+  ĝ = mean of the K noisy words: noise std 2·G·z*/√K on ĝ, against 2·G·z*/|S| over the
+  air. Without privacy: ĝ = mean of the float32 words, noiseless ZO up to fp32 rounding;
 * ``fo_fedavg``: first-order FedAvg (FedSGD: one local gradient per node, averaged; SGD with
-  ``run.fo_lr`` on the same trainable parameters), digital.
+  ``run.fo_lr`` on the same trainable parameters), digital, without privacy (the reference
+  for what backpropagation buys at 32·d bits per node per round).
+
+With ``zo.clip_quantile`` set, the clip bound G is measured before round 0
+(:mod:`pairzero.clip`); the saved ``config.yaml`` holds the resolved G and ``summary.json`` the
+warm-up record. ``wall_s`` is the whole run: model loading, warm-up, zero-shot evaluation,
+training and the last evaluation.
 
 Outputs in the run directory: ``metrics.jsonl`` (one JSON object per round), ``summary.json``,
 ``config.yaml`` (resolved), ``provenance.json`` (git revision, seeds), and the plots of
@@ -26,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -36,12 +48,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from pairzero.clip import resolve_clip
 from pairzero.config import ExperimentConfig, load_config
 from pairzero.ota.comm import downlink_cost, uplink_cost
 from pairzero.ota.pipeline import OTARoundRunner
+from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration
 from pairzero.report import progress_line
 from pairzero.runinfo import make_run_dir
 from pairzero.seeds import round_seed
+from pairzero.tasks import with_task_prompt
 from pairzero.trainer import ZOTrainer
 
 __all__ = ["run_simulation", "cmd_simulate"]
@@ -80,15 +95,45 @@ class _FirstOrder:
         return float(np.mean(losses)), norm
 
 
+#: numpy stream of the digital baseline's local privacy noise (OTA receiver noise uses 2).
+_STREAM_LOCAL_DP = 3
+
+
+class _DigitalLocalDP:
+    """zo_digital with privacy: each node adds its own Gaussian noise (see the module doc)."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds)
+        self.sigma = 2.0 * cfg.zo.clip * cal.z_star  # per node, per round
+        self.mu_round = 2.0 * cfg.zo.clip / self.sigma  # = 1/z*: the per-round GDP mu
+        self.seed = cfg.run.seed
+        self.accountant = GaussianDPAccountant(cfg.nodes.count)
+
+    def aggregate(self, t: int, g: np.ndarray) -> tuple[float, float]:
+        """(ĝ, closed-form MSE σ²/K) of round t from the nodes' clipped scalars g (K,)."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM_LOCAL_DP, t]))
+        words = (g + rng.normal(0.0, self.sigma, size=g.shape)).astype(np.float32)  # sent
+        self.accountant.add(self.mu_round)
+        return float(np.mean(words.astype(np.float64))), self.sigma**2 / g.size
+
+
 def run_simulation(
     cfg: ExperimentConfig, out_base: str | Path | None = None, *, echo: bool = True
 ) -> dict[str, Any]:
     """Train per ``cfg``; returns the summary (also written to ``summary.json``)."""
+    t_start = time.monotonic()  # wall_s covers everything from here
     torch.manual_seed(cfg.run.seed)  # nothing should use the global RNG; belt and braces
+    # Resolve what the run actually uses before saving its config: the task's own prompt and,
+    # with zo.clip_quantile, the clip bound G measured before round 0.
+    cfg = dataclasses.replace(cfg, task=with_task_prompt(cfg.task))
+    cfg, clip_cal = resolve_clip(cfg)
     run_dir = make_run_dir(cfg, "simulate", out_base)
     trainer = ZOTrainer(cfg)
     method = cfg.run.method
     ota = OTARoundRunner.from_config(cfg) if method == "pairzero" else None
+    digital = _DigitalLocalDP(cfg) if method == "zo_digital" and cfg.privacy.enabled else None
+    accountant = ota.accountant if ota is not None else (digital.accountant if digital else None)
+    private = accountant is not None and cfg.privacy.enabled
     fo = _FirstOrder(trainer, cfg.run.fo_lr) if method == "fo_fedavg" else None
     n_params = trainer.engine.manifest.numel
     k = cfg.nodes.count
@@ -102,7 +147,9 @@ def run_simulation(
             print(msg, flush=True)
 
     say(f"simulate: {method}, K={k}, {cfg.run.rounds} rounds, model {cfg.model.name} "
-        f"({n_params:,} trainable), run dir {run_dir}")
+        f"({n_params:,} trainable), task {cfg.task.name}, G = {cfg.zo.clip:g}"
+        + (f" (warm-up {clip_cal.quantile:g}-quantile of |g|)" if clip_cal else "")
+        + f", run dir {run_dir}")
     start = trainer.evaluate()
     say(f"round    0  val loss {start['loss']:.4f}  val acc {start['accuracy']:.3f}")
     metrics_path = run_dir / "metrics.jsonl"
@@ -117,12 +164,13 @@ def run_simulation(
             if fo is not None:
                 row["train_loss"], row["grad_norm"] = fo.round(seed)
             else:
-                row.update(_zo_round(trainer, ota, t, seed, method))
+                row.update(_zo_round(trainer, ota, digital, t, seed, method))
             row["uplink_bits_per_node"] = up.bits_per_node
             row["uplink_channel_uses"] = up.channel_uses
             row["downlink_bits"] = down.total_bits
-            if ota is not None and cfg.privacy.enabled:
-                row["eps_spent"] = float(np.max(ota.accountant.epsilon(cfg.privacy.delta)))
+            if private:
+                assert accountant is not None
+                row["eps_spent"] = float(np.max(accountant.epsilon(cfg.privacy.delta)))
             last = t + 1 == cfg.run.rounds
             if (t + 1) % cfg.task.eval_every == 0 or last:
                 ev = trainer.evaluate()
@@ -148,18 +196,21 @@ def run_simulation(
         "mean_sq_err": float(np.mean(sq)) if sq else None,
         "eps_spent": final.get("eps_spent"),
         "privacy_target": {"epsilon": cfg.privacy.epsilon, "delta": cfg.privacy.delta}
-        if (ota is not None and cfg.privacy.enabled) else None,
+        if private else None,
         "uplink_bits_per_node_per_round": up.bits_per_node,
         "uplink_channel_uses_per_round": up.channel_uses,
-        "wall_s": round(time.monotonic() - t0, 2),
+        "clip": cfg.zo.clip,
+        "clip_calibration": clip_cal.as_dict() if clip_cal else None,
+        "train_s": round(time.monotonic() - t0, 2),  # rounds 1..T only
         "run_dir": str(run_dir),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if cfg.output.plots:
         from pairzero.report import plot_run
 
         for p in plot_run(run_dir):
             say(f"plot: {p}")
+    summary["wall_s"] = round(time.monotonic() - t_start, 2)  # the whole run, plots included
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"done: val acc {start['accuracy']:.3f} -> {final['val_accuracy']:.3f}"
         + (f", eps spent {summary['eps_spent']:.3f} (target {cfg.privacy.epsilon})"
            if summary["eps_spent"] is not None else "")
@@ -167,7 +218,10 @@ def run_simulation(
     return summary
 
 
-def _zo_round(trainer: ZOTrainer, ota: OTARoundRunner | None, t: int, seed: int, method: str) -> dict[str, Any]:
+def _zo_round(
+    trainer: ZOTrainer, ota: OTARoundRunner | None, digital: _DigitalLocalDP | None, t: int,
+    seed: int, method: str,
+) -> dict[str, Any]:
     """One ZO round for all nodes: scalars, aggregation (OTA or exact), fused update."""
     losses: list[float] = []
 
@@ -195,6 +249,10 @@ def _zo_round(trainer: ZOTrainer, ota: OTARoundRunner | None, t: int, seed: int,
             n_active=int(res.n_active), eta=float(res.eta), sigma_a=float(res.sigma_a),
             mu_t_max=float(np.max(res.mu_t)), skipped=bool(res.skipped),
         )
+    elif method == "zo_digital" and digital is not None:
+        g_hat, mse = digital.aggregate(t, g)  # noisy float32 words, decoded error-free
+        row.update(g_hat=g_hat, sq_err=(g_hat - float(np.mean(g))) ** 2, mse_closed_form=mse,
+                   n_active=k)
     elif method == "zo_digital":
         g_hat = float(np.mean(g.astype(np.float32)))  # float32 words, decoded error-free
         row.update(g_hat=g_hat, sq_err=(g_hat - float(np.mean(g))) ** 2, n_active=k)

@@ -35,6 +35,13 @@ class ZOTrainer:
 
     def __init__(self, cfg: ExperimentConfig, node_ids: Sequence[int] | None = None) -> None:
         k_all = cfg.nodes.count
+        if cfg.zo.clip_quantile is not None:
+            # Every process of a run must use one G: it is resolved once, before the nodes start.
+            raise ValueError(
+                f"zo.clip_quantile: {cfg.zo.clip_quantile!r} is set but G has not been resolved; "
+                "`pairzero simulate` and `pairzero loopback` resolve it themselves; for ap/edge "
+                "processes run `pairzero config --resolve-clip` and start them with the config it prints"
+            )
         self.cfg = cfg
         self.node_ids = list(range(k_all)) if node_ids is None else list(node_ids)
         for k in self.node_ids:

@@ -4,6 +4,8 @@
   on a generated corpus; checkpoint and tokenizer are shipped in ``assets/opt_tiny/``.
 * ``opt-125m``: the exact ``facebook/opt-125m`` shapes (:data:`OPT_125M_ARCH`), random weights
   (seeded), with the opt-tiny tokenizer; for memory and speed figures only.
+* ``opt-350m``, ``opt-1.3b``: the same for ``facebook/opt-350m`` / ``facebook/opt-1.3b``
+  (:data:`OPT_SHAPES`; 331M / 1.3B parameters, 1.3 / 5.3 GB of fp32 weights).
 * anything else: a local ``save_pretrained`` directory or a hub id.
 
 Models are returned in fp32 and ``eval()`` mode: ZO keeps fp32 master weights (an fp16 weight
@@ -25,6 +27,7 @@ from transformers import (
 )
 
 from pairzero.config import ModelConfig
+from pairzero.log import quiet_third_party
 
 __all__ = [
     "ModelUnavailableError",
@@ -34,7 +37,9 @@ __all__ = [
     "OPT_TINY_DIR",
     "OPT_TINY_ARCH",
     "OPT_125M_ARCH",
+    "OPT_SHAPES",
     "opt_125m_config",
+    "opt_shape_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,19 @@ OPT_125M_ARCH: dict[str, object] = {
 }
 
 
+# The larger OPT checkpoints' config.json values that differ from opt-125m's.
+OPT_SHAPES: dict[str, dict[str, object]] = {
+    "opt-125m": OPT_125M_ARCH,
+    # facebook/opt-350m: 1024 hidden, 24 layers, 512-wide embedding projected in and out,
+    # post-layer-norm (do_layer_norm_before false): 331,196,416 parameters.
+    "opt-350m": {**OPT_125M_ARCH, "hidden_size": 1024, "num_hidden_layers": 24, "ffn_dim": 4096,
+                 "num_attention_heads": 16, "word_embed_proj_dim": 512, "do_layer_norm_before": False},
+    # facebook/opt-1.3b: 2048 hidden, 24 layers, 32 heads: 1,315,758,080 parameters.
+    "opt-1.3b": {**OPT_125M_ARCH, "hidden_size": 2048, "num_hidden_layers": 24, "ffn_dim": 8192,
+                 "num_attention_heads": 32, "word_embed_proj_dim": 2048},
+}
+
+
 class ModelUnavailableError(OSError):
     """A model or tokenizer cannot be loaded (hub unreachable, missing asset, bad directory)."""
 
@@ -92,6 +110,13 @@ class ModelUnavailableError(OSError):
 def opt_125m_config() -> OPTConfig:
     """The facebook/opt-125m architecture (125,239,296 parameters, tied embedding counted once)."""
     return OPTConfig(**OPT_125M_ARCH)
+
+
+def opt_shape_config(name: str) -> OPTConfig:
+    """The architecture of ``facebook/<name>`` for a name in :data:`OPT_SHAPES`."""
+    if name not in OPT_SHAPES:
+        raise ValueError(f"model.name: {name!r} is not one of {', '.join(OPT_SHAPES)}")
+    return OPTConfig(**OPT_SHAPES[name])
 
 
 def _load_opt_tiny() -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
@@ -104,12 +129,12 @@ def _load_opt_tiny() -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     return model, AutoTokenizer.from_pretrained(OPT_TINY_DIR)
 
 
-def _load_opt_125m(seed: int) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+def _load_opt_shape(name: str, seed: int) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     # Random init from a private copy of the global RNG state, so loading does not disturb
     # (or depend on) anybody else's torch.manual_seed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = OPTForCausalLM(opt_125m_config())
+        model = OPTForCausalLM(opt_shape_config(name))
     return model, AutoTokenizer.from_pretrained(OPT_TINY_DIR)
 
 
@@ -143,12 +168,13 @@ def _load_pretrained(name: str, revision: str | None) -> tuple[torch.nn.Module, 
 def load_model(cfg: ModelConfig, seed: int = 0) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """fp32 causal LM in ``eval()`` mode and its tokenizer, for ``cfg.name``.
 
-    ``seed`` only matters for randomly initialised models (``opt-125m``).
+    ``seed`` only matters for randomly initialised models (``opt-125m``, ``opt-350m``, ...).
     """
+    quiet_third_party()
     if cfg.name == "opt-tiny":
         model, tokenizer = _load_opt_tiny()
-    elif cfg.name == "opt-125m":
-        model, tokenizer = _load_opt_125m(seed)
+    elif cfg.name in OPT_SHAPES:
+        model, tokenizer = _load_opt_shape(cfg.name, seed)
     else:
         model, tokenizer = _load_pretrained(cfg.name, cfg.revision)
     model = model.float().eval()

@@ -1,21 +1,28 @@
 """Tasks for ZO fine-tuning: data (built-in or Hugging Face ``datasets``), federated
 partitioning, seeded mini-batches, and the prompt-based loss (:mod:`pairzero.tasks.objective`).
 
-Labels index the verbalizer of :class:`pairzero.config.TaskConfig` (``0`` -> " terrible",
-``1`` -> " great" by default).
+Labels index the verbalizer of :class:`pairzero.config.TaskConfig`. Every task has its own
+prompt: a config that leaves ``task.template`` and ``task.verbalizer`` at their generic
+defaults (MeZO's SST-2 prompt ``"{sentence} It was"`` / ``" terrible"``, ``" great"``) gets
+the prompt of its task (:func:`with_task_prompt`): ``builtin-topic`` is scored after
+``"{sentence} This is about a"`` on its eight topic nouns; ``builtin-sentiment`` and ``hf:``
+sentiment sets keep MeZO's. A template or verbalizer set in the config always wins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pairzero.config import TaskConfig
+from pairzero.log import quiet_third_party
 
 __all__ = [
     "Example",
@@ -27,11 +34,43 @@ __all__ = [
     "Objective",
     "make_objective",
     "BUILTIN_SENTIMENT_PATH",
+    "BUILTIN_TASKS",
+    "BuiltinTask",
+    "with_task_prompt",
 ]
 
 log = logging.getLogger(__name__)
 
 BUILTIN_SENTIMENT_PATH = Path(__file__).resolve().parent / "data" / "builtin_sentiment.jsonl"
+BUILTIN_TOPIC_PATH = Path(__file__).resolve().parent / "data" / "builtin_topic.jsonl"
+
+
+@dataclass(frozen=True)
+class BuiltinTask:
+    """A task shipped with the package: its data file and its own prompt."""
+
+    path: Path
+    template: str
+    verbalizer: tuple[str, ...]
+    summary: str
+
+
+# The generic prompt (TaskConfig's defaults): MeZO's SST-2 template and verbalizer.
+_GENERIC_TEMPLATE = TaskConfig().template
+_GENERIC_VERBALIZER = TaskConfig().verbalizer
+
+#: Built-in tasks by ``task.name`` (see pairzero.tasks.builtin and pairzero.tasks.topic).
+BUILTIN_TASKS: dict[str, BuiltinTask] = {
+    "builtin-sentiment": BuiltinTask(
+        BUILTIN_SENTIMENT_PATH, _GENERIC_TEMPLATE, _GENERIC_VERBALIZER,
+        "binary review sentiment, 600 train / 200 validation; the quick demo",
+    ),
+    "builtin-topic": BuiltinTask(
+        BUILTIN_TOPIC_PATH, "{sentence} This is about a",
+        (" book", " concert", " film", " game", " hotel", " laptop", " phone", " restaurant"),
+        "8-way review topic, 1600 train / 400 validation; separates the methods",
+    ),
+}
 PARTITION_MODES = ("iid", "dirichlet")
 # Redraws of the Dirichlet proportions before empty shards are filled by moving examples.
 _DIRICHLET_REDRAWS = 100
@@ -65,7 +104,24 @@ class TaskData:
     validation: tuple[Example, ...]
 
 
-def _load_builtin_sentiment(path: Path = BUILTIN_SENTIMENT_PATH) -> TaskData:
+def with_task_prompt(cfg: TaskConfig) -> TaskConfig:
+    """``cfg`` with the task's own template and verbalizer where it leaves the generic defaults.
+
+    Only built-in tasks have a prompt of their own; for ``hf:`` tasks (sentiment sets such as
+    SST-2) the generic MeZO prompt is the task's prompt. Values set in the config are kept.
+    """
+    task = BUILTIN_TASKS.get(cfg.name)
+    if task is None or cfg.kind != "classification":
+        return cfg
+    changes: dict[str, Any] = {}
+    if cfg.template == _GENERIC_TEMPLATE and task.template != cfg.template:
+        changes["template"] = task.template
+    if tuple(cfg.verbalizer) == _GENERIC_VERBALIZER and task.verbalizer != tuple(cfg.verbalizer):
+        changes["verbalizer"] = task.verbalizer
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def _load_builtin(path: Path = BUILTIN_SENTIMENT_PATH) -> TaskData:
     splits: dict[str, list[Example]] = {"train": [], "validation": []}
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
@@ -121,6 +177,7 @@ def _load_hf(spec: str, seed: int) -> TaskData:
             "installed: run `pip install datasets` (or `pip install pairzero[hf]`)"
         ) from None
     path, config = _parse_hf_spec(spec)
+    quiet_third_party()
     try:
         ds = datasets.load_dataset(path, config)
     except ConnectionError as exc:
@@ -186,6 +243,7 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
     """Train/validation examples of ``cfg.name``.
 
     * ``builtin-sentiment``: the shipped generated dataset (600 train / 200 validation, balanced);
+    * ``builtin-topic``: the shipped 8-way topic dataset (1600 train / 400 validation, balanced);
     * ``hf:<spec>``: ``datasets.load_dataset`` (the ``hf`` extra), where ``<spec>`` is
       - ``<dataset>[/<config>]``, a hub dataset: ``hf:glue/sst2``, ``hf:imdb``;
       - ``<owner>/<dataset>:[<config>]``, a namespaced hub dataset: ``hf:nyu-mll/glue:sst2``,
@@ -202,13 +260,15 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> TaskData:
     The validation set is cut to ``cfg.eval_examples`` examples (a seeded subsample when it is
     larger), so every node and the AP evaluate on the same examples.
     """
-    if cfg.name == "builtin-sentiment":
-        data = _load_builtin_sentiment()
+    cfg = with_task_prompt(cfg)
+    if cfg.name in BUILTIN_TASKS:
+        data = _load_builtin(BUILTIN_TASKS[cfg.name].path)
     elif cfg.name.startswith("hf:"):
         data = _load_hf(cfg.name[3:], seed)
     else:
         raise ValueError(
-            f"task.name: {cfg.name!r} is not 'builtin-sentiment' or 'hf:<dataset>[/<config>]'"
+            f"task.name: {cfg.name!r} is not one of {', '.join(repr(n) for n in BUILTIN_TASKS)} "
+            "or 'hf:<dataset>[/<config>]'"
         )
     if cfg.kind == "classification":
         n_labels = len(cfg.verbalizer)

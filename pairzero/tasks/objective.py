@@ -211,7 +211,13 @@ class Objective:
 
 
 def make_objective(cfg: TaskConfig, tokenizer: PreTrainedTokenizerBase) -> Objective:
-    """The loss of ``cfg.kind`` ('classification' or 'lm') for ``tokenizer``."""
+    """The loss of ``cfg.kind`` ('classification' or 'lm') for ``tokenizer``.
+
+    The prompt is the task's own where ``cfg`` leaves the generic one
+    (:func:`pairzero.tasks.with_task_prompt`).
+    """
+    from pairzero.tasks import with_task_prompt
+
     if cfg.kind not in ("classification", "lm"):
         raise ValueError(f"task.kind: {cfg.kind!r} is not one of 'classification', 'lm'")
-    return Objective(cfg, tokenizer)
+    return Objective(with_task_prompt(cfg), tokenizer)
