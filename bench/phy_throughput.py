@@ -48,9 +48,9 @@ def _pin() -> int:
 
 
 def measure_rx(seconds: float) -> dict:
-    from pairzero.phy.schedule import CAPTURE_MARGIN
     from pairzero.config import PhyConfig
     from pairzero.phy import BurstReceiver, FrameLayout, build_node_burst
+    from pairzero.phy.schedule import CAPTURE_MARGIN
 
     _pin()
     rng = np.random.default_rng(0)
