@@ -1,18 +1,24 @@
-"""Aggregation NMSE of the recovered sum vs SNR through the real loopback flowgraphs.
+"""Aggregation NMSE of the recovered sum vs SNR: the round protocol the AP runs, through the
+running GNU Radio channel emulator.
 
-    .venv/bin/python bench/phy_nmse.py [--trials 2000] [--sessions 10]     # ~13 min on 2 cores
+    .venv/bin/python bench/phy_nmse.py [--trials 2000] [--sessions 10] [--ks 2,4,8]
+                                       [--snrs 0,5,10,15,20,25,30] [--out bench/results]
 
-For K = 2, 4, 8 and SNR = 0..30 dB (per-sample SNR at unit received amplitude), each point runs
-``sessions`` channel-emulator flowgraphs (GNU Radio running, ZeroMQ on 127.0.0.1), each with a
-fresh seeded channel draw: unit gain, uniform phase, delay uniform in +-4 samples, CFO uniform
-in +-1e-4 cycles/sample. Every round is the protocol of pairzero.phy.tx (two pilot frames, then
-the payload precoded with b_k = eta conj(h_k)/|h_k|^2, eta = 1), values g_k ~ U[-1, 1].
+For each K and SNR (per-sample SNR at unit received amplitude), each point runs ``sessions``
+channel-emulator flowgraphs (GNU Radio running, ZeroMQ on 127.0.0.1), each with a fresh seeded
+channel draw: unit gain, uniform phase, delay uniform in +-4 samples, CFO uniform in +-1e-4
+cycles/sample. Every round is the testbed's round protocol (pairzero.phy.round: the AP's plan
+and receive, the nodes' frames, on the loopback front ends of the radio package): one frame per
+round, the payload precoded with the previous frame's pilots (CFO refined across frames), the
+first two rounds of a session sounding only. Values g_k ~ U[-1, 1]; unit power budget and clip
+bound, privacy off, so the AP's alignment gain eta is 1 (up to its estimate of |h|).
 
-NMSE = sum (Re(y)/eta - sum g)^2 / sum (sum g)^2. Closed form with perfect synchronisation
-(timing, CFO, channel known): Re noise after the payload matched filter is noise_var/(2 E_s), so
-NMSE_cf = noise_var / (2 E_s eta^2) / (K/3). The pilot-estimation term predicted on top of it
-(first order, Re part): sum g_k^2 noise_var / (2 E_p), i.e. a gap of 10 log10(1 + (K/3) E_s/E_p).
-Prints one JSON object (last line) and writes bench/results/phy_nmse.json and .png.
+NMSE = sum (|S| g_hat - sum g)^2 / sum (sum g)^2 over the payload rounds. Closed form with
+perfect synchronisation (timing, CFO, channel known): Re noise after the payload matched filter
+is noise_var/(2 E_s), so NMSE_cf = noise_var / (2 E_s eta^2) / (K/3). The pilot-estimation term
+predicted on top of it (first order, Re part): sum g_k^2 noise_var / (2 E_p), i.e. a gap of
+10 log10(1 + (K/3) E_s/E_p). Prints one JSON object (last line) and writes <out>/phy_nmse.json
+and .png (with the config and git revision).
 """
 
 from __future__ import annotations
@@ -30,21 +36,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grc_flowgraphs.loopback import (  # noqa: E402
-    ApRx,
-    ChannelEmulator,
-    EdgeTx,
-    NodeChannelParams,
-    ota_round,
-)
-
-from pairzero.config import PhyConfig  # noqa: E402
-from pairzero.phy import BurstReceiver, FrameLayout  # noqa: E402
+from pairzero.config import config_to_dict, load_config  # noqa: E402
+from pairzero.phy.round import ApRoundPhy, NodeRoundPhy  # noqa: E402
 from pairzero.runinfo import git_revision  # noqa: E402
+from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
+from radio.loopback import LoopbackFrontEnd  # noqa: E402
 
 SNRS_DB = [0, 5, 10, 15, 20, 25, 30]
 KS = [2, 4, 8]
 MAX_DELAY, MAX_CFO = 4.0, 1e-4
+SOUNDING_ROUNDS = 2  # a session's first rounds: pilots only (CFO refined over two frames)
 
 
 def _addr() -> str:
@@ -53,16 +54,21 @@ def _addr() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
+def point_config(k: int, snr_db: float):  # noqa: ANN201 - ExperimentConfig
+    """The experiment config of one point (privacy off, unit power and clip: eta = 1)."""
+    return load_config(None, [f"nodes.count={k}", "privacy.enabled=false", "zo.clip=1.0",
+                              "nodes.power_budget=1.0", f"channel.snr_db={snr_db}",
+                              "channel.truncation_threshold=0.0"])
+
+
 def run_point(k: int, snr_db: float, trials: int, sessions: int, seed: int) -> dict:
+    """One (K, SNR) point: ``trials`` payload rounds over ``sessions`` channel draws."""
     rng = np.random.default_rng(seed)
-    phy = PhyConfig()
-    lay = FrameLayout(phy, k)
-    rx = BurstReceiver(lay)
+    cfg = point_config(k, snr_db)
     noise_var = 10 ** (-snr_db / 10)
-    es = float(np.vdot(lay.payload_template, lay.payload_template).real)
-    ep = float(np.vdot(lay.pilot_template, lay.pilot_template).real)
-    err2, sig2, missed = 0.0, 0.0, 0
+    err2, sig2, cf_num, missed, etas = 0.0, 0.0, 0.0, 0, []
     per_session = int(np.ceil(trials / sessions))
+    es = ep = 1.0
     for s in range(sessions):
         chans = [
             NodeChannelParams(complex(np.exp(2j * np.pi * rng.random())),
@@ -73,33 +79,42 @@ def run_point(k: int, snr_db: float, trials: int, sessions: int, seed: int) -> d
         for attempt in range(5):  # a port picked by _addr() can be taken before we bind it
             nodes, ap_addr = [_addr() for _ in range(k)], _addr()
             try:
-                emu = ChannelEmulator(chans, noise_var, nodes, ap_addr, seed=seed * 1000 + s)
+                emu = ChannelEmulator(chans, noise_var, nodes, ap_addr, seed=seed * 1000 + s,
+                                      node_timeout_s=10.0)
                 break
             except OSError:
                 if attempt == 4:
                     raise
         emu.start()
-        ap, txs = ApRx(ap_addr), [EdgeTx(a) for a in nodes]
+        ap = ApRoundPhy(cfg, LoopbackFrontEnd(rx_address=ap_addr), capture_slack_s=10.0)
+        txs = [NodeRoundPhy(cfg, i, LoopbackFrontEnd(tx_address=a)) for i, a in enumerate(nodes)]
+        es = float(np.vdot(ap.layout.payload_template, ap.layout.payload_template).real)
+        ep = float(np.vdot(ap.layout.pilot_template, ap.layout.pilot_template).real)
         try:
-            n = 1000
-            for _ in range(per_session):
+            for t in range(SOUNDING_ROUNDS + per_session):
                 g = rng.uniform(-1, 1, k)
-                res = ota_round(lay, txs, ap, rx, n, g, eta=1.0, timeout_s=10.0)
-                if res is None or not res.payload.detected:
-                    missed += 1
-                    n += 3 * (lay.length + 512)
+                plan = ap.plan(t, list(range(k)))
+                for i, tx in enumerate(txs):
+                    tx.transmit(t, float(g[i]), plan.schedule_for(t, i))
+                res = ap.receive(t, t, plan, dict.fromkeys(range(k)))
+                if t < SOUNDING_ROUNDS:
                     continue
-                n = res.next_index
-                err2 += (res.payload.y.real - g.sum()) ** 2
+                if res.present != tuple(range(k)):
+                    missed += 1
+                    continue
+                err2 += (res.g_hat * k - g.sum()) ** 2
                 sig2 += g.sum() ** 2
+                cf_num += noise_var / (2 * es * plan.eta**2)
+                etas.append(plan.eta)
         finally:
             emu.stop()
             emu.wait()
-            for t in txs:
-                t.close()
+            for tx in txs:
+                tx.close()
             ap.close()
+    rounds = per_session * sessions - missed
     nmse = err2 / sig2
-    cf = noise_var / (2 * es) / (k / 3)
+    cf = cf_num / sig2  # sum over rounds of the perfect-sync error / sum of the signal
     return {
         "K": k,
         "snr_db": snr_db,
@@ -108,9 +123,17 @@ def run_point(k: int, snr_db: float, trials: int, sessions: int, seed: int) -> d
         "closed_form_nmse_db": 10 * np.log10(cf),
         "gap_db": 10 * np.log10(nmse / cf),
         "predicted_gap_db": 10 * np.log10(1 + (k / 3) * es / ep),
-        "rounds": per_session * sessions - missed,
+        "eta_mean": float(np.mean(etas)) if etas else float("nan"),
+        "rounds": rounds,
         "missed_rounds": missed,
     }
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
 
 def main() -> None:
@@ -118,33 +141,42 @@ def main() -> None:
     # 2000 rounds per point: one point's NMSE has a sampling error of sqrt(2/2000) = 3.2 %
     # (0.14 dB, 1 sigma), so the largest of 21 gaps measures the receiver, not the sampling
     # (with 150 rounds, 0.47 dB 1 sigma, the max alone crossed 1 dB).
-    ap.add_argument("--trials", type=int, default=2000, help="rounds per (K, SNR) point")
+    ap.add_argument("--trials", type=int, default=2000, help="payload rounds per (K, SNR) point")
     ap.add_argument("--sessions", type=int, default=10, help="channel draws per point")
     ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--ks", type=_ints, default=KS, help="node counts, e.g. 2,4,8")
+    ap.add_argument("--snrs", type=_ints, default=SNRS_DB, help="SNRs (dB), e.g. 0,10,20")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="output directory")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    if args.trials < 1 or args.sessions < 1 or args.sessions > args.trials:
+        ap.error("--trials and --sessions must be >= 1, with sessions <= trials")
+    logging.basicConfig(level=logging.ERROR)
     t0 = time.time()
     points = []
-    for k in KS:
-        for i, snr in enumerate(SNRS_DB):
+    for k in args.ks:
+        for i, snr in enumerate(args.snrs):
             p = run_point(k, snr, args.trials, args.sessions, args.seed + 100 * k + i)
             points.append(p)
             print(f"K={k} SNR={snr:>2} dB  NMSE {p['nmse_db']:7.2f} dB  perfect-sync "
-                  f"{p['closed_form_nmse_db']:7.2f} dB  gap {p['gap_db']:+.2f} dB", file=sys.stderr)
+                  f"{p['closed_form_nmse_db']:7.2f} dB  gap {p['gap_db']:+.2f} dB  "
+                  f"({p['rounds']} rounds, {p['missed_rounds']} missed)", file=sys.stderr, flush=True)
     # Sampling uncertainty of one point's NMSE: ~sqrt(2/rounds) relative -> 10log10(1 +- that).
     result = {
         "benchmark": "phy_nmse",
+        "protocol": "pairzero.phy.round (ApRoundPhy / NodeRoundPhy on radio.loopback front ends)",
         "max_gap_db": max(p["gap_db"] for p in points),
         "mean_gap_db": float(np.mean([p["gap_db"] for p in points])),
         "target_max_gap_db": 1.0,
         "gap_uncertainty_db_1sigma": 10 * np.log10(1 + np.sqrt(2 / args.trials)),
+        "missed_rounds": sum(p["missed_rounds"] for p in points),
         "points": points,
-        "config": {"phy": PhyConfig().__dict__, "max_delay_samples": MAX_DELAY, "max_cfo": MAX_CFO,
-                   "trials": args.trials, "sessions": args.sessions, "seed": args.seed},
+        "config": {"experiment": config_to_dict(point_config(args.ks[0], args.snrs[0])),
+                   "max_delay_samples": MAX_DELAY, "max_cfo": MAX_CFO, "trials": args.trials,
+                   "sessions": args.sessions, "seed": args.seed, "ks": args.ks, "snrs_db": args.snrs},
         "git_revision": git_revision(),
         "wall_s": time.time() - t0,
     }
-    out = ROOT / "bench" / "results"
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "phy_nmse.json").write_text(json.dumps(result, indent=1, default=float))
     try:
@@ -154,7 +186,7 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        for k in KS:
+        for k in args.ks:
             pts = [p for p in points if p["K"] == k]
             line = ax.plot([p["snr_db"] for p in pts], [p["nmse_db"] for p in pts], "o-", label=f"K={k} loopback")
             ax.plot([p["snr_db"] for p in pts], [p["closed_form_nmse_db"] for p in pts], "--",

@@ -130,8 +130,11 @@ class BurstSource(gr.sync_block):
     sends again. ``lockstep`` False: free-running clock (put a throttle after it); late samples are
     dropped with a warning. ``ap_ready``: when given, nothing is produced before it returns
     True (e.g. :meth:`IndexedSink.has_subscriber`), so the AP misses no sample. ``origin``:
-    sample index of the first output sample; None: the index of the first message a node sends
+    sample index of the first output sample; None: the device time in the first clock message
     (emulated USRPs, whose streams start at their device time, ~10^13 samples from 0).
+    ``free_run_rate``: when every node is absent, the clock runs on at this many samples per
+    second of host time from its last advance (radios: the AP keeps receiving noise with no
+    transmitter on the air); None: it waits for a node.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class BurstSource(gr.sync_block):
         node_timeout_s: float = 1.0,
         ap_ready: Callable[[], bool] | None = None,
         origin: int | None = 0,
+        free_run_rate: float | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("addresses: need at least one node address")
@@ -153,8 +157,12 @@ class BurstSource(gr.sync_block):
         self.lockstep = lockstep
         self.node_timeout_s = node_timeout_s
         self.ap_ready = ap_ready
+        if free_run_rate is not None and not free_run_rate > 0:
+            raise ValueError(f"free_run_rate: {free_run_rate!r} must be > 0 (or None)")
         self.origin = origin
         self.clock = origin if origin is not None else 0
+        self.free_run_rate = free_run_rate
+        self._progress = (0.0, self.clock)  # (host time, clock) of the last advance
         k = len(addresses)
         self._pending: list[list[tuple[int, npt.NDArray[np.complex64]]]] = [[] for _ in range(k)]
         self._horizon = [0] * k
@@ -191,6 +199,7 @@ class BurstSource(gr.sync_block):
         for i in range(len(self.addresses)):
             self._last_seen[i] = now
             self._waiting_since[i] = now
+        self._progress = (now, self.clock)
         return True
 
     def stop(self) -> bool:
@@ -223,9 +232,12 @@ class BurstSource(gr.sync_block):
                 meta = json.loads(header)
                 x = np.frombuffer(payload, dtype=np.complex64)
                 start, horizon = int(meta["start"]), int(meta["horizon"])
-                if self.origin is None and self.ap_ready is None:  # the first message with
-                    self.origin = self.clock = start  # the AP listening places the clock
-                    log.info("stream origin at sample %d (node %d's first message)", start, k)
+                if self.origin is None and self.ap_ready is None and not len(x):
+                    # The first clock message (no samples: the node's device time; a burst may
+                    # be ahead of it) with the AP listening places the clock.
+                    self.origin = self.clock = start
+                    self._progress = (time.monotonic(), start)
+                    log.info("stream origin at sample %d (node %d's device time)", start, k)
                 if len(x):
                     if start < self.clock:
                         log.warning("node %d: %d late samples dropped (start %d < clock %d)",
@@ -234,6 +246,12 @@ class BurstSource(gr.sync_block):
                 with self._lock:
                     self._horizon[k] = max(self._horizon[k], horizon, start + len(x))
                     self._last_seen[k] = time.monotonic()
+                    if meta.get("gone"):  # the node's radio stopped streaming: no wait for it
+                        if not self._absent[k]:
+                            self._absent[k] = True
+                            self._absent_log.append((k, self.clock))
+                            log.info("node %d stopped its stream at sample %d", k, start)
+                        continue
                     if self._absent[k]:
                         log.info("node %d is back at sample %d", k, self.clock)
                         self._absent[k] = False
@@ -254,7 +272,12 @@ class BurstSource(gr.sync_block):
                             "node %d silent for %.1f s: zero-filled from sample %d",
                             k, self.node_timeout_s, self.clock)
             live = [h for h, a in zip(self._horizon, self._absent, strict=True) if not a]
-        return min(live) if live else self.clock
+        if live:
+            return min(live)
+        if self.free_run_rate is not None:  # no transmitter, but the radios' time goes on
+            t, c = self._progress
+            return max(self.clock, c + int((now - t) * self.free_run_rate))
+        return self.clock
 
     def work(self, input_items: object, output_items: list[npt.NDArray[np.complex64]]) -> int:
         if self.ap_ready is not None:
@@ -295,6 +318,8 @@ class BurstSource(gr.sync_block):
             for k, h in enumerate(self._horizon):
                 if lo < h <= hi:
                     self._waiting_since[k] = now
+            if not all(self._absent):
+                self._progress = (now, hi)
         self.clock = hi
         return n
 
@@ -607,7 +632,8 @@ class WindowSink(gr.sync_block):
     or outside the window, are dropped.
     """
 
-    def __init__(self, sample_rate: float = 1e6) -> None:
+    def __init__(self, sample_rate: float = 1e6, start_time: float = -1.0, num_samples: int = 0,
+                 out_file: str = "") -> None:
         gr.sync_block.__init__(self, "pairzero_window_sink", in_sig=[np.complex64], out_sig=None)
         if not sample_rate > 0:
             raise ValueError(f"sample_rate: {sample_rate!r} must be > 0")
@@ -616,6 +642,13 @@ class WindowSink(gr.sync_block):
         self._win: _Window | None = None
         self._cond = threading.Condition()
         self.samples_seen = 0
+        # One shot (ap_rx_usrp.grc): the window at device time start_time, written to out_file
+        # (complex64), then the flowgraph ends.
+        self.out_file = out_file
+        if start_time >= 0 and num_samples > 0:
+            self.expect(round(start_time * self.sample_rate), num_samples)
+        elif out_file:
+            raise ValueError("out_file: a one-shot window needs start_time >= 0 and num_samples > 0")
 
     def expect(self, start: int, length: int) -> None:
         """Collect [start, start + length) from now on (replaces any earlier window)."""
@@ -684,6 +717,16 @@ class WindowSink(gr.sync_block):
                 self._index += n - pos
             self.samples_seen += n
             self._cond.notify_all()
+            w = self._win
+            if self.out_file and w is not None and (w.filled >= w.length or w.lost):
+                if w.lost:
+                    log.error("window lost samples (rx_time jumped %s): not written", w.lost)
+                else:
+                    w.buf.tofile(self.out_file)
+                    log.info("window of %d samples at device sample %d written to %s", w.length,
+                             w.start, self.out_file)
+                self._win = None
+                return -1  # WORK_DONE: the one-shot capture is over
         return n
 
 

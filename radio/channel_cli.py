@@ -38,15 +38,10 @@ def cmd_channel(args: argparse.Namespace) -> int:
     if busy:  # checked here: a bind error inside the running flowgraph would only be logged
         raise OSError(f"sample ports {busy} on 127.0.0.1 are in use (another emulator?); "
                       "choose network.sample_port_base")
-    if cfg.radio.mode == "loopback":
-        emu = ChannelEmulator.from_experiment(cfg, nodes, ap, node_timeout_s=cfg.network.ready_timeout_s)
-    elif cfg.radio.emulated():
-        emu = ChannelEmulator.from_experiment(
-            cfg, nodes, ap, origin=None, lockstep=True, throttle=False,
-            node_timeout_s=1.0 / cfg.radio.emulated_rate_factor)
-    else:
-        raise ConfigError(f"radio.mode: {cfg.radio.mode!r} has no channel emulator; it needs "
-                          "'loopback', or 'usrp' with every radio type=emulated")
+    try:
+        emu = ChannelEmulator.for_experiment(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

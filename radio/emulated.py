@@ -236,6 +236,9 @@ class _EmulatedRadio:
     def set_auto_dc_offset(self, enable: bool, chan: int = 0) -> None:
         self.auto_dc_offset = bool(enable)
 
+    def set_antenna(self, antenna: str, chan: int = 0) -> None:
+        self.antenna = antenna
+
     # -- sensors
     def get_mboard_sensor_names(self, mboard: int = 0) -> list[str]:
         return ["ref_locked"] + (["gps_time"] if self.clock_source == "gpsdo" else [])
@@ -284,11 +287,13 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         self._thread: threading.Thread | None = None
         self.sent_bursts: list[int] = []  # start index of every burst placed whole (for tests)
 
-    def _push(self, start: int, x: npt.NDArray[np.complex64], horizon: int) -> None:
+    def _push(self, start: int, x: npt.NDArray[np.complex64], horizon: int, gone: bool = False) -> None:
         with self._sock_lock:
             if self._sock is not None:
-                head = json.dumps({"start": int(start), "horizon": int(horizon)}).encode()
-                self._sock.send_multipart([head, x.tobytes()])
+                meta = {"start": int(start), "horizon": int(horizon)}
+                if gone:
+                    meta["gone"] = True
+                self._sock.send_multipart([json.dumps(meta).encode(), x.tobytes()])
 
     def start(self) -> bool:
         s = zmq.Context.instance().socket(zmq.PUSH)
@@ -305,9 +310,11 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+        now = self.now_index()
+        self._push(now, np.zeros(0, np.complex64), now, gone=True)  # the emulator need not wait
         with self._sock_lock:
             if self._sock is not None:
-                self._sock.close(0)
+                self._sock.close(linger=200)  # let the last message go out
                 self._sock = None
         return True
 
@@ -392,10 +399,13 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
 class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
     """``uhd.usrp_source`` stand-in: timed windows of the channel emulator's AP stream."""
 
-    def __init__(self, dev_args: str, ref: ReferenceClock, address: str) -> None:
+    def __init__(self, dev_args: str, ref: ReferenceClock, address: str,
+                 issue_stream_cmd_on_start: bool = True) -> None:
         gr.sync_block.__init__(self, "pairzero_emulated_usrp_source", in_sig=None, out_sig=[np.complex64])
         self._init_radio(dev_args, ref, tx=False)
         self.address = address
+        self._issue_on_start = issue_stream_cmd_on_start
+        self._start_time: float | None = None
         self._lock = threading.Condition()
         self._req: tuple[int, int] | None = None  # (start, end) device sample indices
         self._queue: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque()
@@ -408,13 +418,23 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         self._thread: threading.Thread | None = None
         no_scheduler_pause(self)
 
+    def set_start_time(self, spec: Any) -> None:
+        """Where the continuous stream issued at start begins (gr-uhd's ``start_time``)."""
+        self._start_time = _secs(spec)
+
     def issue_stream_cmd(self, cmd: Any) -> None:
-        """Accept a timed ``STREAM_MODE_NUM_SAMPS_AND_DONE`` command (others: not emulated)."""
+        """Accept a timed ``STREAM_MODE_NUM_SAMPS_AND_DONE`` or ``START_CONTINUOUS`` command,
+        or ``STOP_CONTINUOUS``."""
+        modes = gr_uhd.stream_mode_t
         mode = cmd.stream_mode
-        if mode != gr_uhd.stream_mode_t.STREAM_MODE_NUM_SAMPS_AND_DONE:
+        if mode == modes.STREAM_MODE_STOP_CONTINUOUS:
+            with self._lock:
+                self._req = None
+            return
+        if mode not in (modes.STREAM_MODE_NUM_SAMPS_AND_DONE, modes.STREAM_MODE_START_CONTINUOUS):
             raise RuntimeError(f"emulated USRP: stream mode {mode} is not emulated")
         self._commands += 1
-        start = self.now_index() if cmd.stream_now else time_to_index(
+        start = self.now_index() + 1 if cmd.stream_now else time_to_index(
             int(cmd.time_spec.get_full_secs()), float(cmd.time_spec.get_frac_secs()), self._rate)
         arrives = self.now_index()
         if self.faults.get("late_command") == self._commands:  # a slow control path
@@ -423,8 +443,9 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
             log.warning("USRP Source Block caught rx error code: ERROR_CODE_LATE_COMMAND "
                         "(stream command for device sample %d reached the device at %d)", start, arrives)
             return
+        end = start + int(cmd.num_samps) if mode == modes.STREAM_MODE_NUM_SAMPS_AND_DONE else 2**62
         with self._lock:
-            self._req = (start, start + int(cmd.num_samps))
+            self._req = (start, end)
             self._drop_packet = self.faults.get("overflow") == self._commands
             self._queue.clear()
             self._queued = 0
@@ -489,6 +510,12 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         self._stop.clear()
         self._thread = threading.Thread(target=self._run_rx, name="emulated-rx", daemon=True)
         self._thread.start()
+        if self._issue_on_start:  # as gr-uhd: a continuous stream, now + 0.1 s or at start_time
+            cmd = gr_uhd.stream_cmd_t(gr_uhd.stream_mode_t.STREAM_MODE_START_CONTINUOUS)
+            cmd.stream_now = False
+            t = self._start_time if self._start_time is not None else self.clock.now() + 0.1
+            cmd.time_spec = _spec(t)
+            self.issue_stream_cmd(cmd)
         return True
 
     def stop(self) -> bool:
@@ -528,6 +555,8 @@ class EmulatedUhd:
     """
 
     time_spec_t = gr_uhd.time_spec_t
+    time_spec = gr_uhd.time_spec
+    ALL_MBOARDS = gr_uhd.ALL_MBOARDS
     stream_cmd_t = gr_uhd.stream_cmd_t
     stream_mode_t = gr_uhd.stream_mode_t
     stream_args = gr_uhd.stream_args
@@ -554,4 +583,4 @@ class EmulatedUhd:
         """The stand-in for ``uhd.usrp_source(device_addr, stream_args, issue_stream_cmd_on_start)``."""
         if self.rx_address is None:
             raise RuntimeError("emulated USRP: no emulator stream for a receiver")
-        return EmulatedUsrpSource(dev_args, self.ref, self.rx_address)
+        return EmulatedUsrpSource(dev_args, self.ref, self.rx_address, issue_stream_cmd_on_start)

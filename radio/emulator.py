@@ -23,7 +23,10 @@ from gnuradio import blocks, gr
 from pairzero.config import ChannelConfig, ExperimentConfig
 from radio.blocks import FIR_TAPS, BurstSource, ChannelBank, IndexedSink, NodeChannelParams
 
-__all__ = ["NodeChannelParams", "draw_node_channels", "ChannelEmulator"]
+__all__ = [
+    "NodeChannelParams", "draw_node_channels", "ChannelEmulator", "LoopbackChannel",
+    "emulator_arguments",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +60,10 @@ def draw_node_channels(channel: ChannelConfig, num_nodes: int, seed: int) -> lis
     ]
 
 
-class ChannelEmulator:
-    """The channel flowgraph: K node streams in, one AP stream out.
-
-    ``noise_var``: complex AWGN variance at the AP (per sample; SNR = |gain|^2 / noise_var).
-    ``lockstep``: run as fast as the nodes define their streams (deterministic, unthrottled);
-    otherwise free-running, throttled to ``sample_rate`` when ``throttle``. ``fading_doppler``
-    > 0 adds time-varying Rayleigh fading (gr-channels ``fading_model``) on top of the gains.
-    ``origin``: sample index of the first output sample (None: the first node message's index,
-    for radios whose streams start at their device time).
+class LoopbackChannel(gr.hier_block2):
+    """The emulator's flowgraph as one hier block (no ports: its streams are ZeroMQ sockets):
+    BurstSource -> ChannelBank -> IndexedSink. ``grc_flowgraphs/loopback_channel.grc`` and
+    :class:`ChannelEmulator` both run this block; see :class:`ChannelEmulator` for the arguments.
     """
 
     def __init__(
@@ -82,7 +80,10 @@ class ChannelEmulator:
         wait_for_ap: bool = True,
         fading_doppler: float = 0.0,
         origin: int | None = 0,
+        free_run_rate: float | None = None,
     ) -> None:
+        gr.hier_block2.__init__(self, "pairzero_loopback_channel", gr.io_signature(0, 0, 0),
+                                gr.io_signature(0, 0, 0))
         if len(node_channels) != len(node_addresses):
             raise ValueError(
                 f"node_addresses: {len(node_addresses)} given, need one per node channel "
@@ -91,7 +92,6 @@ class ChannelEmulator:
         if noise_var < 0:
             raise ValueError(f"noise_var: {noise_var!r} must be >= 0")
         self.node_channels = list(node_channels)
-        self.tb = gr.top_block("pairzero_loopback_channel")
         self.bank = ChannelBank(self.node_channels, noise_var, seed, fading_doppler)
         source: BurstSource | None = None
         # The AP stream's index: the source's origin (once known) minus the FIR group delay.
@@ -99,18 +99,102 @@ class ChannelEmulator:
                                 origin=lambda: source.origin if source is not None else 0)
         ready = self.sink.has_subscriber if wait_for_ap else None
         try:
-            source = BurstSource(node_addresses, lockstep, node_timeout_s, ready, origin)
+            source = BurstSource(node_addresses, lockstep, node_timeout_s, ready, origin,
+                                 free_run_rate)
         except OSError:
             self.sink.stop()  # release the AP port too
             raise
         self.source = source
         for k in range(len(self.node_channels)):
-            self.tb.connect((self.source, k), (self.bank, k))
+            self.connect((self.source, k), (self.bank, k))
         if throttle and not lockstep:
             self.throttle = blocks.throttle(gr.sizeof_gr_complex, sample_rate)
-            self.tb.connect(self.bank, self.throttle, self.sink)
+            self.connect(self.bank, self.throttle, self.sink)
         else:
-            self.tb.connect(self.bank, self.sink)
+            self.connect(self.bank, self.sink)
+
+    @classmethod
+    def from_config_file(cls, path: str, seed: int | None = None) -> LoopbackChannel:
+        """The emulator of an experiment YAML (its channel, nodes, ports and mode), as
+        ``pairzero channel`` runs it (``seed``: override ``run.seed``)."""
+        from pairzero.config import load_config
+        from pairzero.phy.schedule import sample_addresses
+
+        cfg = load_config(path, [] if seed is None else [f"run.seed={seed}"])
+        nodes, ap = sample_addresses(cfg)
+        return cls(**emulator_arguments(cfg), node_addresses=nodes, ap_address=ap)
+
+
+def emulator_arguments(cfg: ExperimentConfig) -> dict[str, object]:
+    """The emulator of an experiment (channels drawn from ``channel`` with ``run.seed``): for
+    ``radio.mode: loopback`` lockstep from sample 0, zero-filling a silent node after the READY
+    deadline; for emulated USRPs the stream follows the radios' clocks from the first node's
+    device time, a radio silent for 1 s (of its clock) is zero-filled, and with every radio silent
+    the AP stream runs on at the radios' clock rate."""
+    args: dict[str, object] = {
+        "node_channels": draw_node_channels(cfg.channel, cfg.nodes.count, cfg.run.seed),
+        "noise_var": 10 ** (-cfg.channel.snr_db / 10), "seed": cfg.run.seed,
+        "fading_doppler": cfg.channel.fading_doppler, "sample_rate": cfg.phy.sample_rate,
+    }
+    if cfg.radio.mode == "usrp" and cfg.radio.emulated():
+        rate = cfg.phy.sample_rate * cfg.radio.emulated_rate_factor  # device samples per host s
+        args.update(origin=None, lockstep=True, throttle=False, free_run_rate=rate,
+                    node_timeout_s=1.0 / cfg.radio.emulated_rate_factor)
+    elif cfg.radio.mode == "loopback":
+        args.update(origin=0, lockstep=not cfg.phy.throttle, throttle=cfg.phy.throttle,
+                    node_timeout_s=cfg.network.ready_timeout_s)
+    else:
+        raise ValueError(f"radio.mode: {cfg.radio.mode!r} has no channel emulator; it needs "
+                         "'loopback', or 'usrp' with every radio type=emulated")
+    return args
+
+
+class ChannelEmulator:
+    """The channel flowgraph: K node streams in, one AP stream out (a top block running
+    :class:`LoopbackChannel`).
+
+    ``noise_var``: complex AWGN variance at the AP (per sample; SNR = |gain|^2 / noise_var).
+    ``lockstep``: run as fast as the nodes define their streams (deterministic, unthrottled);
+    otherwise free-running, throttled to ``sample_rate`` when ``throttle``. ``fading_doppler``
+    > 0 adds time-varying Rayleigh fading (gr-channels ``fading_model``) on top of the gains.
+    ``origin``: sample index of the first output sample (None: the first node message's index,
+    for radios whose streams start at their device time). ``free_run_rate``: see
+    :class:`radio.blocks.BurstSource` (emulated radios: the AP stream goes on with every
+    transmitter silent).
+    """
+
+    def __init__(
+        self,
+        node_channels: Sequence[NodeChannelParams],
+        noise_var: float,
+        node_addresses: Sequence[str],
+        ap_address: str,
+        seed: int = 0,
+        lockstep: bool = True,
+        throttle: bool = False,
+        sample_rate: float = 1e6,
+        node_timeout_s: float = 1.0,
+        wait_for_ap: bool = True,
+        fading_doppler: float = 0.0,
+        origin: int | None = 0,
+        free_run_rate: float | None = None,
+    ) -> None:
+        self.channel = LoopbackChannel(node_channels, noise_var, node_addresses, ap_address, seed,
+                                       lockstep, throttle, sample_rate, node_timeout_s,
+                                       wait_for_ap, fading_doppler, origin, free_run_rate)
+        self.node_channels = self.channel.node_channels
+        self.source = self.channel.source
+        self.sink = self.channel.sink
+        self.tb = gr.top_block("pairzero_loopback_channel")
+        self.tb.connect(self.channel)
+
+    @classmethod
+    def for_experiment(cls, cfg: ExperimentConfig) -> ChannelEmulator:
+        """The emulator ``pairzero channel`` runs for ``cfg`` (see :func:`emulator_arguments`)."""
+        from pairzero.phy.schedule import sample_addresses
+
+        nodes, ap = sample_addresses(cfg)
+        return cls(**emulator_arguments(cfg), node_addresses=nodes, ap_address=ap)  # type: ignore[arg-type]
 
     @classmethod
     def from_config(

@@ -1,21 +1,35 @@
-"""Every .grc in grc_flowgraphs/ compiles with grcc; generated code imports; loopback one runs."""
+"""The .grc flowgraphs are the flowgraphs that run.
+
+Every .grc in grc_flowgraphs/ compiles with grcc (GNU Radio Companion's compiler) against the
+project's block YAML; the generated code imports; and each generated flowgraph is checked
+against what the testbed runs: the same blocks and connections (GNU Radio's flattened edge
+list) as the channel emulator of ``pairzero channel`` and the USRP front ends, and it does the
+same job: the generated edge TX and AP RX, with gr-uhd's blocks replaced by the emulated USRP's
+(the only difference from a lab run), carry a burst through the emulator into the capture file.
+"""
+
+from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-pytest.importorskip("gnuradio.gr")
+pytest.importorskip("gnuradio.uhd")
 
 ROOT = Path(__file__).resolve().parent.parent
 GRC_DIR = ROOT / "grc_flowgraphs"
 GRC_FILES = sorted(GRC_DIR.glob("*.grc"))
+needs_grcc = pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not on PATH")
 
 
 def _grcc(grc: Path, out: Path) -> Path:
@@ -34,13 +48,26 @@ def _load(path: Path):
     return mod
 
 
-@pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not on PATH")
+def _edges(tb) -> tuple[list[str], list[str]]:
+    """Stream and message edges of a started flowgraph, block instance numbers removed."""
+    def norm(text: str) -> list[str]:
+        return sorted(re.sub(r"(\D)\d+:", r"\1:", line) for line in text.splitlines() if line)
+    return norm(tb._impl.edge_list()), norm(tb._impl.msg_edge_list())
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_grcc
 def test_grc_files_exist():
     names = {p.stem for p in GRC_FILES}
     assert {"loopback_channel", "edge_tx_usrp", "ap_rx_usrp"} <= names
 
 
-@pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not on PATH")
+@needs_grcc
 @pytest.mark.parametrize("grc", GRC_FILES, ids=[p.stem for p in GRC_FILES])
 def test_grc_compiles_and_generated_module_imports(grc, tmp_path):
     py = _grcc(grc, tmp_path)
@@ -54,61 +81,130 @@ def test_grc_compiles_and_generated_module_imports(grc, tmp_path):
     assert proc.stdout.strip() == "True"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@needs_grcc
+def test_loopback_channel_grc_is_the_emulator_pairzero_channel_runs(tmp_path):
+    from pairzero.config import load_config
+    from pairzero.phy.schedule import sample_addresses
+    from radio.emulator import ChannelEmulator
+    from radio.loopback import LoopbackFrontEnd
 
-
-@pytest.mark.skipif(shutil.which("grcc") is None, reason="grcc not on PATH")
-def test_loopback_channel_grc_carries_a_burst_to_the_ap(tmp_path):
-    from grc_flowgraphs.loopback import ApRx, EdgeTx
-
+    # Prepare: a K = 3 experiment on free ports, its emulator as `pairzero channel` builds it
+    base = _port()
+    while any(_is_busy(p) for p in range(base, base + 4)):
+        base = _port()
+    over = ["nodes.count=3", f"network.sample_port_base={base}", f"network.control_port={base - 1}",
+            "channel.snr_db=60", "channel.fading=none", "channel.max_delay_samples=0",
+            "channel.max_cfo=0", "channel.random_phase=false"]
+    cfg = load_config(None, over)
+    conf = tmp_path / "exp.yaml"
+    conf.write_text(yaml.safe_dump(_as_plain(load_config(None, over))))
+    emu = ChannelEmulator.for_experiment(cfg)
+    emu.start()
+    want = _edges(emu.tb)
+    emu.stop()
+    emu.wait()
+    time.sleep(0.5)  # ZeroMQ closes listeners asynchronously
     mod = _load(_grcc(GRC_DIR / "loopback_channel.grc", tmp_path))
-    base, ap_port = _port(), _port()
-    while ap_port in (base, base + 1):
-        ap_port = _port()
-    tb = mod.loopback_channel(ap_port=ap_port, node_port_base=base, seed=3, snr_db=60.0)
-    ap = tx = None
+    # Execute: the generated flowgraph on the same experiment carries node 1's burst to the AP
+    tb = mod.loopback_channel(config=str(conf))
     tb.start()
+    nodes, ap_addr = sample_addresses(cfg)
+    ap, txs = LoopbackFrontEnd(rx_address=ap_addr), [LoopbackFrontEnd(tx_address=a) for a in nodes]
     try:
-        ap = ApRx(f"tcp://127.0.0.1:{ap_port}")
-        tx = [EdgeTx(f"tcp://127.0.0.1:{base + k}") for k in range(2)]
+        got = _edges(tb)
         x = np.zeros(200, np.complex64)
-        x[100] = 1.0  # an impulse at sample 600 from node 0 only
-        tx[0].send(x, 500)
-        tx[1].advance(1000)
-        w = ap.capture(500, 300, timeout_s=10)
+        x[100] = 1.0  # an impulse at sample 600 from node 1 only
+        txs[1].send(x, 500, timeout_s=1.0)
+        for k in (0, 2):
+            txs[k].advance(1000)
+        cap = ap.capture(500, 300, timeout_s=10.0)
     finally:
         tb.stop()
         tb.wait()
-        for t in tx or []:
-            t.close()
-        if ap is not None:
-            ap.close()
-    assert w is not None
-    # Node 0's channel in the .grc: gain 0.9 e^{j0.7}, delay 1.3 samples -> peak near 601.
-    peak = int(np.argmax(np.abs(w)))
-    assert 500 + peak in (601, 602)
-    assert abs(np.sum(w)) == pytest.approx(0.9, rel=0.05)  # sinc taps have unit DC gain
+        for fe in [ap, *txs]:
+            fe.close()
+    # Assert: the same blocks and connections (3 node channels, sum, noise), and it runs
+    assert got == want
+    assert sum(e.startswith("fir_filter") and "->add_cc:" in e for e in got[0]) == 3
+    assert any(e.startswith("noise_source:0->add_cc:") for e in got[0])
+    assert cap.ok and cap.samples is not None
+    assert int(np.argmax(np.abs(cap.samples))) == 100
+    assert abs(cap.samples[100]) == pytest.approx(1.0, abs=0.01)
 
 
-def test_radio_flowgraphs_need_a_device():
-    from grc_flowgraphs.radio import UsrpApRx, UsrpEdgeTx, find_usrp_devices
-
-    devices = find_usrp_devices()
-    if not devices:
-        pytest.skip("no USRP found by uhd_find_devices: radio flowgraphs not constructed")
-    tx = UsrpEdgeTx("", 1e6, 915e6, 0.0, clock_source="internal")
-    rx = UsrpApRx("", 1e6, 915e6, 0.0, clock_source="internal")
-    assert tx.usrp is not None and rx.usrp is not None
+def _is_busy(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
-def test_burst_tags_mark_start_time_and_end():
-    from grc_flowgraphs.radio import burst_tags
+def _as_plain(cfg) -> dict:
+    from pairzero.config import config_to_dict
 
-    tags = burst_tags(100, 2.25)
-    keys = [(t.offset, str(t.key)) for t in tags]
-    assert keys == [(0, "tx_sob"), (0, "tx_time"), (99, "tx_eob")]
-    with pytest.raises(ValueError, match="length"):
-        burst_tags(0, 1.0)
+    return config_to_dict(cfg)
+
+
+@needs_grcc
+def test_radio_grc_flowgraphs_are_the_front_ends_and_carry_a_burst_on_emulated_usrps(tmp_path, monkeypatch):
+    from gnuradio import uhd
+
+    from radio.emulated import EmulatedUhd
+    from radio.emulator import ChannelEmulator, NodeChannelParams
+    from radio.usrp import UsrpFrontEnd
+
+    rate = 250e3
+    node_addr, ap_addr = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
+    emu = ChannelEmulator([NodeChannelParams(1.0, 0.0, 0.0)], 0.0, [node_addr], ap_addr,
+                          origin=None, node_timeout_s=1.0, free_run_rate=rate)
+    api = EmulatedUhd(tx_address=node_addr, rx_address=ap_addr)
+    # The only difference from a lab run: gr-uhd's block constructors are the emulated ones.
+    monkeypatch.setattr(uhd, "usrp_sink", api.usrp_sink)
+    monkeypatch.setattr(uhd, "usrp_source", api.usrp_source)
+    tx_mod = _load(_grcc(GRC_DIR / "edge_tx_usrp.grc", tmp_path))
+    rx_mod = _load(_grcc(GRC_DIR / "ap_rx_usrp.grc", tmp_path))
+    rng = np.random.default_rng(3)
+    burst = (rng.standard_normal(3000) + 1j * rng.standard_normal(3000)).astype(np.complex64) / 2
+    burst_file, out_file = tmp_path / "burst.c64", tmp_path / "capture.c64"
+    burst.tofile(burst_file)
+    # The front ends' flowgraphs (the same emulated blocks), for the structure. On radios of
+    # their own: they align device time to the testbed's epoch, the .grc files to the host
+    # clock (sync: pc_clock), and one emulator session follows one time base.
+    aside = EmulatedUhd(tx_address=f"tcp://127.0.0.1:{_port()}", rx_address=f"tcp://127.0.0.1:{_port()}")
+    fes = [UsrpFrontEnd("tx", "type=emulated", rate, 915e6, 40.0, "internal", uhd_api=aside),
+           UsrpFrontEnd("rx", "type=emulated", rate, 915e6, 30.0, "internal", uhd_api=aside)]
+    want_tx, want_rx = _edges(fes[0].tb), _edges(fes[1].tb)
+    for fe in fes:
+        fe.close()
+    emu.start()
+    try:
+        # Execute: the AP window opens 1.0 s after start-up, the burst goes 1.2 s after
+        rx = rx_mod.ap_rx_usrp(dev_args="type=emulated", clock_source="internal", samp_rate=rate,
+                               num_samples=int(0.4 * rate), lead_s=1.0, out_file=str(out_file))
+        tx = tx_mod.edge_tx_usrp(dev_args="type=emulated", clock_source="internal", samp_rate=rate,
+                                 burst_file=str(burst_file), lead_s=1.2)
+        offset = round((tx.tx_time - rx.window_time) * rate)
+        rx.start()
+        tx.start()
+        got_tx, got_rx = _edges(tx), _edges(rx)
+        t0 = time.monotonic()
+        tx.wait()  # ends after the radio's burst ACK
+        rx.wait()  # ends once the window is written
+        elapsed = time.monotonic() - t0
+    finally:
+        emu.stop()
+        emu.wait()
+    # Assert: the generated flowgraphs are the front ends' (blocks, stream and message edges)
+    assert got_tx == want_tx and got_rx == want_rx
+    assert got_tx[1] and "async_msgs" in got_tx[1][0]
+    # ... the TX waited for its burst, the RX captured its timed window, the burst is in it at
+    # its device time (to the microsecond of the two host-clock reads that set the times)
+    assert elapsed < 5.0
+    cap = np.fromfile(out_file, dtype=np.complex64)
+    assert len(cap) == int(0.4 * rate)
+    corr = np.abs(np.correlate(cap, burst, mode="valid"))
+    at = int(np.argmax(corr))
+    assert abs(at - offset) <= 2
+    assert np.allclose(cap[at : at + len(burst)], burst, atol=1e-5)
