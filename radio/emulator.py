@@ -14,6 +14,7 @@ time as it runs, so the emulator follows real time and late samples are really l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -129,10 +130,14 @@ def emulator_arguments(cfg: ExperimentConfig) -> dict[str, object]:
     """The emulator of an experiment (channels drawn from ``channel`` with ``run.seed``): for
     ``radio.mode: loopback`` lockstep from sample 0, zero-filling a silent node after the READY
     deadline; for emulated USRPs the stream follows the radios' clocks from the first node's
-    device time, a radio silent for 1 s (of its clock) is zero-filled, and with every radio silent
-    the AP stream runs on at the radios' clock rate."""
+    device time, without carrier offsets (the radios share a 10 MHz reference, as the AP's
+    precoding assumes), a radio silent for 1 s (of its clock) is zero-filled, and with every
+    radio silent the AP stream runs on at the radios' clock rate."""
+    channel = cfg.channel
+    if cfg.radio.mode == "usrp":  # radios on one 10 MHz reference: no carrier offset
+        channel = dataclasses.replace(channel, max_cfo=0.0)
     args: dict[str, object] = {
-        "node_channels": draw_node_channels(cfg.channel, cfg.nodes.count, cfg.run.seed),
+        "node_channels": draw_node_channels(channel, cfg.nodes.count, cfg.run.seed),
         "noise_var": 10 ** (-cfg.channel.snr_db / 10), "seed": cfg.run.seed,
         "fading_doppler": cfg.channel.fading_doppler, "sample_rate": cfg.phy.sample_rate,
     }
