@@ -1,0 +1,106 @@
+"""Round period on emulated USRPs vs the loopback emulator, measured side by side.
+
+    .venv/bin/python bench/round_period.py [--rounds 40] [--repeats 2]
+
+Runs ``pairzero loopback --config configs/emulated_usrp.yaml`` (AP + K = 4 nodes, ``opt-tiny``)
+twice per repeat, alternating: once as shipped (``radio.mode: usrp`` on ``type=emulated``
+devices: the USRP front end's code, device clocks in real time, frames timed at device now +
+measured control-plane latency + ``radio.tx_lead_s``) and once with ``radio.mode=loopback``
+(the lockstep emulator), everything else the same: seeds, channel, model, nodes.
+
+A round's period is the time between the AP's commits of rounds t-1 and t (AP clock); the
+first rounds (pilots, and the first payload) are left out. The figure is the ratio of the
+median periods (target: at most 1.5). It also reports both runs' final validation loss (the
+same rounds and seeds: the emulated radios should learn as the loopback does).
+Prints one JSON object (last line) and writes bench/results/round_period.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pairzero.runinfo import git_revision  # noqa: E402
+from tests.e2e_util import free_port_block  # noqa: E402
+
+CONFIG = ROOT / "configs" / "emulated_usrp.yaml"
+SKIP = 3  # rounds 1..3 (pilots, first payload, first update) are not counted
+TARGET = 1.5
+
+
+def _run(mode: str, rounds: int, extra: list[str]) -> dict:
+    base = free_port_block(8)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pairzero.cli", "loopback", "--config", str(CONFIG),
+               "--out", tmp, "--set", f"run.rounds={rounds}", "--set", f"task.eval_every={rounds}",
+               "--set", "output.plots=false", "--set", f"network.control_port={base}",
+               "--set", f"network.sample_port_base={base + 1}"]
+        if mode == "loopback":
+            cmd += ["--set", "radio.mode=loopback"]
+        for o in extra:
+            cmd += ["--set", o]
+        t0 = time.monotonic()
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.monotonic() - t0
+        if res.returncode != 0:
+            sys.exit(f"{mode} run failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+        (run_dir,) = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.is_symlink()]
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        config = (run_dir / "config.yaml").read_text()
+    commits = {r["round"]: r for r in rows if "g_hat" in r}
+    periods = [commits[t]["time"] - commits[t - 1]["time"] for t in range(SKIP + 1, rounds + 1)]
+    evals = [r for r in rows if "val_loss" in r]
+    active = [len(commits[t]["active"]) for t in range(SKIP + 1, rounds + 1)]
+    return {
+        "mode": mode, "command": cmd[3:], "wall_s": round(wall, 1),
+        "median_round_s": statistics.median(periods), "mean_round_s": statistics.fmean(periods),
+        "p90_round_s": sorted(periods)[int(0.9 * (len(periods) - 1))],
+        "median_phy_s": statistics.median(commits[t]["phy_s"] for t in range(SKIP + 1, rounds + 1)),
+        "rounds_with_every_node": sum(a == max(active) for a in active), "rounds_measured": len(periods),
+        "val_loss_start": evals[0]["val_loss"], "val_loss_end": evals[-1]["val_loss"],
+        "resolved_config": config,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=2, help="alternating pairs of runs")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for both runs (repeatable)")
+    a = ap.parse_args()
+    if a.rounds <= SKIP + 2:
+        sys.exit(f"--rounds: {a.rounds} is too few (at least {SKIP + 3})")
+    runs: list[dict] = []
+    for i in range(a.repeats):
+        for mode in ("usrp", "loopback"):
+            print(f"[{i + 1}/{a.repeats}] {mode}: {a.rounds} rounds ...", file=sys.stderr, flush=True)
+            runs.append(_run(mode, a.rounds, a.set))
+            r = runs[-1]
+            print(f"    median round {r['median_round_s'] * 1e3:.0f} ms, val loss "
+                  f"{r['val_loss_start']:.4f} -> {r['val_loss_end']:.4f}", file=sys.stderr, flush=True)
+    med = {m: statistics.median(r["median_round_s"] for r in runs if r["mode"] == m)
+           for m in ("usrp", "loopback")}
+    out = {
+        "benchmark": "round_period", "git_revision": git_revision(), "config": str(CONFIG.relative_to(ROOT)),
+        "rounds": a.rounds, "repeats": a.repeats, "overrides": a.set,
+        "median_round_s": med, "ratio_usrp_to_loopback": med["usrp"] / med["loopback"],
+        "target_ratio": TARGET, "runs": runs,
+    }
+    out["meets_target"] = out["ratio_usrp_to_loopback"] <= TARGET
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "results" / "round_period.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "runs"}))
+
+
+if __name__ == "__main__":
+    main()
