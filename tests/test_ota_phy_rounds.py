@@ -163,14 +163,14 @@ def test_the_frame_time_covers_the_measured_latencies_on_a_radio_clock() -> None
     air.now = 5_000_000
     # Execute: 30 ms control-plane round trip, 4 ms of TX preparation on the slowest node
     n = ap.frame_index(0, ReadyTiming(control_s=0.030, tx_prep_s=0.004))
-    # Assert: now + (20 + 30 + 4) ms at 1 MS/s
-    assert n == 5_000_000 + 54_000
+    # Assert: now + (20 lead + 30 / 2 one way + 4) ms at 1 MS/s
+    assert n == 5_000_000 + 39_000
     # A node reports a late frame: the next frame gets 10 ms more, and the margin doubles
     air.now = n + 100_000
     n2 = ap.frame_index(1, ReadyTiming(control_s=0.030, tx_prep_s=0.004, late_reports=1))
-    assert n2 == air.now + 64_000
+    assert n2 == air.now + 49_000
     n3 = ap.frame_index(2, ReadyTiming(control_s=0.030, tx_prep_s=0.004, late_reports=2))
-    assert n3 == air.now + 74_000
+    assert n3 == air.now + 59_000
     # Two frames never overlap, whatever the clock says
     assert ap.frame_index(3) >= n3 + ap.stride
 

@@ -125,13 +125,16 @@ class ApRoundPhy:
                         timing.late_reports, self._late_margin_s * 1e3)
         else:
             self._late_margin_s *= 0.9
-        lead_s = self.tx_lead_s + timing.control_s + timing.tx_prep_s + self._late_margin_s
+        # SCHEDULE goes one way (AP -> node, half the measured round trip), then the node
+        # builds its burst and hands it to its radio (tx_prep_s); tx_lead_s and the late
+        # margin cover the jitter on top.
+        lead_s = self.tx_lead_s + timing.control_s / 2 + timing.tx_prep_s + self._late_margin_s
         now = self.frontend.now_index()
         n = max(now + math.ceil(lead_s * self.frontend.sample_rate - 1e-6), self._next_free)
         self._next_free = n + self.stride
-        log.debug("round %d: frame at sample %d, %.1f ms ahead (control %.1f ms, TX prep %.1f ms, "
+        log.debug("round %d: frame at sample %d, %.1f ms ahead (SCHEDULE one way %.1f ms, TX prep %.1f ms, "
                   "late margin %.1f ms)", t, n, (n - now) / self.frontend.sample_rate * 1e3,
-                  timing.control_s * 1e3, timing.tx_prep_s * 1e3, self._late_margin_s * 1e3)
+                  timing.control_s / 2 * 1e3, timing.tx_prep_s * 1e3, self._late_margin_s * 1e3)
         return n
 
     def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
