@@ -354,7 +354,8 @@ def run_communication(point: Point, preset: Preset, work: Path) -> Result:
     from pairzero.config import PhyConfig
 
     p = point.params
-    phy = PhyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in p["phy"].items()})
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in p["phy"].items()}
+    phy = PhyConfig(**kwargs)
     rows = communication_rows(p["model"], p["ks"], phy, p["rounds"])
     return {"rows": rows}, {"phy": p["phy"], "model": p["model"], "rounds": p["rounds"]}, None
 
