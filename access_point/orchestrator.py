@@ -355,7 +355,8 @@ class Orchestrator:
     def _backfill_metrics(self, records: list[RoundRecord]) -> None:
         """Rows for committed rounds the metrics lack: an AP killed between the commit and the
         metrics write. The round log is the record; the row is rebuilt from it."""
-        if self._metrics is None or not hasattr(self._metrics, "backfill"):
+        if (self._metrics is None or not hasattr(self._metrics, "backfill")
+                or not hasattr(self._metrics, "logged_rounds")):
             return
         have = self._metrics.logged_rounds()
         lost = [r for r in records if r.t not in have]
@@ -412,7 +413,7 @@ class Orchestrator:
         # the last); otherwise the update runs after UPDATE has left, while the nodes apply
         # theirs. A JOIN at an unhashed round is checked by the next published hash instead.
         hash_now = self._replica is not None and (send_hash or t + 1 == self.s.rounds)
-        if hash_now:
+        if hash_now and self._replica is not None:  # hash_now implies a replica
             self._replica.apply_update(seed, result.g_hat, self.s.lr)
             model_hash = self._replica.model_hash()
         rec = RoundRecord(

@@ -448,7 +448,7 @@ class RoundLog:
     @staticmethod
     def _row_to_record(r: Sequence[object]) -> RoundRecord:
         return RoundRecord(
-            experiment=str(r[1]), t=int(r[0]), seed=int(r[2]), g_hat=float(r[3]),  # type: ignore[arg-type]
+            experiment=str(r[1]), t=int(r[0]), seed=int(r[2]), g_hat=float(r[3]),  # type: ignore[arg-type, call-overload]
             lr=float(r[4]), active=tuple(int(x) for x in json.loads(str(r[5]))),  # type: ignore[arg-type]
             eta=float(r[6]), sigma_a=float(r[7]),  # type: ignore[arg-type]
             mu=None if r[8] is None else float(r[8]),  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ silently use another G.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -103,7 +104,7 @@ def calibrate_clip(cfg: ExperimentConfig, quantile: float, draws: int) -> ClipCa
     for w in range(draws):
         seed = warmup_seed(cfg.run.seed, w)
         enc = objective.encode(sample_batch(validation, cfg.task.batch_size, batch_seed(seed, 0)))
-        samples += [abs(g) for g in engine.scalars_per_perturbation(seed, [lambda m, e=enc: objective.loss(m, e)])[0]]
+        samples += [abs(g) for g in engine.scalars_per_perturbation(seed, [functools.partial(objective.loss, encoded=enc)])[0]]
         engine.apply_update(seed, 0.0)  # back to θ0 (up to rounding; this copy is discarded)
     del engine, model
     a = np.asarray(samples)

@@ -434,7 +434,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             continue
         dotted = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, data[name], dotted)
         else:
             value = _coerce(dotted, data[name], tp)

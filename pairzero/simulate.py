@@ -87,8 +87,8 @@ class _FirstOrder:
                 acc.add_(gi, alpha=1.0 / len(tr.node_ids))
             losses.append(float(loss.detach()))
         with torch.no_grad():
-            for p, g in zip(self.params, grads, strict=True):
-                p.sub_(self.lr * g)
+            for p, g_mean in zip(self.params, grads, strict=True):
+                p.sub_(self.lr * g_mean)
         for p in self.params:
             p.requires_grad_(False)
         norm = math.sqrt(sum(float((g * g).sum()) for g in grads))

@@ -11,6 +11,7 @@ node's scalar is a pure function of (config, t, k, θ), the same in simulate and
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -74,7 +75,7 @@ class ZOTrainer:
     def loss_fns(self, seed: int) -> list[Callable[[torch.nn.Module], torch.Tensor]]:
         """One loss callable per hosted node (its mini-batch of round ``seed``)."""
         encoded = [self.encoded_batch(k, seed) for k in self.node_ids]
-        return [lambda m, e=e: self.objective.loss(m, e) for e in encoded]
+        return [functools.partial(self.objective.loss, encoded=e) for e in encoded]
 
     def local_scalars(self, seed: int) -> list[float]:
         """Clipped ZO scalars g_k of the hosted nodes (order of ``node_ids``) for ``seed``.

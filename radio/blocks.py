@@ -181,7 +181,7 @@ class BurstSource(gr.sync_block):
 
     def _bind(self) -> None:
         for addr in self.addresses:
-            s = zmq.Context.instance().socket(zmq.PULL)
+            s: zmq.Socket = zmq.Context.instance().socket(zmq.PULL)
             s.setsockopt(zmq.LINGER, 0)
             try:
                 s.bind(addr)
@@ -347,7 +347,7 @@ class IndexedSink(gr.sync_block):
         self._bind()  # here, not in start(): a busy port is an error of the constructor
 
     def _bind(self) -> None:
-        s = zmq.Context.instance().socket(zmq.XPUB)
+        s: zmq.Socket = zmq.Context.instance().socket(zmq.XPUB)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 100000)
         try:

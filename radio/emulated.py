@@ -296,7 +296,7 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
                 self._sock.send_multipart([json.dumps(meta).encode(), x.tobytes()])
 
     def start(self) -> bool:
-        s = zmq.Context.instance().socket(zmq.PUSH)
+        s: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 100000)
         s.connect(self.address)
@@ -484,7 +484,7 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         self._lock.notify_all()
 
     def _run_rx(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 100000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from gnuradio import blocks, gr
@@ -126,7 +127,7 @@ class LoopbackChannel(gr.hier_block2):
         return cls(**emulator_arguments(cfg), node_addresses=nodes, ap_address=ap)
 
 
-def emulator_arguments(cfg: ExperimentConfig) -> dict[str, object]:
+def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
     """The emulator of an experiment (channels drawn from ``channel`` with ``run.seed``): for
     ``radio.mode: loopback`` lockstep from sample 0, zero-filling a silent node after the READY
     deadline; for emulated USRPs the stream follows the radios' clocks from the first node's
@@ -136,7 +137,7 @@ def emulator_arguments(cfg: ExperimentConfig) -> dict[str, object]:
     channel = cfg.channel
     if cfg.radio.mode == "usrp":  # radios on one 10 MHz reference: no carrier offset
         channel = dataclasses.replace(channel, max_cfo=0.0)
-    args: dict[str, object] = {
+    args: dict[str, Any] = {
         "node_channels": draw_node_channels(channel, cfg.nodes.count, cfg.run.seed),
         "noise_var": 10 ** (-cfg.channel.snr_db / 10), "seed": cfg.run.seed,
         "fading_doppler": cfg.channel.fading_doppler, "sample_rate": cfg.phy.sample_rate,
@@ -199,7 +200,7 @@ class ChannelEmulator:
         from pairzero.phy.schedule import sample_addresses
 
         nodes, ap = sample_addresses(cfg)
-        return cls(**emulator_arguments(cfg), node_addresses=nodes, ap_address=ap)  # type: ignore[arg-type]
+        return cls(**emulator_arguments(cfg), node_addresses=nodes, ap_address=ap)
 
     @classmethod
     def from_config(

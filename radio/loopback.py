@@ -34,7 +34,7 @@ class EdgeTx:
     """A node's loopback transmitter: bursts at sample indices on its zero-filled stream."""
 
     def __init__(self, address: str, hwm: int = 1000) -> None:
-        self._sock = zmq.Context.instance().socket(zmq.PUSH)
+        self._sock: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.connect(address)
@@ -63,7 +63,7 @@ class ApRx:
     """The AP's loopback receiver: windows of the emulator's AP stream by index."""
 
     def __init__(self, address: str) -> None:
-        self._sock = zmq.Context.instance().socket(zmq.SUB)
+        self._sock: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, 100000)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")

@@ -177,7 +177,8 @@ class UsrpFrontEnd:
         if direction not in ("tx", "rx"):
             raise ValueError(f"direction: {direction!r} is not 'tx' or 'rx'")
         if uhd_api is None:
-            from gnuradio import uhd as uhd_api  # gr-uhd only, never pyuhd
+            from gnuradio import uhd  # gr-uhd only, never pyuhd
+            uhd_api = uhd
         self._uhd = uhd_api
         self.direction = direction
         self.dev_args = dev_args

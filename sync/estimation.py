@@ -62,7 +62,7 @@ def fractional_shift(x: CArray, delay: float, length: int | None = None) -> npt.
     n = len(x)
     length = n if length is None else length
     nfft = _nfft(max(n, length) + int(math.ceil(abs(delay))) + 16)
-    f = np.fft.fftfreq(nfft)
+    f = np.fft.fftfreq(nfft, 1.0)  # d: numpy 1.24's stub lacks its default (1.0)
     y = np.fft.ifft(np.fft.fft(x, nfft) * np.exp(-2j * np.pi * f * delay))
     return y[:length]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -67,7 +68,7 @@ OPT_TINY_ARCH: dict[str, object] = {
 }
 
 # facebook/opt-125m's config.json values (hidden 768, 12 layers, 12 heads, FFN 3072, 2048 pos).
-OPT_125M_ARCH: dict[str, object] = {
+OPT_125M_ARCH: dict[str, Any] = {
     "vocab_size": 50272,
     "hidden_size": 768,
     "num_hidden_layers": 12,
@@ -91,7 +92,7 @@ OPT_125M_ARCH: dict[str, object] = {
 
 
 # The larger OPT checkpoints' config.json values that differ from opt-125m's.
-OPT_SHAPES: dict[str, dict[str, object]] = {
+OPT_SHAPES: dict[str, dict[str, Any]] = {
     "opt-125m": OPT_125M_ARCH,
     # facebook/opt-350m: 1024 hidden, 24 layers, 512-wide embedding projected in and out,
     # post-layer-norm (do_layer_norm_before false): 331,196,416 parameters.
@@ -210,14 +211,16 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[tuple[str, t
     for _, module in model.named_modules():
         if _is_norm(module):
             norm_params.update(id(p) for p in module.parameters(recurse=False))
-    decoder = model.get_decoder() if callable(getattr(model, "get_decoder", None)) else None
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
     if decoder is not None:
         # Final normalisation of the decoder: the last norm module directly under it.
         for _, child in decoder.named_children():
             if _is_norm(child):
                 last_norm = child
     head_params: set[int] = set()
-    out = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
+    get_output_embeddings = getattr(model, "get_output_embeddings", None)
+    out = get_output_embeddings() if callable(get_output_embeddings) else None
     if mode == "final_norm":
         if last_norm is None:
             raise ValueError(f"model.trainable: 'final_norm' but {type(model).__name__} has no final norm")

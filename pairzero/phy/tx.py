@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -72,7 +73,8 @@ def compute_precoding(
         h = complex(est.gain)
         if abs(h) == 0.0:
             raise ValueError(f"estimates[{i}].gain: zero channel gain for node {est.node}")
-        bk = eta * np.conj(h) / abs(h) ** 2 if eta is not None else complex(b[i])
+        # exactly one of eta / b is given (checked above): without eta, b is set
+        bk = eta * np.conj(h) / abs(h) ** 2 if eta is not None else complex(cast(Sequence[complex], b)[i])
         out.append(
             NodePrecoding(
                 node=est.node,

@@ -517,7 +517,7 @@ def _value(key: str, v: Any, tp: Any) -> Any:
         if item_tp is int and len(set(out)) != len(out):
             raise ProtocolError(f"{key}: duplicate entries")
         return out
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _from_plain(tp, v, key)
     name = key.rsplit(".", 1)[-1].split("[")[0]
     if tp is bool:

@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class IdealApPhy:
         present = tuple(sorted(k for k, g in ready.items() if g is not None))
         if not present:
             return PhyResult(0.0, ())
-        y = plan.eta * sum(float(ready[k]) for k in present)  # type: ignore[arg-type]
+        y = plan.eta * sum(float(cast(float, ready[k])) for k in present)  # present: not None
         sigma = float(np.hypot(self.noise_std, plan.sigma_a))
         if sigma > 0:
             y += float(np.random.default_rng([self.seed, t]).normal(0.0, sigma))

@@ -28,7 +28,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -350,7 +350,8 @@ class ZmqServer:
         user_id: str | None = None
         if self._auth is not None:
             try:
-                user_id = frames[1].get("User-Id")
+                # pyzmq types Frame.get for int options only; a str property ("User-Id") is a str
+                user_id = cast(str, frames[1].get("User-Id"))  # type: ignore[arg-type]
             except zmq.ZMQError:
                 user_id = None
         return Inbound(bytes(frames[0].bytes), bytes(frames[1].bytes), user_id)

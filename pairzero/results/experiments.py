@@ -354,7 +354,8 @@ def run_communication(point: Point, preset: Preset, work: Path) -> Result:
     from pairzero.config import PhyConfig
 
     p = point.params
-    phy = PhyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in p["phy"].items()})
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in p["phy"].items()}
+    phy = PhyConfig(**kwargs)
     rows = communication_rows(p["model"], p["ks"], phy, p["rounds"])
     return {"rows": rows}, {"phy": p["phy"], "model": p["model"], "rounds": p["rounds"]}, None
 
@@ -373,20 +374,22 @@ def count_parameters(model: str) -> int:
 
 def _control_bytes(k: int) -> dict[str, int]:
     """Encoded sizes (bytes) of one round's control messages in the testbed's schema."""
-    from pairzero.protocol.messages import Precoding, Ready, Round, Update, encode, make
+    from pairzero.protocol.messages import Precoding, Ready, Round, Schedule, Update, encode, make
     from pairzero.seeds import round_seed
 
     exp, t, seed = "topic-0123456789ab", 1234, round_seed(1234, 1234)
     pre = Precoding(b_re=0.012345678901234, b_im=-0.012345678901234, cfo=1.2345678e-05,
                     delay=1.2345678, ref_index=123456789.0)
-    rnd = Round(t=t, seed=seed, eta=0.0123456789012345, noise_std=0.0, sigma_a=0.0,
-                tx_sample=123456789, deadline_s=30.0, lr=0.01, precoding=pre)
+    rnd = Round(t=t, seed=seed, deadline_s=30.0, lr=0.01)
+    sched = Schedule(t=t, node=k - 1, tx_sample=123456789, eta=0.0123456789012345, noise_std=0.0,
+                     sigma_a=0.0, precoding=pre)
     ready_ota = Ready(t=t, node=k - 1, scalar_ready=True, digital_scalar=None)
     ready_dig = Ready(t=t, node=k - 1, scalar_ready=True, digital_scalar=-0.123456789012345)
     upd = Update(t=t, seed=seed, g_hat=-0.123456789012345, lr=0.01, active=tuple(range(k)),
                  expected_hash=None)
     size = {name: len(encode(make(exp, t, body))) for name, body in (
-        ("round", rnd), ("ready_ota", ready_ota), ("ready_digital", ready_dig), ("update", upd))}
+        ("round", rnd), ("schedule", sched), ("ready_ota", ready_ota), ("ready_digital", ready_dig),
+        ("update", upd))}
     return size
 
 
@@ -396,7 +399,7 @@ def communication_rows(model: str, ks: list[int], phy: Any, rounds: int) -> list
     Payload bits come from :func:`pairzero.ota.comm.uplink_cost` / ``downlink_cost`` with
     d = the parameter count of the OPT shape, float32 words and 63-bit round seeds; analog
     channel uses and airtime from :class:`pairzero.phy.FrameLayout`; control-plane bytes
-    from encoding the protocol's own ROUND / READY / UPDATE messages (JSON).
+    from encoding the protocol's own ROUND / READY / SCHEDULE / UPDATE messages (JSON).
     """
     from pairzero.ota.comm import downlink_cost, uplink_cost
     from pairzero.phy import FrameLayout
@@ -431,7 +434,9 @@ def communication_rows(model: str, ks: list[int], phy: Any, rounds: int) -> list
             if ctrl is not None and method != "fo_fedavg":
                 ready = ctrl["ready_ota"] if method == "pairzero" else ctrl["ready_digital"]
                 row["control_up_bytes_per_node"] = ready
-                row["control_down_bytes_per_node"] = ctrl["round"] + ctrl["update"]
+                # SCHEDULE goes to the nodes of a radio PHY only (the digital path has none)
+                sched = ctrl["schedule"] if method == "pairzero" else 0
+                row["control_down_bytes_per_node"] = ctrl["round"] + sched + ctrl["update"]
             rows.append(row)
     return rows
 

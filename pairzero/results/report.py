@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pairzero.results.experiments import Preset, finite, plan
 from pairzero.results.store import Point, load_point, point_path
@@ -263,7 +263,7 @@ def distinguishability(
     methods = [m for m in METHOD_ORDER if m in curves]
     for i, a in enumerate(methods):
         for b in methods[i + 1:]:
-            best = {"a": a, "b": b, "max_abs_diff": 0.0, "round": None, "z": 0.0}
+            best: dict[str, Any] = {"a": a, "b": b, "max_abs_diff": 0.0, "round": None, "z": 0.0}
             ca, cb = curves[a], curves[b]
             n = min(len(ca), len(cb))
             if n == 0:
@@ -274,9 +274,10 @@ def distinguishability(
                 xb = [next((r["val_accuracy"] for r in c if r["round"] == rnd), None) for c in cb[:n]]
                 if any(x is None for x in xa + xb):
                     continue
-                diffs = [x - y for x, y in zip(xa, xb, strict=True)]
+                fa, fb = cast(list[float], xa), cast(list[float], xb)  # no None (checked above)
+                diffs = [x - y for x, y in zip(fa, fb, strict=True)]
                 mean = statistics.mean(diffs)
-                pa, pb = statistics.mean(xa), statistics.mean(xb)
+                pa, pb = statistics.mean(fa), statistics.mean(fb)
                 se_bin = math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / (n_eval * n))
                 se_seed = statistics.stdev(diffs) / math.sqrt(n) if n >= 2 else 0.0
                 se = max(se_bin, se_seed, 1e-12)
@@ -405,9 +406,9 @@ def _learning(doc: _Doc, preset: Preset, pts: list[Point], figs: Path) -> None:
         for m, pts_m in series.items():
             for x, acc, seed, p in sorted(pts_m, key=lambda t: (t[0], t[2])):
                 rec = load_point(doc.out, p)
-                eps = rec["result"].get("eps_spent") if rec else None  # type: ignore[index]
+                eps_spent = rec["result"].get("eps_spent") if rec else None
                 rows.append([METHOD_LABEL[m], _fmt(x, 0 if group == "nodes" else 1) + (f" {unit}" if unit else ""),
-                             str(seed), _fmt(acc), _fmt(eps, 2), doc.src(p)])
+                             str(seed), _fmt(acc), _fmt(eps_spent, 2), doc.src(p)])
         doc.table(["method", title, "seed", "final acc", "ε spent", "source"], rows)
         if series:
             plt = _pyplot()

@@ -18,7 +18,8 @@ under ``torch.inference_mode()``, which is the caller's job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -75,11 +76,11 @@ def _hidden_states(model: torch.nn.Module, encoded: dict[str, torch.Tensor]) -> 
 
 def _head_rows(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rows (C, H) of the output embedding (and bias (C,)) for token ids (C,)."""
-    head = model.get_output_embeddings()
+    head = cast(Callable[[], torch.nn.Module | None], model.get_output_embeddings)()  # Hugging Face
     if head is None:
         raise ValueError(f"model: {type(model).__name__} has no output embedding (lm_head)")
     bias = getattr(head, "bias", None)
-    return head.weight[ids], (bias[ids] if bias is not None else None)
+    return cast(torch.Tensor, head.weight)[ids], (bias[ids] if bias is not None else None)
 
 
 class Objective:
@@ -160,7 +161,9 @@ class Objective:
         valid = (mask[:, :-1] * mask[:, 1:]).bool()  # both the context token and target real
         h = hidden[valid]  # (N, H)
         targets = encoded["input_ids"][:, 1:][valid]  # (N,)
-        head = model.get_output_embeddings()
+        head = cast(Callable[[], torch.nn.Module | None], model.get_output_embeddings)()  # Hugging Face
+        if head is None:
+            raise ValueError(f"model: {type(model).__name__} has no output embedding (lm_head)")
         nll = torch.zeros((), dtype=torch.float32)
         correct = torch.zeros((), dtype=torch.long)
         for start in range(0, h.shape[0], _LM_CHUNK_POSITIONS):

@@ -48,7 +48,8 @@ def tensors_sha256(tensors: Iterable[torch.Tensor]) -> str:
 
 def _norm_ghat(g: Any) -> float | tuple[float, ...]:
     if isinstance(g, int | float):
-        val: float | tuple[float, ...] = float(g)
+        val: float | tuple[float, ...]
+        val = float(g)
         ok = math.isfinite(val)
     else:
         val = tuple(float(x) for x in g)
@@ -166,13 +167,14 @@ def export_pretrained(
     manifest the checkpoint was made with.  Writes the model to ``out_dir`` and the checkpoint
     next to it as ``zo_checkpoint.json``; returns ``out_dir``.
     """
-    if not hasattr(model, "save_pretrained"):
+    save_pretrained = getattr(model, "save_pretrained", None)
+    if save_pretrained is None:
         raise ValueError(f"model: {type(model).__name__} has no save_pretrained (not a Hugging Face model)")
     engine = ZOEngine(model, named_params, checkpoint.zo_config(), threads=threads)
     checkpoint.apply_to(engine)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    save_pretrained(out)
     checkpoint.save(out / "zo_checkpoint.json")
     log.info("exported %d replayed rounds to %s", len(checkpoint.records), out)
     return out

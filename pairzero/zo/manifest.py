@@ -109,7 +109,7 @@ def dedup_named_params(
     named_params: Iterable[tuple[str, torch.Tensor]],
 ) -> list[tuple[str, torch.Tensor]]:
     """Drop repeated tensors (same storage and offset: weight tying), keeping the first name."""
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int | torch.SymInt]] = set()
     out: list[tuple[str, torch.Tensor]] = []
     for name, p in named_params:
         if not isinstance(p, torch.Tensor):
