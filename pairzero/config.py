@@ -61,7 +61,8 @@ MAX_SEED = (1 << 63) - 1
 MAX_ROUNDS = 10**9
 #: Longest READY deadline (s): the protocol's ROUND.deadline_s limit.
 MAX_DEADLINE_S = 86400.0
-#: Rounds a node sends pilots only, after it (re)joins a radio run (access_point.ota_phy):
+#: Rounds a node sends pilots only, after it (re)joins a loopback run (pairzero.phy.round; one on
+#: radios that share a reference):
 #: no node is present in them while every node warms up.
 PILOT_ONLY_ROUNDS = 2
 
