@@ -65,7 +65,16 @@ def draw_node_channels(channel: ChannelConfig, num_nodes: int, seed: int) -> lis
 class LoopbackChannel(gr.hier_block2):
     """The emulator's flowgraph as one hier block (no ports: its streams are ZeroMQ sockets):
     BurstSource -> ChannelBank -> IndexedSink. ``grc_flowgraphs/loopback_channel.grc`` and
-    :class:`ChannelEmulator` both run this block; see :class:`ChannelEmulator` for the arguments.
+    :class:`ChannelEmulator` both run this block.
+
+    ``noise_var``: complex AWGN variance at the AP (per sample; SNR = |gain|^2 / noise_var).
+    ``lockstep``: run as fast as the nodes define their streams (deterministic, unthrottled);
+    otherwise free-running, throttled to ``sample_rate`` when ``throttle``. ``fading_doppler``
+    > 0 adds time-varying Rayleigh fading (gr-channels ``fading_model``) on top of the gains.
+    ``origin``: sample index of the first output sample (None: the first node message's index,
+    for radios whose streams start at their device time). ``free_run_rate``: see
+    :class:`radio.blocks.BurstSource` (emulated radios: the AP stream goes on with every
+    transmitter silent).
     """
 
     def __init__(
@@ -157,37 +166,11 @@ def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
 
 class ChannelEmulator:
     """The channel flowgraph: K node streams in, one AP stream out (a top block running
-    :class:`LoopbackChannel`).
-
-    ``noise_var``: complex AWGN variance at the AP (per sample; SNR = |gain|^2 / noise_var).
-    ``lockstep``: run as fast as the nodes define their streams (deterministic, unthrottled);
-    otherwise free-running, throttled to ``sample_rate`` when ``throttle``. ``fading_doppler``
-    > 0 adds time-varying Rayleigh fading (gr-channels ``fading_model``) on top of the gains.
-    ``origin``: sample index of the first output sample (None: the first node message's index,
-    for radios whose streams start at their device time). ``free_run_rate``: see
-    :class:`radio.blocks.BurstSource` (emulated radios: the AP stream goes on with every
-    transmitter silent).
+    :class:`LoopbackChannel`, built from the same arguments).
     """
 
-    def __init__(
-        self,
-        node_channels: Sequence[NodeChannelParams],
-        noise_var: float,
-        node_addresses: Sequence[str],
-        ap_address: str,
-        seed: int = 0,
-        lockstep: bool = True,
-        throttle: bool = False,
-        sample_rate: float = 1e6,
-        node_timeout_s: float = 1.0,
-        wait_for_ap: bool = True,
-        fading_doppler: float = 0.0,
-        origin: int | None = 0,
-        free_run_rate: float | None = None,
-    ) -> None:
-        self.channel = LoopbackChannel(node_channels, noise_var, node_addresses, ap_address, seed,
-                                       lockstep, throttle, sample_rate, node_timeout_s,
-                                       wait_for_ap, fading_doppler, origin, free_run_rate)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.channel = LoopbackChannel(*args, **kwargs)
         self.node_channels = self.channel.node_channels
         self.source = self.channel.source
         self.sink = self.channel.sink
@@ -216,7 +199,7 @@ class ChannelEmulator:
         chans = draw_node_channels(channel, num_nodes, seed)
         noise_var = 10 ** (-channel.snr_db / 10)
         kwargs.setdefault("fading_doppler", channel.fading_doppler)
-        return cls(chans, noise_var, node_addresses, ap_address, seed=seed, **kwargs)  # type: ignore[arg-type]
+        return cls(chans, noise_var, node_addresses, ap_address, seed=seed, **kwargs)
 
     @classmethod
     def from_experiment(
