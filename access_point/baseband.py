@@ -4,11 +4,17 @@ The nodes put their scalars in READY (the control plane's *digital* path) and th
 them through the same simulated channel, power control, artificial noise and privacy
 accounting as ``pairzero simulate`` (:class:`pairzero.ota.pipeline.OTARoundRunner`): for the
 same scalars, round t gives the same ĝ_t in both. Selected by ``radio.mode: baseband``.
+
+Privacy: none against the AP. The nodes send their exact scalars in READY, so whatever noise
+the simulated channel adds afterwards, the AP has already seen g_k: this mode reports
+epsilon = infinity (:meth:`BasebandOTA.eps_spent`) and logs no mu. It is for testing the
+control plane and the training loop, not for private runs (docs/threat_model.md).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,9 +22,7 @@ import numpy as np
 from pairzero.config import ExperimentConfig
 from pairzero.ota.aggregate import RoundResult
 from pairzero.ota.pipeline import OTARoundRunner
-from pairzero.ota.privacy import charge_logged_rounds
 from pairzero.protocol.interfaces import Idle, PhyResult, ReadyTiming, RoundPlan
-from pairzero.protocol.messages import RoundRecord
 
 __all__ = ["BasebandOTA"]
 
@@ -41,6 +45,9 @@ class BasebandOTA:
         self.scalar_bound = cfg.zo.clip
         self.runner = OTARoundRunner.from_config(cfg)
         self.last: RoundResult | None = None
+        if cfg.privacy.enabled:
+            log.warning("radio.mode baseband: the nodes send their exact scalars to the AP: no "
+                        "privacy against the AP (epsilon = inf), whatever privacy.epsilon says")
 
     def _mask(self, nodes: Sequence[int] | Mapping[int, object]) -> np.ndarray:
         m = np.zeros(self.k, dtype=bool)
@@ -52,8 +59,7 @@ class BasebandOTA:
     def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
         """Power plan for round t's channel draw and the nodes that answered READY."""
         pp = self.runner.plan(self.runner.channel.draw(t), self._mask(nodes))
-        return RoundPlan(eta=pp.eta, sigma_a=pp.sigma_a, noise_std=0.0, tx_sample=-1,
-                         mu=pp.mu_design if np.isfinite(pp.mu_design) else None)
+        return RoundPlan(eta=pp.eta, sigma_a=pp.sigma_a, noise_std=0.0, tx_sample=-1, mu=None)
 
     def receive(
         self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None],
@@ -72,15 +78,8 @@ class BasebandOTA:
         self.last = res
         assert self.runner.last_plan is not None
         present = tuple(int(k) for k in np.flatnonzero(self.runner.last_plan.active))
-        return PhyResult(g_hat=float(res.g_hat), present=present, eta=float(res.eta),
-                         mu=float(np.max(res.mu_t)))
-
-    def restore_accounting(self, records: Sequence[RoundRecord]) -> None:
-        """Charge the rounds committed before an AP restart (their logged max mu_t)."""
-        charge_logged_rounds(self.runner.accountant, ((r.active, r.mu) for r in records))
+        return PhyResult(g_hat=float(res.g_hat), present=present, eta=float(res.eta), mu=None)
 
     def eps_spent(self) -> float | None:
-        """Largest realized ε over the nodes so far (None without privacy)."""
-        if not self.cfg.privacy.enabled:
-            return None
-        return float(np.max(self.runner.accountant.epsilon(self.cfg.privacy.delta)))
+        """epsilon against the AP: infinite (it receives the exact scalars; None without privacy)."""
+        return math.inf if self.cfg.privacy.enabled else None

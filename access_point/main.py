@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -80,7 +81,10 @@ class ApProgress:
         out["round"] = row["round"] + 1  # rounds completed, as in simulate's metrics
         eps = getattr(self.ota, "eps_spent", lambda: None)()
         if eps is not None:
-            out["eps_spent"] = eps
+            # JSON has no infinity: baseband's "no privacy against the AP" is null + a note.
+            out["eps_spent"] = _finite(eps)
+            if not math.isfinite(eps):
+                out["privacy"] = "none against the AP (radio.mode baseband: exact scalars in READY)"
         last = getattr(self.ota, "last", None)
         if last is not None:
             out.update(sq_err=_finite(last.sq_err), g_true_mean=_finite(last.true_mean),
@@ -152,6 +156,9 @@ def cmd_ap(args: argparse.Namespace) -> int:
         phy = build_phy(cfg)
         if hasattr(phy, "close"):
             stack.callback(phy.close)
+        attach = getattr(phy, "attach_ledger", None)
+        if attach is not None:  # privacy charges, durable before any frame goes out
+            attach(str(run_dir / "privacy.jsonl"))
         progress = ApProgress(cfg, run_dir, replica, phy)
         stack.callback(progress.close)
         settings = ApSettings.from_config(cfg, exp, replica.manifest_digest())
@@ -171,7 +178,8 @@ def cmd_ap(args: argparse.Namespace) -> int:
         committed = orch.run(linger_s=2.0 * cfg.network.heartbeat_s)
     done = orch.next_round >= cfg.run.rounds and orch.stop_reason is None
     summary = {"rounds_committed": orch.next_round, "committed_by_this_run": committed,
-               "finished": done, **{k: progress.last.get(k) for k in ("val_accuracy", "val_loss", "eps_spent")},
+               "finished": done, **{k: progress.last.get(k) for k in ("val_accuracy", "val_loss", "eps_spent",
+                                                                      "privacy")},
                "empty_rounds": orch.empty_rounds, "partial_rounds": orch.partial_rounds,
                "stop_reason": orch.stop_reason,
                "model_hash": replica.model_hash(), "experiment": exp, "run_dir": str(run_dir)}

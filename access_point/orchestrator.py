@@ -80,6 +80,7 @@ from pairzero.protocol.messages import (
     JoinReject,
     Leave,
     Message,
+    PrivacyTerms,
     ProtocolError,
     Ready,
     Round,
@@ -90,6 +91,7 @@ from pairzero.protocol.messages import (
     make,
 )
 from pairzero.protocol.transport import Inbound, ServerTransport, drain_queued
+from pairzero.runinfo import open_jsonl_for_append
 from pairzero.seeds import round_seed
 
 __all__ = [
@@ -112,7 +114,8 @@ class ApSettings:
     expected model hash every that many rounds (0: never; needs a replica). ``node_count``: node
     ids 0..node_count-1 are enrolled (None: any id the protocol allows); a partial round has
     fewer nodes present than that. ``max_empty_rounds``: that many consecutive rounds with no
-    node present stop the run (0: never).
+    node present stop the run (0: never). ``terms``: the privacy terms (G, epsilon, delta, T) a
+    node must hold to join (None: not checked).
     """
 
     experiment: str
@@ -129,6 +132,7 @@ class ApSettings:
     poll_s: float = 0.02
     node_count: int | None = None
     max_empty_rounds: int = 0
+    terms: PrivacyTerms | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -147,14 +151,17 @@ class ApSettings:
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, experiment: str, manifest_digest: str) -> ApSettings:
-        """Settings from the experiment config (run, zo.lr, nodes.count, network.*)."""
+        """Settings from the experiment config (run, zo.lr, nodes.count, network.*, the privacy
+        terms)."""
+        from pairzero.ota.charging import terms_of
+
         n = cfg.network
         return cls(
             experiment=experiment, master_seed=cfg.run.seed, rounds=cfg.run.rounds,
             manifest_digest=manifest_digest, lr=cfg.zo.lr, ready_timeout_s=n.ready_timeout_s,
             heartbeat_s=n.heartbeat_s, min_nodes=cfg.nodes.count,
             start_timeout_s=n.start_timeout_s, hash_every=n.hash_every,
-            node_count=cfg.nodes.count, max_empty_rounds=n.max_empty_rounds,
+            node_count=cfg.nodes.count, max_empty_rounds=n.max_empty_rounds, terms=terms_of(cfg),
         )
 
 
@@ -164,21 +171,6 @@ class _Member:
     next_round: int
     last_seen: float
     key_id: str = ""
-
-
-def open_jsonl_for_append(path: str | Path) -> TextIO:
-    """Open a JSONL file for appending, first cutting a torn last line (a process killed
-    mid-write) so that every line stays one valid JSON object."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size:
-        with path.open("rb+") as f:
-            data = f.read()
-            if not data.endswith(b"\n"):
-                keep = data.rfind(b"\n") + 1
-                log.warning("%s: cut a torn last line (%d bytes)", path, len(data) - keep)
-                f.truncate(keep)
-    return path.open("a")
 
 
 def logged_round_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -309,8 +301,8 @@ class Orchestrator:
         """
         start = self._log.next_round
         self._check_metrics_within_log()
-        if start > 0:
-            self._resume(self._log.records(0))
+        # Even at round 0: a round planned before a crash may have gone out (privacy ledger).
+        self._resume(self._log.records(0) if start > 0 else [])
         self._wait_for_members()
         while not self._stop.is_set() and self._log.next_round < self.s.rounds:
             if not self._members:
@@ -324,14 +316,16 @@ class Orchestrator:
 
     def _resume(self, records: list[RoundRecord]) -> None:
         """Bring what lives in memory up to the round log: the replica's weights, the PHY's
-        privacy accountant (``restore_accounting``), and metrics rows lost in the crash."""
-        log.info("resuming experiment %s at round %d", self.s.experiment, len(records))
-        if self._replica is not None:
-            self._replica.replay(records)
-            log.info("AP replica replayed %d rounds: hash %s", len(records), self._replica.model_hash())
+        privacy accountant (``restore_accounting``: first, before any round), and metrics rows
+        lost in the crash."""
+        if records:
+            log.info("resuming experiment %s at round %d", self.s.experiment, len(records))
         restore = getattr(self._phy, "restore_accounting", None)
         if restore is not None:
             restore(records)
+        if self._replica is not None:
+            self._replica.replay(records)
+            log.info("AP replica replayed %d rounds: hash %s", len(records), self._replica.model_hash())
         self._backfill_metrics(records)
         for rec in records:
             self._count_round(rec, resumed=True)
@@ -561,6 +555,7 @@ class Orchestrator:
         except ProtocolError as e:
             self.dropped += 1
             log.warning("dropped a message from peer %s: %s", inbound.peer.hex()[:16], e)
+            self._refuse_foreign_join(inbound)
             return
         try:
             self._handle(inbound, msg)
@@ -655,6 +650,35 @@ class Orchestrator:
             return f"scalar {b.digital_scalar!r} outside the clip bound +-{bound!r}"
         return ""
 
+    def _refuse_foreign_join(self, inbound: Inbound) -> None:
+        """A JOIN of another experiment id (a node started from another config) gets a
+        JOIN_REJECT in its own id, naming the privacy terms that differ, instead of silence."""
+        try:
+            msg = decode(inbound.data, None, MAX_MESSAGE_BYTES)
+        except ProtocolError:
+            return
+        if not isinstance(msg.body, Join) or msg.experiment == self.s.experiment:
+            return
+        j = msg.body
+        why = (f"experiment id {msg.experiment!r} is not the AP's {self.s.experiment!r}: the "
+               "node's config differs in run, model, task, zo, privacy, ota or nodes.count")
+        diff = self._terms_refusal(j)
+        reason = f"{diff}; {why}" if diff else why
+        log.warning("JOIN of node %d refused: %s", j.node, reason)
+        try:
+            self._tx.send(inbound.peer, encode(make(msg.experiment, msg.t, JoinReject(node=j.node, reason=reason))))
+        except ProtocolError as e:
+            log.warning("could not answer the foreign JOIN: %s", e)
+
+    def _terms_refusal(self, j: Join) -> str:
+        """Why the node's privacy terms do not match the AP's (empty: they match)."""
+        if self.s.terms is None:
+            return ""
+        if j.terms is None:
+            return "the node sent no privacy terms (G, epsilon, delta, T); the AP requires them"
+        diff = j.terms.differences(self.s.terms)
+        return ("privacy terms differ (node vs AP): " + "; ".join(diff)) if diff else ""
+
     def _on_join(self, inbound: Inbound, j: Join) -> None:
         reason = self._join_refusal(inbound, j)
         if reason:
@@ -678,6 +702,9 @@ class Orchestrator:
             owner = self._key_ids.get(key)
             if owner != j.node:
                 return f"the authenticated key is enrolled for node {owner}, not node {j.node}"
+        terms = self._terms_refusal(j)
+        if terms:
+            return terms
         if j.manifest_digest != self.s.manifest_digest:
             return (f"manifest digest mismatch: node has {j.manifest_digest!r}, "
                     f"experiment uses {self.s.manifest_digest!r} (different model/trainable set)")

@@ -23,7 +23,7 @@ from pairzero.config import ExperimentConfig, load_config
 from pairzero.protocol.messages import Schedule, TxEvent
 from pairzero.runinfo import experiment_id
 
-__all__ = ["cmd_edge", "BasebandNodePhy", "build_node_phy"]
+__all__ = ["cmd_edge", "BasebandNodePhy", "build_node_phy", "node_ledger_path"]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,17 @@ def build_node_phy(cfg: ExperimentConfig, node: int) -> Any:
     return radio.node_phy(cfg, node)
 
 
+def node_ledger_path(cfg: ExperimentConfig, node: int, run_dir: str | None) -> Path:
+    """Where node ``node`` keeps its privacy account: ``<run dir>/nodes/edge<k>-privacy.jsonl``,
+    or without a run directory ``<output.dir>/<experiment id>/nodes/edge<k>-privacy.jsonl``."""
+    base = Path(run_dir) if run_dir else Path(cfg.output.dir) / experiment_id(cfg)
+    return base / "nodes" / f"edge{node}-privacy.jsonl"
+
+
 def cmd_edge(args: argparse.Namespace) -> int:
     """CLI entry: ``pairzero edge``."""
     from edge_node.runtime import EdgeNode
+    from pairzero.ota.charging import terms_of
     from pairzero.protocol.keys import load_client_keys
     from pairzero.protocol.transport import ZmqClient
     from pairzero.trainer import ZOTrainer
@@ -65,11 +73,14 @@ def cmd_edge(args: argparse.Namespace) -> int:
     curve = load_client_keys(cfg.network.keys_dir, k) if cfg.network.curve else None
     trainer = ZOTrainer(cfg, node_ids=[k])
     phy = build_node_phy(cfg, k)
+    attach = getattr(phy, "attach_ledger", None)
+    if attach is not None:  # the node's own privacy account, kept across restarts
+        attach(str(node_ledger_path(cfg, k, args.run_dir)))
     endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
     transport = ZmqClient(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
     node = EdgeNode(k, experiment_id(cfg), transport, trainer, phy,
                     key_id=curve.public.decode() if curve else "", heartbeat_s=cfg.network.heartbeat_s,
-                    give_up_s=cfg.network.ap_give_up_s)
+                    give_up_s=cfg.network.ap_give_up_s, terms=terms_of(cfg))
 
     def _stop(signum: int, frame: object) -> None:
         log.warning("signal %d: node %d leaving", signum, k)

@@ -42,6 +42,7 @@ from pairzero.protocol.messages import (
     JoinAck,
     JoinReject,
     Leave,
+    PrivacyTerms,
     ProtocolError,
     Ready,
     Round,
@@ -76,7 +77,8 @@ class EdgeNode:
 
     ``key_id``: this node's CurveZMQ public key (Z85 text) or "" without CurveZMQ.
     ``next_round``: rounds already applied by ``trainer`` (0 for initial weights).
-    Times in seconds.
+    ``terms``: the privacy terms the node holds itself to, sent in JOIN (the AP refuses other
+    terms than its own). Times in seconds.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class EdgeNode:
         join_retry_s: float = 0.5,
         poll_s: float = 0.02,
         give_up_s: float = 0.0,
+        terms: PrivacyTerms | None = None,
     ):
         if node_id < 0:
             raise ValueError(f"node_id: {node_id} must be >= 0")
@@ -116,6 +119,7 @@ class EdgeNode:
         self.join_retry_s = join_retry_s
         self.poll_s = poll_s
         self.give_up_s = give_up_s
+        self.terms = terms
         self.joined = False
         self.rounds_participated = 0
         self.dropped = 0
@@ -168,7 +172,7 @@ class EdgeNode:
             self._catchup_sent = None
             self._send(Join(node=self.node_id, manifest_digest=self.trainer.manifest_digest(),
                             model_hash=self.trainer.model_hash(), key_id=self._key_id,
-                            next_round=self.next_round))
+                            next_round=self.next_round, terms=self.terms))
         if self.joined and now - self._last_hb >= self.heartbeat_s:
             self._last_hb = now
             self._send(Heartbeat(node=self.node_id, next_round=self.next_round))

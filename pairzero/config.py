@@ -213,7 +213,7 @@ class PhyConfig:
     pilot_seed: int = _f(7, ge=0, le=MAX_SEED, doc="seed of the pseudo-random QPSK pilot sequence")
     rrc_span: int = _f(8, ge=2, le=64, doc="root-raised-cosine pulse length (symbols, even)")
     payload_spreading: bool = False
-    max_timing_offset: float = _f(8.0, ge=0.0, doc="RX search range for per-node delay (samples)")
+    max_timing_offset: float = _f(8.0, ge=0.0, le=78.0, doc="RX search range for per-node delay (samples; at most 78: the capture margins must keep noise-only samples)")
     max_cfo: float = _f(2e-4, ge=0.0, lt=0.5, doc="RX search range for CFO (cycles/sample)")
     detection_pfa: float = _f(1e-3, gt=0.0, lt=1.0, doc="burst false-alarm probability per window")
     presence_pfa: float = _f(1e-3, gt=0.0, lt=1.0, doc="P(absent node declared present)")

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pairzero import __version__
 from pairzero.config import ExperimentConfig, config_to_dict, dump_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger(__name__)
 
 
 def git_revision(root: Path = REPO_ROOT) -> str:
@@ -82,3 +85,18 @@ def experiment_id(cfg: ExperimentConfig) -> str:
     key["zo"] = {k: v for k, v in d["zo"].items() if k != "threads"}  # speed only, never the bits
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return f"{cfg.run.name}-{digest}"
+
+
+def open_jsonl_for_append(path: str | Path) -> TextIO:
+    """Open a JSONL file for appending, first cutting a torn last line (a process killed
+    mid-write) so that every line stays one valid JSON object."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as f:
+            data = f.read()
+            if not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                log.warning("%s: cut a torn last line (%d bytes)", path, len(data) - keep)
+                f.truncate(keep)
+    return path.open("a")

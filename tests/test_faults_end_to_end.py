@@ -31,7 +31,7 @@ def _config(tmp_path: Path) -> Path:
     cfg = load_config(None, [
         "radio.mode=baseband", f"run.rounds={ROUNDS}", "task.eval_every=1000",
         f"network.control_port={port}", f"network.sample_port_base={port + 1}",
-        "network.ready_timeout_s=3.0", "network.heartbeat_s=1.0", "network.start_timeout_s=60",
+        "network.ready_timeout_s=10.0", "network.heartbeat_s=1.0", "network.start_timeout_s=60",
         f"network.keys_dir={tmp_path / 'keys'}", "output.plots=false", "zo.threads=1",
         "task.batch_size=32", "nodes.count=3",
     ])
@@ -131,9 +131,10 @@ def test_ap_restart_resumes_without_losing_or_repeating_a_round(tmp_path: Path) 
     assert 8 <= before < ROUNDS
     assert [r.t for r in recs] == list(range(ROUNDS)), "a round was lost or repeated"
     assert "resuming experiment" in (logs / "ap2.log").read_text()
-    # The restarted AP charged the rounds before the kill: epsilon spent never goes back down
-    eps = [r["eps_spent"] for r in _rounds_done(run_dir) if r.get("eps_spent") is not None]
-    assert len(eps) >= ROUNDS - 2 and eps == sorted(eps) and eps[-1] <= 8.0 * (1 + 1e-9)  # the target
+    # Baseband sends the exact scalars in READY: no round claims a finite epsilon against the AP
+    rows = [r for r in _rounds_done(run_dir) if not r.get("recovered")]
+    assert len(rows) >= ROUNDS - 2 and all(r.get("eps_spent") is None for r in rows)
+    assert all(r.get("privacy", "").startswith("none against the AP") for r in rows)
     reports = _node_reports(run_dir)
     assert all(r["next_round"] == ROUNDS for r in reports)
     assert {r["model_hash"] for r in reports} == {replay_hash(run_dir)}

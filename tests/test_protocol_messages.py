@@ -19,6 +19,7 @@ from pairzero.protocol.messages import (
     Leave,
     MsgType,
     Precoding,
+    PrivacyTerms,
     ProtocolError,
     Ready,
     Round,
@@ -35,10 +36,11 @@ EXP = "exp-1"
 REC = RoundRecord(EXP, 3, 2**62 + 5, -0.1 + 0.2, 1e-4, (0, 2), 0.5, 0.0, None, "ab" * 32, 1.7e9)
 BODIES = [
     Join(1, "m" * 64, "h" * 64, "key", 0),
+    Join(1, "m" * 64, "h" * 64, "", 7, PrivacyTerms(True, 0.35, 8.0, 1e-5, 200)),
     JoinAck(1, 5, 10),
     JoinReject(1, "manifest digest mismatch"),
     Round(3, 123, 0.5, 1e-4),
-    Schedule(3, 1, 4096, 0.25, 0.01, 0.02, Precoding(0.3, -0.4, 1e-5, -1.25, 4200.5)),
+    Schedule(3, 1, 4096, 0.25, 0.01, 0.02, Precoding(0.3, -0.4, 1e-5, -1.25, 4200.5, 0.0421, 3e-4)),
     Schedule(3, 2, 2**44, 0.25, 0.0, 0.0, None),
     Ready(3, 1, True, 0.1 + 0.2),
     Ready(3, 1, True, None, 0.25, 0.003, (TxEvent(2, "late_burst", "UHD time_error"),)),
@@ -146,7 +148,7 @@ _REC = {"experiment": EXP, "t": 0, "seed": 1, "g_hat": 0.5, "lr": 0.1, "active":
     [
         # node id -1 is the AP's, in its heartbeats only
         (_body("JOIN", {"node": -1, "manifest_digest": "m", "model_hash": "", "key_id": "",
-                        "next_round": 0}), "AP's id"),
+                        "next_round": 0, "terms": None}), "AP's id"),
         (_body("READY", {"t": 0, "node": -1, "scalar_ready": True, "digital_scalar": 0.5}), "AP's id"),
         (_body("LEAVE", {"node": -1, "reason": ""}), "AP's id"),
         # a node not ready has no scalar to send

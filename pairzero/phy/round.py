@@ -19,8 +19,17 @@ the calibration CLI and by ``bench/phy_nmse.py``. One frame per federated round:
 A node is precoded once its estimate is trustworthy: on a shared 10 MHz reference (USRPs) after
 one pilot frame (no CFO); in loopback, where the emulator applies a CFO, after its CFO has been
 refined from the phase advance between two consecutive frames (:func:`pairzero.phy.tx.refine_cfo`);
-one pilot's CFO error times a frame stride would be too large a phase error. Nodes without such
-an estimate, and nodes that missed the READY deadline, send pilots only.
+one pilot's CFO error times a frame stride would be too large a phase error. With privacy on, a
+node is also precoded only once the change of its gain between two of its pilot frames (the
+error a precoding would have made) has been measured: the privacy plan bounds that error from
+measurements, never from a configured value (:mod:`pairzero.ota.charging`), so on radios the
+first payload is in a node's third frame. Nodes without such an estimate, and nodes that missed
+the READY deadline, send pilots only.
+
+Privacy (:mod:`pairzero.ota.charging`): the plan is written to the run's privacy ledger before
+any SCHEDULE leaves; after the frame every precoded node is charged, from this frame's pilot
+estimate and the noise measured in the window's quiet samples where its pilot is present, its
+planned mu where it is not (or no frame was received).
 """
 
 from __future__ import annotations
@@ -37,12 +46,21 @@ import numpy.typing as npt
 
 from pairzero.config import ExperimentConfig
 from pairzero.ota.aggregate import estimate_g_hat
-from pairzero.ota.power import PowerPlan, amplitude_bound, plan_round
-from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration, charge_logged_rounds
+from pairzero.ota.charging import (
+    NodeBudget,
+    NoiseFloor,
+    PrivacyBudgetSpent,
+    PrivacyLedger,
+    RadioPrivacy,
+    plan_payload,
+    terms_of,
+)
+from pairzero.ota.power import PowerPlan, amplitude_bound
+from pairzero.ota.privacy import PrivacyCalibration
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.frontend import EventKind, Idle, RadioEvent, RadioFrontEnd, SendReport
 from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
-from pairzero.phy.schedule import capture_window, frame_stride
+from pairzero.phy.schedule import capture_window, frame_stride, quiet_slices
 from pairzero.phy.tx import NodePrecoding, build_node_burst, refine_cfo
 from pairzero.protocol.interfaces import PhyResult, ReadyTiming, RoundPlan
 from pairzero.protocol.messages import Precoding, RoundRecord, Schedule, TxEvent
@@ -90,17 +108,25 @@ class ApRoundPhy:
         self.stride = frame_stride(self.layout)
         s = self.layout.payload_template
         self.payload_energy = float(np.vdot(s, s).real)  # y = <s, r>/E_s: noise var / E_s
-        # Until the first frame is measured: the configured SNR for unit received amplitude.
+        p = self.layout.pilot_template
+        self.pilot_energy = float(np.vdot(p, p).real)  # a pilot estimate's error: N0 / E_p
+        # Receiver noise from the window's quiet samples (before and after the frame). Until
+        # the first frame is measured: the configured SNR for unit received amplitude.
+        self.noise_floor = NoiseFloor()
+        self._quiet = quiet_slices(self.layout)
         self.noise_var_y = 10 ** (-cfg.channel.snr_db / 10) / self.payload_energy
+        self.est_err_var = 10 ** (-cfg.channel.snr_db / 10) / self.pilot_energy  # latest frame's
         self.amplitude = amplitude_bound(cfg.ota.scheme, cfg.zo.clip)
         self.privacy = None
+        self.charges: RadioPrivacy | None = None
         if cfg.privacy.enabled:
             self.privacy = PrivacyCalibration.from_target(
                 cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds,
                 estimation_error_std=cfg.channel.estimation_error_std,
                 tail_prob=cfg.privacy.error_tail_prob,
             )
-        self.accountant = GaussianDPAccountant(self.k)
+            self.charges = RadioPrivacy(self.privacy, self.k, self.amplitude,
+                                        cfg.privacy.error_tail_prob)
         self.estimates: dict[int, NodeEstimate] = {}
         # Nodes whose estimate is good enough to precode with (see the module docstring).
         self.refined: set[int] = set()
@@ -137,45 +163,72 @@ class ApRoundPhy:
                   timing.control_s / 2 * 1e3, timing.tx_prep_s * 1e3, self._late_margin_s * 1e3)
         return n
 
+    def attach_ledger(self, path: str) -> None:
+        """Keep the privacy charges durable in ``path`` (the run directory's privacy.jsonl)."""
+        if self.charges is not None:
+            self.charges.ledger = PrivacyLedger(path, terms_of(self.cfg))
+
+    def _planning_noise(self) -> float:
+        """N0 at the aggregate y to plan with: with privacy, the noise floor's lower confidence
+        bound (less noise is the conservative side); else its estimate."""
+        n0 = (self.noise_floor.lower(self.cfg.privacy.error_tail_prob) if self.charges is not None
+              else self.noise_floor.estimate())
+        return n0 / self.payload_energy if n0 else self.noise_var_y
+
     def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
         """Frame time, η_t, b_k and artificial noise for the nodes in the round (those that sent
-        READY in time), from the latest estimates."""
+        READY in time), from the latest estimates; with privacy, nodes whose budget the round
+        would exceed are left out, and the plan is durable before it is returned."""
         n_t = self.frame_index(t, timing)
         h = np.zeros(self.k, dtype=complex)
         avail = np.zeros(self.k, dtype=bool)
         for k in nodes:
             e = self.estimates.get(k)
-            if e is not None and k in self.refined and 0 <= k < self.k:
+            # With privacy, a node is precoded once its precoding error has been measured.
+            measured = self.charges is None or self.charges.has_history(k)
+            if e is not None and k in self.refined and 0 <= k < self.k and measured:
                 h[k], avail[k] = e.gain, True
         if not avail.any():
             log.info("round %d: no channel estimates yet: pilots only", t)
             self._plans.pop(t, None)
             return RoundPlan(eta=1.0, tx_sample=n_t, precoding={})
-        pp = plan_round(
-            h, self.cfg.nodes.power_budget, self.amplitude, self.noise_var_y,
-            g_th=self.cfg.channel.truncation_threshold, privacy=self.privacy,
-            eta_floor=self.cfg.privacy.eta_floor, sigma_a_max=self.cfg.privacy.max_artificial_noise_std,
-            available=avail,
-        )
+        noise_y = self._planning_noise()
+        pl = plan_payload(h, avail, noise_y, self.charges, self.privacy, self.cfg.nodes.power_budget,
+                          self.amplitude, g_th=self.cfg.channel.truncation_threshold,
+                          eta_floor=self.cfg.privacy.eta_floor,
+                          sigma_a_max=self.cfg.privacy.max_artificial_noise_std,
+                          est_err_var=self.est_err_var)
+        for k, why in sorted(pl.refused.items()):
+            log.warning("round %d: node %d left out: %s", t, k, why)
+        pp, active, planned, noise_std = pl.power, pl.active, pl.planned, pl.noise_std
+        if not active and pl.refused:
+            if self.charges is not None and self.charges.exhausted():
+                raise PrivacyBudgetSpent(
+                    f"round {t}: every node's privacy budget is spent (epsilon target "
+                    f"{self.cfg.privacy.epsilon:g} at delta {self.cfg.privacy.delta:g}): no "
+                    "further payload may be sent; the rounds so far are committed")
+            self._plans.pop(t, None)
+            return RoundPlan(eta=1.0, tx_sample=n_t, precoding={})
         self._plans[t] = pp
         pre = {}
-        for k in np.flatnonzero(pp.active):
-            e = self.estimates[int(k)]
+        for k in active:
+            e = self.estimates[k]
             b = complex(pp.b[k])
-            pre[int(k)] = Precoding(b_re=b.real, b_im=b.imag, cfo=e.cfo, delay=e.delay,
-                                    ref_index=e.ref_index)
-        n_act = max(int(pp.n_active), 1)
-        # Artificial noise shared by the nodes: each adds N(0, noise_std^2) to its scalar, so the
-        # AP receives eta * sum of them: total std eta * noise_std * sqrt(|S|) = sigma_a.
-        noise_std = pp.sigma_a / (pp.eta * math.sqrt(n_act)) if pp.sigma_a > 0 and pp.eta > 0 else 0.0
-        mu = pp.mu_design if math.isfinite(pp.mu_design) else None
+            pre[k] = Precoding(b_re=b.real, b_im=b.imag, cfo=e.cfo, delay=e.delay,
+                               ref_index=e.ref_index, mu=planned.get(k, 0.0), noise_var=noise_y)
+        if self.charges is not None and planned:
+            self.charges.open_round(t, planned)  # durable before any SCHEDULE leaves
+        # Artificial noise shared by the nodes: each adds CN(0, 2 noise_std^2) to its scalar, so
+        # the AP receives about eta times their sum: sigma_a per real dimension in all.
+        mu = max(planned.values()) if planned else None
         return RoundPlan(eta=pp.eta if pp.eta > 0 else 1.0, sigma_a=pp.sigma_a, noise_std=noise_std,
                          tx_sample=n_t, mu=mu, precoding=pre)
 
     # ------------------------------------------------------------------ receive
     def receive(self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None],
                 idle: Idle | None = None) -> PhyResult:
-        """Capture round t's frame, update the channel estimates, form ĝ from the payload."""
+        """Capture round t's frame, update the channel estimates, form ĝ from the payload and
+        charge every precoded node (measured where its pilot is in the frame, else planned)."""
         pp = self._plans.pop(t, None)
         start, length = capture_window(self.layout, plan.tx_sample)
         cap = self.frontend.capture(start, length, self.capture_slack_s, idle)
@@ -183,34 +236,50 @@ class ApRoundPhy:
             why = "; ".join(str(e) for e in cap.events) or "no samples"
             log.warning("round %d: frame at sample %d not received (%s): the round completes "
                         "without it", t, plan.tx_sample, why)
-            return PhyResult(0.0, ())
+            return self._charged(t, plan, f"frame not received ({why})")
+        self.noise_floor.add(np.concatenate([cap.samples[q] for q in self._quiet]))
         res = self.receiver.process(cap.samples, start, expected_start=plan.tx_sample)
         self.last_rx = res
         if not res.detected:
             log.warning("round %d: no frame detected (metric %.3g < %.3g)", t, res.metric, res.threshold)
-            return PhyResult(0.0, ())
+            return self._charged(t, plan, "no frame detected")
         if math.isfinite(res.noise_var) and res.noise_var > 0:
             self.noise_var_y = res.noise_var / self.payload_energy
+            self.est_err_var = res.noise_var / self.pilot_energy
         self._update_estimates(res)
         if res.absent:
             log.info("round %d: no pilot from nodes %s", t, res.absent)
-        present = {e.node for e in res.nodes if e.present}
+        present = {e.node: e for e in res.nodes if e.present}
         # Whoever was precoded and whose pilot is in this frame transmitted its payload: it is
         # in y, so it is in S_t and it is charged privacy.
         s = sorted(k for k in plan.precoding if k in present)
         if not s or pp is None:
-            return PhyResult(0.0, ())
+            return self._charged(t, plan, "pilot absent from the frame")
         g_hat = estimate_g_hat(res.y, len(s), plan.eta, self.cfg.ota.scheme)
-        mu = self._realized_mu(pp, plan, len(s))
-        mu_t = np.zeros(self.k)
-        if mu is not None:
-            mu_t[s] = mu
-        self.accountant.add(mu_t)
-        return PhyResult(g_hat=g_hat, present=tuple(s), eta=plan.eta, mu=mu)
+        b = {k: complex(plan.precoding[k].b_re, plan.precoding[k].b_im) for k in s}
+        gains = {k: present[k].gain for k in s}
+        err_var = {k: self.est_err_var for k in s}  # a pilot estimate's error variance
+        charged = self._charged(t, plan, "pilot absent from the frame", b, gains, err_var)
+        return PhyResult(g_hat=g_hat, present=tuple(s), eta=plan.eta, mu=charged.mu)
+
+    def _charged(self, t: int, plan: RoundPlan, why: str, b: Mapping[int, complex] | None = None,
+                 gains: Mapping[int, complex] | None = None,
+                 err_var: Mapping[int, float] | None = None) -> PhyResult:
+        """Charge round t (measured mu for the nodes in ``gains``, planned mu for the other
+        precoded nodes: they may have sent their payload) and return the empty result, with the
+        round's largest mu."""
+        if self.charges is None:
+            return PhyResult(0.0, ())
+        charge = self.charges.charge_frame(t, plan.eta, plan.noise_std, self._planning_noise(),
+                                           b or {}, gains or {}, err_var or {}, why)
+        return PhyResult(0.0, (), mu=max(charge.values()) if charge else None)
 
     def _update_estimates(self, res: RxResult) -> None:
         for e in res.nodes:
             old = self.estimates.get(e.node)
+            if self.charges is not None and e.present and old is not None and abs(old.gain) > 0:
+                # what precoding with the previous estimate would have missed by (privacy plan)
+                self.charges.record_error(e.node, abs(e.gain) / abs(old.gain) - 1.0)
             if not e.present:
                 self.estimates.pop(e.node, None)
                 self.refined.discard(e.node)
@@ -227,32 +296,23 @@ class ApRoundPhy:
                 self.estimates[e.node] = e
                 self.refined.discard(e.node)
 
-    @staticmethod
-    def _realized_mu(pp: PowerPlan, plan: RoundPlan, n_sent: int) -> float | None:
-        """The round's mu with the artificial noise that was really sent.
-
-        The nodes share sigma_a (each adds noise_std); when fewer than planned transmit, less
-        noise reaches the AP and mu grows: mu = 2 G eta (1 + e) / sqrt(sigma_n^2 + sigma_a'^2)
-        with sigma_a'^2 = sigma_a^2 n_sent / n_planned.
-        """
-        if plan.mu is None or pp.sigma_a == 0.0:
-            return plan.mu
-        sn2 = pp.noise_var / 2.0
-        sa2 = pp.sigma_a**2 * n_sent / max(len(plan.precoding), 1)
-        return float(plan.mu * math.sqrt((sn2 + pp.sigma_a**2) / (sn2 + sa2)))
-
     def restore_accounting(self, records: Sequence[RoundRecord]) -> None:
-        """Charge the rounds committed before an AP restart (mu to the nodes in S_t, as live)."""
-        charge_logged_rounds(self.accountant, ((r.active, r.mu) for r in records))
+        """After an AP restart: the charges from the privacy ledger, where a round planned but
+        never charged (it may have gone out) is charged its planned mu now; without a ledger,
+        the committed rounds' mu to the nodes in S_t."""
+        if self.charges is not None:
+            self.charges.restore(records)
 
     def eps_spent(self) -> float | None:
-        """Largest ε spent by any node so far (None without privacy)."""
-        if not self.cfg.privacy.enabled:
+        """Largest ε charged to any node so far (None without privacy)."""
+        if self.charges is None:
             return None
-        return float(np.max(self.accountant.epsilon(self.cfg.privacy.delta)))
+        return float(np.max(self.charges.epsilon()))
 
     def close(self) -> None:
         self.frontend.close()
+        if self.charges is not None and self.charges.ledger is not None:
+            self.charges.ledger.close()
 
 
 class NodeRoundPhy:
@@ -260,10 +320,16 @@ class NodeRoundPhy:
 
     Per SCHEDULE the node sends one frame at ``tx_sample``: its preamble and pilot and, when
     the SCHEDULE carries its precoding, the payload ``b_k (g_k + w_k)`` with CFO and delay
-    pre-compensation, where w_k ~ N(0, noise_std^2) is its share of the artificial noise. The
-    noise comes from the operating system's entropy, not from a seed: the AP must not be able
-    to regenerate it. One-bit mode sends sign(g_k) instead of g_k. What the radio reports (a
-    late or underflowed burst) is kept for the next READY (:meth:`take_events`).
+    pre-compensation, where w_k ~ CN(0, 2 noise_std^2) (circular: noise_std per real
+    dimension, as the accountant assumes) is its share of the artificial noise. The noise comes
+    from the operating system's entropy, not from a seed: the AP must not be able to regenerate
+    it. One-bit mode sends sign(g_k) instead of g_k. What the radio reports (a late or
+    underflowed burst) is kept for the next READY (:meth:`take_events`).
+
+    With privacy on, the node keeps its own account (:class:`~pairzero.ota.charging.NodeBudget`,
+    durable once :meth:`attach_ledger` is called): a payload that would take it over its
+    target is not sent (pilots only, one ERROR line, a ``privacy_budget`` event in its next
+    READY); a payload it sends is counted before it goes to the radio.
     """
 
     digital = False
@@ -282,15 +348,27 @@ class NodeRoundPhy:
         self.tx_s: dict[int, float] = {}  # round t -> seconds from SCHEDULE to radio handoff
         self.last_prep_s = 0.0
         self._events: list[TxEvent] = []
+        self.budget: NodeBudget | None = None
+        if cfg.privacy.enabled:
+            cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds)
+            self.budget = NodeBudget(cal, amplitude_bound(cfg.ota.scheme, cfg.zo.clip))
+
+    def attach_ledger(self, path: str) -> None:
+        """Keep this node's privacy account durable in ``path`` (it survives a restart)."""
+        if self.budget is not None:
+            self.budget = NodeBudget(self.budget.cal, self.budget.amplitude,
+                                     PrivacyLedger(path, terms_of(self.cfg)))
+            log.info("node %d: privacy account %s: %d payloads, epsilon %.3f spent of %g", self.node,
+                     path, self.budget.payloads, self.budget.epsilon(), self.cfg.privacy.epsilon)
 
     def burst(self, scalar: float | None, sched: Schedule) -> npt.NDArray[np.complex64]:
         """This round's frame: pilots, plus the precoded payload when the AP sent precoding."""
         p = sched.precoding
         if p is None or scalar is None:
             return build_node_burst(self.layout, self.node, None, None, frame_start=sched.tx_sample)
-        value = float(np.sign(scalar)) if self.cfg.ota.scheme == "one_bit" else float(scalar)
+        value: complex = float(np.sign(scalar)) if self.cfg.ota.scheme == "one_bit" else float(scalar)
         if sched.noise_std > 0:
-            value += float(self._noise.normal(0.0, sched.noise_std))
+            value += complex(*self._noise.normal(0.0, sched.noise_std, 2))
         pre = NodePrecoding(node=self.node, b=complex(p.b_re, p.b_im), cfo=p.cfo, delay=p.delay,
                             ref_index=p.ref_index)
         return build_node_burst(self.layout, self.node, value, pre, frame_start=sched.tx_sample)
@@ -307,6 +385,8 @@ class NodeRoundPhy:
                             f"SCHEDULE for sample {sched.tx_sample} handled at sample {now}")
             self._note(t, "late_schedule", ev)
             return None
+        if scalar is not None and sched.precoding is not None and self.budget is not None:
+            scalar = self._afford(t, scalar, sched)
         x = self.burst(scalar, sched)
         built = time.perf_counter() - t0
         report = self.frontend.send(x, sched.tx_sample, self.send_slack_s)
@@ -322,6 +402,26 @@ class NodeRoundPhy:
             self._note(t, _TX_KIND.get(ev.kind, "tx_error"), ev)
         return report
 
+    def _afford(self, t: int, scalar: float, sched: Schedule) -> float | None:
+        """The scalar to send (None: pilots only): a payload over budget is refused, one that
+        fits is counted before it goes to the radio."""
+        assert self.budget is not None and sched.precoding is not None
+        p = sched.precoding
+        cost = self.budget.cost(p.mu, sched.eta, sched.sigma_a, p.noise_var)
+        if cost > p.mu * (1 + 1e-9):
+            log.warning("node %d round %d: the AP planned mu %.4g, but eta %.4g and sigma_a %.4g "
+                        "imply at least %.4g: counting %.4g", self.node, t, p.mu, sched.eta,
+                        sched.sigma_a, cost, cost)
+        if not self.budget.allows(cost):
+            detail = (f"payload refused: mu {cost:.4g} would take the node past its privacy "
+                      f"target (epsilon {self.budget.epsilon():.3f} spent of "
+                      f"{self.cfg.privacy.epsilon:g}); pilots only")
+            log.error("node %d round %d: %s", self.node, t, detail)
+            self._events.append(TxEvent(t=t, kind="privacy_budget", detail=detail))
+            return None
+        self.budget.charge(t, cost)
+        return scalar
+
     def _note(self, t: int, kind: str, ev: RadioEvent) -> None:
         log.warning("node %d round %d: %s", self.node, t, ev)
         self._events.append(TxEvent(t=t, kind=kind, detail=str(ev)[:500]))
@@ -333,6 +433,8 @@ class NodeRoundPhy:
 
     def close(self) -> None:
         self.frontend.close()
+        if self.budget is not None and self.budget.ledger is not None:
+            self.budget.ledger.close()
 
 
 _TX_KIND = {EventKind.LATE_BURST: "late_burst", EventKind.UNDERFLOW: "underflow",

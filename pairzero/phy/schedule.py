@@ -3,7 +3,9 @@
 * A frame of :class:`~pairzero.phy.frame.FrameLayout` is ``layout.length`` samples; consecutive
   frames are at least :func:`frame_stride` apart (a gap of :data:`FRAME_GAP` samples covers the
   emulator's zero tail after a burst, its FIR delay and the AP's capture margin).
-* The AP captures :data:`CAPTURE_MARGIN` samples either side of a frame (:func:`capture_window`).
+* The AP captures :data:`CAPTURE_MARGIN` samples either side of a frame (:func:`capture_window`);
+  the outer parts of those margins carry no node's signal (:func:`quiet_slices`): the receiver
+  noise is measured there.
 * In loopback, node k's samples go to ``tcp://127.0.0.1:<sample_port_base + k>`` and the AP's
   stream comes from ``<sample_port_base + K>`` (:func:`sample_addresses`).
 * On radios a sample index is device time x sample rate; :func:`index_to_time` converts exactly.
@@ -20,6 +22,8 @@ __all__ = [
     "TX_TAIL",
     "frame_stride",
     "capture_window",
+    "quiet_slices",
+    "QUIET_GUARD",
     "sample_addresses",
     "index_to_time",
 ]
@@ -41,6 +45,24 @@ def frame_stride(layout: FrameLayout) -> int:
 def capture_window(layout: FrameLayout, tx_sample: int) -> tuple[int, int]:
     """(start, length) of the AP's window around the frame sent at ``tx_sample``."""
     return tx_sample - CAPTURE_MARGIN, layout.length + 2 * CAPTURE_MARGIN
+
+
+#: Samples beside a frame that filter tails may still reach (the emulator's fractional-delay FIR
+#: spreads a burst 20 samples either side; a radio's DSP chain less), beyond the timing range.
+QUIET_GUARD = 32
+
+
+def quiet_slices(layout: FrameLayout) -> tuple[slice, slice]:
+    """The parts of a :func:`capture_window` that no node's frame reaches (even at the largest
+    timing offset the receiver searches, plus :data:`QUIET_GUARD` for filter tails): before and
+    after the frame. Raises ValueError when the margins leave none."""
+    guard = int(layout.phy.max_timing_offset) + 1 + QUIET_GUARD
+    n = CAPTURE_MARGIN - guard
+    if n < 8:
+        raise ValueError(f"phy.max_timing_offset: {layout.phy.max_timing_offset!r} leaves {n} "
+                         f"noise-only samples beside a frame; allowed: <= {CAPTURE_MARGIN - QUIET_GUARD - 9}")
+    total = layout.length + 2 * CAPTURE_MARGIN
+    return slice(0, n), slice(total - n, total)
 
 
 def sample_addresses(cfg: ExperimentConfig) -> tuple[list[str], str]:

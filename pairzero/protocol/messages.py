@@ -42,6 +42,7 @@ __all__ = [
     "Join",
     "JoinAck",
     "JoinReject",
+    "PrivacyTerms",
     "Round",
     "Precoding",
     "Schedule",
@@ -64,7 +65,8 @@ __all__ = [
 
 #: 2: SCHEDULE (the frame time and precoding, sent after the READYs); READY carries timings
 #: and the events of the node's last frames; ROUND carries only what the compute needs.
-PROTOCOL_VERSION: Final = 2
+#: 3: JOIN carries the node's privacy terms; a precoding carries the node's planned charge.
+PROTOCOL_VERSION: Final = 3
 #: Largest encoded message accepted (bytes). A catch-up response is paged to stay below it.
 MAX_MESSAGE_BYTES: Final = 1 << 20
 #: ``node`` value used by the AP in messages it originates (heartbeats).
@@ -100,13 +102,35 @@ class MsgType(StrEnum):
 
 
 @dataclass(frozen=True)
+class PrivacyTerms:
+    """What a node's privacy rests on, checked at JOIN: the clip bound G (``zo.clip``) and the
+    target (``privacy.enabled``, ``privacy.epsilon``, ``privacy.delta``) over ``run.rounds``
+    rounds. A node whose terms differ from the AP's is refused, the field named."""
+
+    enabled: bool
+    clip: float
+    epsilon: float
+    delta: float
+    rounds: int
+
+    def differences(self, other: PrivacyTerms) -> list[str]:
+        """``"name: mine vs other's"`` for every field that differs (empty: the same terms)."""
+        names = {"enabled": "privacy.enabled", "clip": "zo.clip (G)", "epsilon": "privacy.epsilon",
+                 "delta": "privacy.delta", "rounds": "run.rounds (T)"}
+        return [f"{label} {getattr(self, f)!r} vs {getattr(other, f)!r}"
+                for f, label in names.items() if getattr(self, f) != getattr(other, f)]
+
+
+@dataclass(frozen=True)
 class Join:
     """Node -> AP: ask to take part.
 
     ``next_round`` is the first round the node has *not* applied (0 for a fresh model);
     ``model_hash`` is the hash of its current weights; ``manifest_digest`` the hash of the
     trainable-parameter manifest (name, shape, dtype, order) that keys the perturbations;
-    ``key_id`` the node's CurveZMQ public key (Z85) or ``""`` without CurveZMQ.
+    ``key_id`` the node's CurveZMQ public key (Z85) or ``""`` without CurveZMQ; ``terms``: the
+    privacy terms the node holds itself to (None: a node without them, refused by an AP that
+    has terms).
     """
 
     node: int
@@ -114,6 +138,7 @@ class Join:
     model_hash: str
     key_id: str
     next_round: int
+    terms: PrivacyTerms | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +165,9 @@ class Precoding:
     ``b_re``/``b_im``: complex amplitude b_k multiplying the scalar (linear, includes the channel
     inversion); ``cfo``: carrier offset to pre-compensate (cycles/sample); ``delay``: channel
     delay to pre-compensate (samples); ``ref_index``: absolute sample index at which b_k's
-    phase holds.
+    phase holds; ``mu``: the Gaussian-DP mu the AP plans to charge this node for the payload
+    (0: privacy off); ``noise_var``: the receiver-noise variance N0 at the aggregate the AP
+    planned with (complex, a lower confidence bound), so the node can check ``mu`` itself.
     """
 
     b_re: float
@@ -148,6 +175,8 @@ class Precoding:
     cfo: float
     delay: float
     ref_index: float
+    mu: float = 0.0
+    noise_var: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +217,9 @@ class Schedule:
 
 
 #: What a node's radio front end can report about one of its frames (pairzero.phy.frontend).
-TX_EVENT_KINDS: Final = ("late_burst", "underflow", "no_ack", "late_schedule", "tx_error")
+#: ``privacy_budget``: the node sent pilots only because the payload would exceed its budget.
+TX_EVENT_KINDS: Final = ("late_burst", "underflow", "no_ack", "late_schedule", "tx_error",
+                         "privacy_budget")
 
 
 @dataclass(frozen=True)
@@ -345,6 +376,11 @@ _RANGES: Final[dict[str, tuple[float, float]]] = {
     "tx_prep_s": (0.0, 86400.0),
     "lr": (0.0, math.inf),
     "mu": (0.0, math.inf),
+    "noise_var": (0.0, math.inf),
+    "clip": (0.0, math.inf),
+    "epsilon": (0.0, math.inf),
+    "delta": (0.0, 1.0),
+    "rounds": (1, MAX_INT),
     "timestamp": (0.0, math.inf),
 }
 
