@@ -43,7 +43,7 @@ def calibrate_loopback(cfg: ExperimentConfig) -> CalibrationReport:
     layout = FrameLayout(cfg.phy, k)
     rx = BurstReceiver(layout)
     nodes, ap_addr = [_free_address() for _ in range(k)], _free_address()
-    emu = ChannelEmulator.from_config(cfg.channel, k, cfg.run.seed, nodes, ap_addr, node_timeout_s=0.5)
+    emu = ChannelEmulator.from_config(cfg.channel, cfg.nodes, cfg.run.seed, nodes, ap_addr, node_timeout_s=0.5)
     stride = frame_stride(layout)
     clock = {"next": stride}
     emu.start()

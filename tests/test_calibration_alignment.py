@@ -90,7 +90,7 @@ def test_loopback_calibration_reduces_spread(tmp_path):
     args = argparse.Namespace(config=None, overrides=overrides, output=str(out))
     # The emulator's seeded draw (amplitudes 0.98, 0.94, 0.43, 0.63: 7.2 dB spread).
     cfg = load_config(None, overrides)
-    amps = [abs(c.gain) for c in draw_node_channels(cfg.channel, cfg.nodes.count, cfg.run.seed)]
+    amps = [abs(c.gain) for c in draw_node_channels(cfg.channel, cfg.nodes, cfg.run.seed)]
     tp = FrameLayout(cfg.phy, cfg.nodes.count).pilot_template
     expected_before, before_tol, after_bound = _spread_bounds(
         amps, 10 ** (-cfg.channel.snr_db / 10), np.vdot(tp, tp).real
