@@ -7,16 +7,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import socket
 from pathlib import Path
 
 import numpy as np
 
-from calibration.core import CalibrationReport, run_calibration, write_calibration
+from calibration.core import CalibrationReport, calibration_entries, run_calibration
 from pairzero.config import ExperimentConfig, config_to_dict, load_config
+from pairzero.errors import OperationalError
 from pairzero.phy import BurstReceiver, FrameLayout, build_node_burst
+from pairzero.phy.calibration import (
+    CalibrationFile,
+    calibrate_burst,
+    utc_now,
+    write_calibration_file,
+)
 from pairzero.phy.rx import NodeEstimate
 from pairzero.phy.schedule import TX_TAIL, capture_window, frame_stride
+from pairzero.runinfo import git_revision
 
 __all__ = ["cmd_calibrate", "calibrate_loopback"]
 
@@ -51,23 +60,36 @@ def calibrate_loopback(cfg: ExperimentConfig) -> CalibrationReport:
     txs = [LoopbackFrontEnd(tx_address=a, sample_rate=cfg.phy.sample_rate) for a in nodes]
     try:
 
-        def measure(node: int, factor: complex) -> NodeEstimate:
+        def measure(node: int, factor: complex, advance: float) -> NodeEstimate:
             n0 = clock["next"]
             clock["next"] += stride
-            burst = factor * build_node_burst(layout, node, frame_start=n0)
-            txs[node].send(burst, n0, timeout_s=1.0)
+            burst, at = calibrate_burst(build_node_burst(layout, node, frame_start=n0), n0, factor,
+                                        advance)
+            txs[node].send(burst, at, timeout_s=1.0)
             for j, t in enumerate(txs):  # the others stay silent but keep the clock moving
                 if j != node:
                     t.advance(n0 + layout.length + TX_TAIL)
             start, length = capture_window(layout, n0)
             cap = ap.capture(start, length, timeout_s=10.0)
             if not cap.ok or cap.samples is None:
-                raise RuntimeError(f"calibration: no AP samples for node {node} at index {n0}: "
-                                   + "; ".join(str(e) for e in cap.events))
+                raise OperationalError(f"calibration: no AP samples for node {node} at index {n0}: "
+                                       + "; ".join(str(e) for e in cap.events))
             res = rx.process(cap.samples, start, expected_start=n0)
             if not res.detected:
-                raise RuntimeError(f"calibration: node {node}'s pilot frame not detected")
-            return res.nodes[node]
+                # With signal the preamble metric is about SNR / (1 + SNR) (pairzero.phy.rx).
+                m = min(max(res.metric, 1e-12), 1 - 1e-12)
+                raise OperationalError(
+                    f"calibration: node {node}'s pilot frame was not detected at the AP (preamble "
+                    f"metric {res.metric:.3g} < threshold {res.threshold:.3g}: about "
+                    f"{10 * math.log10(m / (1 - m)):.1f} dB SNR per sample); raise radio.tx_gain_db "
+                    "or channel.snr_db, or bring the node closer")
+            est = res.nodes[node]
+            if not est.present:
+                raise OperationalError(
+                    f"calibration: node {node}'s pilot was not detected at the AP (pilot statistic "
+                    f"{est.statistic:.1f}, SNR {est.snr_db:.1f} dB); raise radio.tx_gain_db or "
+                    "channel.snr_db, or bring the node closer")
+            return est
 
         return run_calibration(measure, k, cfg.radio.tx_gain_db)
     finally:
@@ -96,7 +118,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return 2
     report = calibrate_loopback(cfg)
     out = Path(args.output) if getattr(args, "output", None) else Path(cfg.output.dir) / "calibration.yaml"
-    meta = {
+    meta: dict[str, object] = {
         "mode": cfg.radio.mode,
         "measured_tx_gain_db": cfg.radio.tx_gain_db,
         "spread_before_db": report.spread_before_db,
@@ -104,7 +126,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         "amplitudes_after": [float(a) for a in report.amplitudes_after],
         "config": config_to_dict(cfg),
     }
-    write_calibration(out, report.calibrations, meta)
+    entries = calibration_entries(cfg, report.calibrations, report.verified)
+    write_calibration_file(out, CalibrationFile(utc_now(), git_revision(), cfg.radio.mode,
+                                                tuple(entries), meta))
     log.info(
         "calibration written to %s: spread %.2f dB -> %.2f dB over %d nodes (target amplitude %.3g)",
         out, report.spread_before_db, report.spread_after_db, cfg.nodes.count,

@@ -160,7 +160,8 @@ class UsrpFrontEnd:
     ``direction``: "tx" (an edge node: ``uhd.usrp_sink``) or "rx" (the AP: ``uhd.usrp_source``).
     ``gain_db``: analog gain, checked against the device's range. ``clock_source``: "external"
     (10 MHz + PPS), "gpsdo" or "internal" (one radio alone). ``clock`` / ``sleep``: the host
-    clock that labels PPS edges (see :func:`align_device_time`).
+    clock that labels PPS edges (see :func:`align_device_time`). ``gain_key``: where the gain
+    came from, for errors (default ``radio.tx_gain_db`` / ``radio.rx_gain_db``).
     """
 
     def __init__(
@@ -173,6 +174,7 @@ class UsrpFrontEnd:
         clock_source: str = "external",
         uhd_api: Any = None,
         lock_timeout_s: float = 2.0,
+        gain_key: str | None = None,
     ) -> None:
         if direction not in ("tx", "rx"):
             raise ValueError(f"direction: {direction!r} is not 'tx' or 'rx'")
@@ -190,6 +192,7 @@ class UsrpFrontEnd:
         stream_args = uhd_api.stream_args(cpu_format="fc32", channels=[0])
         what = f"radio {dev_args!r} ({'TX' if direction == 'tx' else 'RX'})"
         self._what = what
+        self._gain_key = gain_key
         self._closed = False
         self.tb: gr.top_block | None = None
         try:
@@ -232,7 +235,7 @@ class UsrpFrontEnd:
         u.set_center_freq(freq, 0)
         rng = u.get_gain_range(0)
         lo, hi = float(rng.start()), float(rng.stop())
-        key = "radio.tx_gain_db" if self.direction == "tx" else "radio.rx_gain_db"
+        key = self._gain_key or ("radio.tx_gain_db" if self.direction == "tx" else "radio.rx_gain_db")
         if not lo <= gain <= hi:
             raise RadioError(f"{what}: {key} = {gain:g} dB is outside the device's gain range "
                              f"{lo:g}..{hi:g} dB (step {float(rng.step()):g} dB)")

@@ -8,10 +8,9 @@ import pytest
 from calibration.core import (
     compute_calibration,
     correction_factor,
-    load_calibration,
     spread_db,
-    write_calibration,
 )
+from pairzero.phy.calibration import read_calibration_file
 from pairzero.phy.rx import NodeEstimate
 
 K_SIGMA = 5.0  # P(|Z| > 5) = 5.7e-7 per Gaussian check
@@ -46,12 +45,6 @@ def test_calibration_rejects_absent_node_and_bad_input():
         compute_calibration([_est(0, 1.0), _est(1, 0.0, present=False)], 40.0)
     with pytest.raises(ValueError, match="amplitudes"):
         spread_db([])
-
-
-def test_calibration_yaml_round_trip(tmp_path):
-    cals = compute_calibration([_est(0, 0.3), _est(1, 0.9)], 40.0)
-    path = write_calibration(tmp_path / "cal.yaml", cals, {"mode": "test"})
-    assert load_calibration(path) == cals
 
 
 def _spread_bounds(amps, noise_var, pilot_energy, k=K_SIGMA):
@@ -99,7 +92,7 @@ def test_loopback_calibration_reduces_spread(tmp_path):
     import yaml
 
     meta = yaml.safe_load(out.read_text())["meta"]
-    cals = load_calibration(out)
+    cals = read_calibration_file(out).nodes
     # Assert: the bounds assume exact corrections (no TX gain clipped to its 0..90 dB range)
     assert all(0.0 < c.tx_gain_db < 90.0 for c in cals) and len(cals) == 4
     assert abs(meta["spread_before_db"] - expected_before) < before_tol

@@ -39,6 +39,7 @@ from pairzero.config import ExperimentConfig
 from pairzero.ota.aggregate import estimate_g_hat
 from pairzero.ota.power import PowerPlan, amplitude_bound, plan_round
 from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration, charge_logged_rounds
+from pairzero.phy.calibration import NodeCalibration, calibrate_burst
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.frontend import EventKind, Idle, RadioEvent, RadioFrontEnd, SendReport
 from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
@@ -269,7 +270,7 @@ class NodeRoundPhy:
     digital = False
 
     def __init__(self, cfg: ExperimentConfig, node: int, frontend: RadioFrontEnd,
-                 send_slack_s: float = 1.0) -> None:
+                 send_slack_s: float = 1.0, calibration: NodeCalibration | None = None) -> None:
         if not 0 <= node < cfg.nodes.count:
             raise ValueError(f"node: {node!r} must be in 0..{cfg.nodes.count - 1}")
         self.cfg = cfg
@@ -277,6 +278,9 @@ class NodeRoundPhy:
         self.frontend = frontend
         self.send_slack_s = send_slack_s
         self.layout = FrameLayout(cfg.phy, cfg.nodes.count)
+        # This node's entry of radio.calibration_file: its digital scale, phase and timing
+        # advance apply to every frame (the analog gain is on the front end).
+        self.calibration = calibration
         self._noise = np.random.default_rng(secrets.randbits(128))
         self.sent: list[int] = []  # tx_sample of every frame handed to the radio
         self.tx_s: dict[int, float] = {}  # round t -> seconds from SCHEDULE to radio handoff
@@ -308,8 +312,12 @@ class NodeRoundPhy:
             self._note(t, "late_schedule", ev)
             return None
         x = self.burst(scalar, sched)
+        index = sched.tx_sample
+        if self.calibration is not None:
+            x, index = calibrate_burst(x, index, self.calibration.factor(),
+                                       self.calibration.timing_advance_samples)
         built = time.perf_counter() - t0
-        report = self.frontend.send(x, sched.tx_sample, self.send_slack_s)
+        report = self.frontend.send(x, index, self.send_slack_s)
         # What the AP must allow for next time: building the frame plus handing it to the radio
         # (not the wait for the radio's acknowledgement, which comes after the frame's time).
         self.last_prep_s = built + report.handoff_s
