@@ -26,7 +26,10 @@ from pairzero.config import ExperimentConfig
 from pairzero.phy.frontend import Capture, EventKind, Idle, RadioEvent, SendReport
 from pairzero.phy.schedule import TX_TAIL, sample_addresses
 
-__all__ = ["EdgeTx", "ApRx", "LoopbackFrontEnd"]
+__all__ = ["EdgeTx", "ApRx", "LoopbackFrontEnd", "LOOPBACK_GAIN_RANGE_DB"]
+
+#: Analog TX gain range of the loopback radio (dB; that of ``radio.tx_gain_db``), any step.
+LOOPBACK_GAIN_RANGE_DB = (0.0, 90.0)
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +138,26 @@ class LoopbackFrontEnd:
                  reference_gain_db: float = 0.0) -> None:
         if tx_address is None and rx_address is None:
             raise ValueError("tx_address/rx_address: give at least one")
-        for key, v in (("tx_gain_db", tx_gain_db), ("reference_gain_db", reference_gain_db)):
-            if not math.isfinite(v):
-                raise ValueError(f"{key}: {v!r} must be a finite number (dB)")
+        if not math.isfinite(reference_gain_db):
+            raise ValueError(f"reference_gain_db: {reference_gain_db!r} must be a finite number (dB)")
         self.sample_rate = sample_rate
         self.reference_gain_db = float(reference_gain_db)
         self.set_tx_gain(tx_gain_db)
         self.tx = EdgeTx(tx_address) if tx_address is not None else None
         self.rx = ApRx(rx_address) if rx_address is not None else None
 
-    def set_tx_gain(self, tx_gain_db: float) -> None:
+    def set_tx_gain(self, tx_gain_db: float) -> float:
         """The emulated analog TX gain (dB): samples leave scaled by
-        10^((tx_gain_db - reference_gain_db)/20), the channel model holding at the reference."""
+        10^((tx_gain_db - reference_gain_db)/20), the channel model holding at the reference.
+        Range :data:`LOOPBACK_GAIN_RANGE_DB` (as the configs' ``radio.tx_gain_db``); returns the
+        gain set."""
+        lo, hi = LOOPBACK_GAIN_RANGE_DB
+        if not (math.isfinite(tx_gain_db) and lo <= tx_gain_db <= hi):
+            raise ValueError(f"tx_gain_db: {tx_gain_db!r} dB is outside the loopback radio's range "
+                             f"{lo:g}..{hi:g} dB")
         self.tx_gain_db = float(tx_gain_db)
         self.gain_factor = 10 ** ((self.tx_gain_db - self.reference_gain_db) / 20)
+        return self.tx_gain_db
 
     @classmethod
     def for_node(cls, cfg: ExperimentConfig, node: int, tx_gain_db: float | None = None) -> LoopbackFrontEnd:

@@ -251,6 +251,24 @@ class UsrpFrontEnd:
                           u.get_sensor_names(0), lock_timeout_s, sleep,
                           f"the LO does not lock at radio.center_freq_hz = {freq:.6g} Hz")
 
+    def set_tx_gain(self, gain_db: float) -> float:
+        """Set the analog TX gain (dB; calibration) within the device's range; returns the gain
+        the device really set (UHD rounds to the daughterboard's step)."""
+        if self.direction != "tx":
+            raise ValueError("set_tx_gain: this front end is a receiver")
+        rng = self.usrp.get_gain_range(0)
+        lo, hi = float(rng.start()), float(rng.stop())
+        if not lo <= gain_db <= hi:
+            raise RadioError(f"{self._what}: TX gain {gain_db:g} dB is outside the device's gain "
+                             f"range {lo:g}..{hi:g} dB (step {float(rng.step()):g} dB)")
+        self.usrp.set_gain(gain_db, 0)
+        return float(self.usrp.get_gain(0))
+
+    @property
+    def tx_gain_db(self) -> float:
+        """The analog gain the device runs at (dB)."""
+        return float(self.usrp.get_gain(0))
+
     def _wait_locked(self, name: str, read: Callable[[], Any], names: Any, timeout_s: float,
                      sleep: Callable[[float], None], why: str) -> None:
         if name not in list(names):

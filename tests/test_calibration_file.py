@@ -4,7 +4,6 @@ on the front end; digital scale, phase and timing advance on every burst)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import logging
@@ -190,14 +189,15 @@ def _pilot_estimates(cfg, ap, nodes):
 
 
 def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
-    """`pairzero calibrate` (loopback) on a 27 dB path-loss spread, then the AP and the nodes
+    """The calibration measured in one process (loopback) on a 27 dB path-loss spread, then the
+    AP and the nodes
     started with its file send a pilot frame through the emulator: levels, phases and delays at
     the AP are aligned. Bounds: level and phase spread from the two independent pilot errors
     (tests.test_calibration_alignment._spread_bounds: pass 1 sets the correction, this frame
     verifies it); the issue's limits (0.5 dB, 5 deg, 0.25 sample) on top."""
     pytest.importorskip("gnuradio.gr")
     import radio
-    from calibration.cli import cmd_calibrate
+    from calibration.cli import write_loopback_calibration
     from pairzero.phy import FrameLayout
     from radio.emulator import ChannelEmulator, draw_node_channels
     from tests.e2e_util import free_port_block
@@ -209,7 +209,7 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
             "run.seed=4", "privacy.enabled=false", f"network.sample_port_base={base}",
             f"network.control_port={base - 1}"]
     out = tmp_path / "cal.yaml"
-    assert cmd_calibrate(argparse.Namespace(config=None, overrides=over, output=str(out))) == 0
+    write_loopback_calibration(load_config(None, over), out)
     cfg = load_config(None, [*over, f"radio.calibration_file={out}"])
     cal = read_calibration_file(out)
     amps = [abs(c.gain) for c in draw_node_channels(cfg.channel, cfg.nodes, cfg.run.seed)]

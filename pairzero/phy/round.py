@@ -31,6 +31,7 @@ import math
 import secrets
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,14 +40,21 @@ from pairzero.config import ExperimentConfig
 from pairzero.ota.aggregate import estimate_g_hat
 from pairzero.ota.power import PowerPlan, amplitude_bound, plan_round
 from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration, charge_logged_rounds
-from pairzero.phy.calibration import NodeCalibration, calibrate_burst
+from pairzero.phy.calibration import NodeCalibration, calibrate_burst, radio_identity
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.frontend import EventKind, Idle, RadioEvent, RadioFrontEnd, SendReport
 from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
 from pairzero.phy.schedule import capture_window, frame_stride
 from pairzero.phy.tx import NodePrecoding, build_node_burst, refine_cfo
 from pairzero.protocol.interfaces import PhyResult, ReadyTiming, RoundPlan
-from pairzero.protocol.messages import Precoding, RoundRecord, Schedule, TxEvent
+from pairzero.protocol.messages import (
+    Calibrate,
+    CalResult,
+    Precoding,
+    RoundRecord,
+    Schedule,
+    TxEvent,
+)
 
 __all__ = ["ReadyTiming", "ApRoundPhy", "NodeRoundPhy"]
 
@@ -329,6 +337,47 @@ class NodeRoundPhy:
         for ev in report.events:
             self._note(t, _TX_KIND.get(ev.kind, "tx_error"), ev)
         return report
+
+    def calibrate(self, c: Calibrate) -> CalResult:
+        """Serve a CALIBRATE of ``pairzero calibrate``: set its calibration (``c.apply``: the
+        radio's analog TX gain and the digital scale, phase and timing advance of every later
+        frame), then send a pilot-only frame at ``c.tx_sample`` with it. What the node runs
+        now, the gain as the radio set it, goes back in the CAL_RESULT."""
+        fe: Any = self.frontend
+        gain = float(getattr(fe, "tx_gain_db", self.cfg.radio.tx_gain_db))
+        detail = ""
+        if c.apply:
+            try:
+                gain = float(fe.set_tx_gain(c.tx_gain_db))
+            except (ValueError, AttributeError, RuntimeError) as e:  # RadioError: RuntimeError
+                detail = f"TX gain {c.tx_gain_db:g} dB not set: {e}"
+            self.calibration = NodeCalibration(
+                node=self.node, radio=radio_identity(self.cfg, self.node),
+                center_freq_hz=self.cfg.radio.center_freq_hz, sample_rate=self.cfg.phy.sample_rate,
+                tx_gain_db=gain, digital_scale=c.digital_scale, phase_rad=c.phase_rad,
+                timing_advance_samples=c.timing_advance_samples)
+            log.info("node %d calibration pass %d: %s", self.node, c.iteration,
+                     self.calibration.describe())
+        cal = self.calibration
+        sent = False
+        now = self.frontend.now_index()
+        if not detail and now > c.tx_sample:
+            detail = f"CALIBRATE for sample {c.tx_sample} handled at sample {now}"
+        elif not detail:
+            x = build_node_burst(self.layout, self.node, None, None, frame_start=c.tx_sample)
+            index = c.tx_sample
+            if cal is not None:
+                x, index = calibrate_burst(x, index, cal.factor(), cal.timing_advance_samples)
+            report = self.frontend.send(x, index, self.send_slack_s)
+            sent = report.sent
+            detail = "; ".join(str(e) for e in report.events)[:500]
+        if detail:
+            log.warning("node %d calibration pass %d: %s", self.node, c.iteration, detail)
+        return CalResult(
+            node=self.node, iteration=c.iteration, tx_gain_db=gain,
+            digital_scale=cal.digital_scale if cal else 1.0, phase_rad=cal.phase_rad if cal else 0.0,
+            timing_advance_samples=cal.timing_advance_samples if cal else 0.0, sent=sent,
+            detail=detail)
 
     def _note(self, t: int, kind: str, ev: RadioEvent) -> None:
         log.warning("node %d round %d: %s", self.node, t, ev)
