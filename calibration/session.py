@@ -308,8 +308,3 @@ class ControlPlaneCalibrator:
             settings = next_settings(last, target, ref, gain_range_db, gain_step_db)
             it += 1
             last = self.measure(it, settings)
-
-    def close(self) -> None:
-        """Tell the nodes nothing more comes (they stop on SIGINT from the launcher)."""
-        self.peers.clear()
-
