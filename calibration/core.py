@@ -3,40 +3,40 @@
 Each node sends a known pilot frame alone; the AP measures its received complex amplitude
 and delay (:class:`pairzero.phy.NodeEstimate`). Node k then needs a gain change of
 ``20 log10(target / |h_k|)`` dB: the integer-step part goes to the radio's TX gain, the rest to
-a digital scale (linear, <= ``max_digital_scale`` to keep DAC headroom), and the phase
-``-angle(h_k)`` to a digital rotation, so every node arrives at ``target`` with phase 0. A
-second pass with the correction applied measures the residual spread
-``20 log10(max |h| / min |h|)`` (dB).
+a digital scale (linear, <= ``max_digital_scale`` to keep DAC headroom), the phase
+``-angle(h_k)`` to a digital rotation and the delay to a timing advance, so every node arrives
+at ``target`` with phase 0 on time. A second pass with the correction applied measures the
+residual spread ``20 log10(max |h| / min |h|)`` (dB). The corrections become the entries of the
+calibration file the nodes load (:func:`calibration_entries`, :mod:`pairzero.phy.calibration`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-import yaml
 
+from pairzero.config import ExperimentConfig
+from pairzero.phy.calibration import NodeCalibration, radio_identity
 from pairzero.phy.rx import NodeEstimate
 
 __all__ = [
-    "NodeCalibration",
+    "NodeCorrection",
     "compute_calibration",
     "spread_db",
     "correction_factor",
-    "write_calibration",
-    "load_calibration",
+    "calibration_entries",
     "run_calibration",
     "CalibrationReport",
 ]
 
 
 @dataclass(frozen=True)
-class NodeCalibration:
-    """Correction for one node: TX gain (dB, absolute), digital scale (linear) and phase (rad)."""
+class NodeCorrection:
+    """Correction for one node: TX gain (dB, absolute), digital scale (linear), phase (rad) and
+    the measured delay (samples: the timing advance), from the measured amplitude and phase."""
 
     node: int
     tx_gain_db: float
@@ -62,7 +62,7 @@ def compute_calibration(
     gain_step_db: float = 1.0,
     gain_range_db: tuple[float, float] = (0.0, 90.0),
     max_digital_scale: float = 1.0,
-) -> list[NodeCalibration]:
+) -> list[NodeCorrection]:
     """Per-node corrections from single-node pilot measurements taken at ``tx_gain_db``.
 
     ``target_amplitude`` defaults to the weakest node's amplitude x 10^(-gain_step_db/20) (the
@@ -88,7 +88,7 @@ def compute_calibration(
         new_gain = float(np.clip(tx_gain_db + analog, *gain_range_db))
         digital = min(10 ** ((need_db - (new_gain - tx_gain_db)) / 20), max_digital_scale)
         out.append(
-            NodeCalibration(
+            NodeCorrection(
                 node=e.node,
                 tx_gain_db=new_gain,
                 digital_scale=float(digital),
@@ -101,7 +101,7 @@ def compute_calibration(
     return out
 
 
-def correction_factor(cal: NodeCalibration, measured_tx_gain_db: float) -> complex:
+def correction_factor(cal: NodeCorrection, measured_tx_gain_db: float) -> complex:
     """Complex factor the calibration multiplies a node's signal by, relative to the
     measurement pass: TX gain change x digital scale x phase rotation."""
     return complex(
@@ -111,35 +111,41 @@ def correction_factor(cal: NodeCalibration, measured_tx_gain_db: float) -> compl
     )
 
 
-def write_calibration(path: str | Path, cals: Sequence[NodeCalibration], meta: dict[str, Any]) -> Path:
-    """Write the calibration YAML the edge nodes load (``nodes: [{node, tx_gain_db, ...}]``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"meta": meta, "nodes": [asdict(c) for c in cals]}
-    p.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return p
+def calibration_entries(
+    cfg: ExperimentConfig,
+    corrections: Sequence[NodeCorrection],
+    verified: Sequence[NodeEstimate] | None = None,
+) -> list[NodeCalibration]:
+    """The calibration file's entries for ``corrections`` made under ``cfg`` (radio identity,
+    centre frequency, sample rate); level and SNR from the verification pass when given."""
+    after = {e.node: e for e in verified or ()}
+    out = []
+    for c in corrections:
+        v = after.get(c.node)
+        level = 20 * math.log10(abs(v.gain)) if v is not None and abs(v.gain) > 0 else None
+        snr = float(v.snr_db) if v is not None and math.isfinite(v.snr_db) else None
+        out.append(NodeCalibration(
+            node=c.node, radio=radio_identity(cfg, c.node), center_freq_hz=cfg.radio.center_freq_hz,
+            sample_rate=cfg.phy.sample_rate, tx_gain_db=c.tx_gain_db, digital_scale=c.digital_scale,
+            phase_rad=c.digital_phase_rad, timing_advance_samples=c.delay_samples, level_db=level,
+            snr_db=snr))
+    return out
 
 
-def load_calibration(path: str | Path) -> list[NodeCalibration]:
-    """Read a calibration YAML written by :func:`write_calibration`."""
-    doc = yaml.safe_load(Path(path).read_text())
-    if not isinstance(doc, dict) or "nodes" not in doc:
-        raise ValueError(f"{path}: not a calibration file (no 'nodes' list)")
-    return [NodeCalibration(**n) for n in doc["nodes"]]
-
-
-Measure = Callable[[int, complex], NodeEstimate]
-"""measure(node, tx_factor) -> that node's estimate when it alone sends its pilot scaled by tx_factor."""
+Measure = Callable[[int, complex, float], NodeEstimate]
+"""measure(node, tx_factor, advance) -> that node's estimate when it alone sends its pilot scaled
+by tx_factor, ``advance`` samples early."""
 
 
 @dataclass(frozen=True)
 class CalibrationReport:
-    """Both passes: corrections, spread before and after (dB)."""
+    """Both passes: corrections, spread before and after (dB), the verification estimates."""
 
-    calibrations: list[NodeCalibration]
+    calibrations: list[NodeCorrection]
     spread_before_db: float
     spread_after_db: float
     amplitudes_after: list[float]
+    verified: list[NodeEstimate]
 
 
 def run_calibration(
@@ -150,8 +156,9 @@ def run_calibration(
     gain_range_db: tuple[float, float] = (0.0, 90.0),
 ) -> CalibrationReport:
     """Measurement pass, corrections, verification pass (nodes one at a time)."""
-    first = [measure(k, 1.0) for k in range(num_nodes)]
+    first = [measure(k, 1.0, 0.0) for k in range(num_nodes)]
     cals = compute_calibration(first, tx_gain_db, gain_step_db=gain_step_db, gain_range_db=gain_range_db)
-    second = [measure(c.node, correction_factor(c, tx_gain_db)) for c in cals]
+    second = [measure(c.node, correction_factor(c, tx_gain_db), c.delay_samples) for c in cals]
     after = [abs(e.gain) for e in second]
-    return CalibrationReport(cals, spread_db([abs(e.gain) for e in first]), spread_db(after), after)
+    return CalibrationReport(cals, spread_db([abs(e.gain) for e in first]), spread_db(after), after,
+                             second)

@@ -34,6 +34,8 @@ from pairzero.errors import OperationalError
 from pairzero.protocol.interfaces import NodePhy, Trainer
 from pairzero.protocol.messages import (
     Body,
+    Calibrate,
+    CalResult,
     CatchupRequest,
     CatchupResponse,
     Error,
@@ -244,6 +246,8 @@ class EdgeNode:
             self._on_update(b)
         elif isinstance(b, CatchupResponse):
             self._on_catchup(b)
+        elif isinstance(b, Calibrate):
+            self._on_calibrate(b)
         else:
             self.dropped += 1
             log.warning("node %d dropped %s: not an AP-to-node message", self.node_id, type(b).__name__)
@@ -291,6 +295,20 @@ class EdgeNode:
             scalar = self._pending[1]
         self._pending = None
         self._phy.transmit(s.t, scalar, s)
+
+    def _on_calibrate(self, c: Calibrate) -> None:
+        """``pairzero calibrate``: apply its calibration, send a pilot frame, say what was done."""
+        if c.node != self.node_id:
+            self.dropped += 1
+            return
+        calibrate = getattr(self._phy, "calibrate", None)
+        if calibrate is None:
+            self._send(CalResult(node=self.node_id, iteration=c.iteration, tx_gain_db=0.0,
+                                 digital_scale=1.0, phase_rad=0.0, timing_advance_samples=0.0,
+                                 sent=False, detail="this node runs without a radio PHY "
+                                                    "(radio.mode: baseband)"))
+            return
+        self._send(calibrate(c))
 
     def _on_update(self, u: Update) -> None:
         if u.t < self.next_round:

@@ -107,6 +107,19 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="existing run directory to write into (the loopback launcher sets it)")
     if name == "calibrate":
         p.add_argument("--output", default="calibration.yaml", help="calibration YAML to write")
+        p.add_argument("--verify", action="store_true",
+                       help="measure with radio.calibration_file applied, change nothing: per-node "
+                            "table and PNG; status 1 when a node is out of tolerance")
+        p.add_argument("--tol", type=float, default=0.5,
+                       help="level tolerance (dB): spread and deviation from target (default: %(default)s)")
+        p.add_argument("--max-iter", type=int, default=4,
+                       help="correction passes at most (default: %(default)s)")
+        p.add_argument("--target-db", type=float, default=None,
+                       help="received level to align to (dB re unit amplitude; default: the "
+                            "strongest node's at radio.tx_gain_db, within every node's gain range)")
+        p.add_argument("--gain-step", type=float, default=1.0,
+                       help="analog TX gain step (dB; default: %(default)s)")
+        p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
     if name == "config":
         p.add_argument("--resolve-clip", action="store_true",
                        help="with zo.clip_quantile set: run the clip warm-up (loads the model) and "

@@ -253,7 +253,8 @@ class RadioConfig:
     tx_gain_db: float = _f(40.0, ge=0.0, le=90.0)
     rx_gain_db: float = _f(30.0, ge=0.0, le=90.0)
     clock_source: Literal["internal", "external", "gpsdo"] = "external"
-    calibration_file: str | None = None
+    calibration_file: str | None = _f(None, doc="calibration file (pairzero.phy.calibration) the nodes apply at start (TX gain, digital scale and phase, timing advance) and the AP checks; `pairzero calibrate` writes it; null: uncalibrated (every node at radio.tx_gain_db)")
+    calibration_max_age_h: float = _f(24.0, ge=0.0, le=1e6, doc="warn at start when radio.calibration_file is older than this (hours; 0: never)")
     tx_lead_s: float = _f(0.02, ge=0.0, le=10.0, doc="radios: a frame's time is this far (s) beyond the measured control-plane and TX latencies")
     capture_slack_s: float = _f(1.0, gt=0.0, le=600.0, doc="radios: the AP gives up on a window this long (s) after it is due")
     emulated_rate_factor: float = _f(1.0, gt=0.0, le=1.0, doc="type=emulated radios: their clocks run at this fraction of real time (lower on a loaded machine)")

@@ -13,11 +13,15 @@ The round protocol on top (:mod:`pairzero.phy.round`) sees only the front-end in
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pairzero.config import ExperimentConfig
+from pairzero.phy.calibration import NodeCalibration, load_ap_calibration, load_node_calibration
 from pairzero.phy.frontend import RadioFrontEnd
 from pairzero.phy.schedule import sample_addresses
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ap_frontend", "node_frontend", "ap_phy", "node_phy", "node_device_args"]
 
@@ -34,7 +38,9 @@ def _uhd_api(cfg: ExperimentConfig, tx_address: str | None = None, rx_address: s
     if cfg.radio.emulated():
         from radio.emulated import EmulatedUhd
 
-        return EmulatedUhd(tx_address, rx_address, cfg.radio.emulated_rate_factor)
+        # The emulator's channel gains hold at radio.tx_gain_db (see pairzero.phy.calibration).
+        return EmulatedUhd(tx_address, rx_address, cfg.radio.emulated_rate_factor,
+                           reference_tx_gain_db=cfg.radio.tx_gain_db)
     return None  # gnuradio.uhd
 
 
@@ -53,19 +59,23 @@ def ap_frontend(cfg: ExperimentConfig) -> RadioFrontEnd:
                         r.clock_source, uhd_api=_uhd_api(cfg, rx_address=sample_addresses(cfg)[1]))
 
 
-def node_frontend(cfg: ExperimentConfig, node: int) -> RadioFrontEnd:
-    """Node ``node``'s transmitter for ``radio.mode``."""
+def node_frontend(cfg: ExperimentConfig, node: int,
+                  calibration: NodeCalibration | None = None) -> RadioFrontEnd:
+    """Node ``node``'s transmitter for ``radio.mode``, its analog TX gain the calibration's
+    (``radio.tx_gain_db`` without one)."""
+    gain = cfg.radio.tx_gain_db if calibration is None else calibration.tx_gain_db
     if cfg.radio.mode == "loopback":
         from radio.loopback import LoopbackFrontEnd
 
-        return LoopbackFrontEnd.for_node(cfg, node)
+        return LoopbackFrontEnd.for_node(cfg, node, tx_gain_db=gain)
     if cfg.radio.mode != "usrp":
         raise ValueError(f"radio.mode: {cfg.radio.mode!r} has no radio front end")
     from radio.usrp import UsrpFrontEnd
 
     r = cfg.radio
+    key = None if calibration is None else f"radio.calibration_file node {node} tx_gain_db"
     return UsrpFrontEnd("tx", node_device_args(cfg, node), cfg.phy.sample_rate, r.center_freq_hz,
-                        r.tx_gain_db, r.clock_source,
+                        gain, r.clock_source, gain_key=key,
                         uhd_api=_uhd_api(cfg, tx_address=sample_addresses(cfg)[0][node]))
 
 
@@ -73,6 +83,7 @@ def ap_phy(cfg: ExperimentConfig, frontend: RadioFrontEnd | None = None) -> Any:
     """The AP's round protocol (:class:`pairzero.phy.round.ApRoundPhy`) on its front end."""
     from pairzero.phy.round import ApRoundPhy
 
+    load_ap_calibration(cfg)  # refuses a file made for another frequency, rate or radio
     fe = frontend if frontend is not None else ap_frontend(cfg)
     if cfg.radio.mode == "usrp":
         # Radios share 10 MHz + PPS: precode after one pilot frame; frames at now + lead.
@@ -85,11 +96,14 @@ def ap_phy(cfg: ExperimentConfig, frontend: RadioFrontEnd | None = None) -> Any:
 
 
 def node_phy(cfg: ExperimentConfig, node: int, frontend: RadioFrontEnd | None = None) -> Any:
-    """Node ``node``'s round protocol (:class:`pairzero.phy.round.NodeRoundPhy`)."""
+    """Node ``node``'s round protocol (:class:`pairzero.phy.round.NodeRoundPhy`), with its entry
+    of ``radio.calibration_file`` applied (analog gain on the front end, digital scale, phase
+    and timing advance on every burst)."""
     from pairzero.phy.round import NodeRoundPhy
 
-    fe = frontend if frontend is not None else node_frontend(cfg, node)
+    cal = load_node_calibration(cfg, node)
+    fe = frontend if frontend is not None else node_frontend(cfg, node, cal)
     slack = cfg.radio.capture_slack_s if cfg.radio.mode == "usrp" else 1.0
     if cfg.radio.emulated():
         slack /= cfg.radio.emulated_rate_factor
-    return NodeRoundPhy(cfg, node, fe, send_slack_s=slack)
+    return NodeRoundPhy(cfg, node, fe, send_slack_s=slack, calibration=cal)

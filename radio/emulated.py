@@ -272,9 +272,13 @@ class _TxBurst:
 class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
     """``uhd.usrp_sink`` stand-in: timed bursts into the channel emulator (node stream)."""
 
-    def __init__(self, dev_args: str, ref: ReferenceClock, address: str) -> None:
+    def __init__(self, dev_args: str, ref: ReferenceClock, address: str,
+                 reference_gain_db: float | None = None) -> None:
         gr.sync_block.__init__(self, "pairzero_emulated_usrp_sink", in_sig=[np.complex64], out_sig=None)
         self._init_radio(dev_args, ref, tx=True)
+        # The channel model's gain holds at this TX gain; another gain scales the samples by
+        # 10^((gain - reference)/20) (None: the gain does not touch the samples).
+        self.reference_gain_db = reference_gain_db
         self.message_port_register_out(ASYNC_PORT)
         self.address = address
         self._sock: zmq.Socket | None = None
@@ -361,6 +365,8 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
             self.message_port_pub(ASYNC_PORT, make_async_message(
                 ["underflow_in_packet"], index_to_time(b.next, self._rate)))
             return
+        if self.reference_gain_db is not None and self._gain != self.reference_gain_db:
+            x = (x * np.float32(10 ** ((self._gain - self.reference_gain_db) / 20))).astype(np.complex64)
         self._push(b.next, np.ascontiguousarray(x), b.next + len(x))
         b.next += len(x)
 
@@ -552,6 +558,9 @@ class EmulatedUhd:
 
     ``tx_address``: the emulator input of this node's stream; ``rx_address``: the emulator's AP
     stream. ``rate_factor``: device clocks run at this fraction of real time.
+    ``reference_tx_gain_db``: the TX gain at which the emulator's channel gains hold
+    (``radio.tx_gain_db``): a transmitter set to another gain scales its samples by
+    10^((gain - reference)/20), as an analog gain stage would (None: gain has no effect).
     """
 
     time_spec_t = gr_uhd.time_spec_t
@@ -564,8 +573,9 @@ class EmulatedUhd:
     sensor_value_t = gr_uhd.sensor_value_t
 
     def __init__(self, tx_address: str | None = None, rx_address: str | None = None,
-                 rate_factor: float = 1.0) -> None:
+                 rate_factor: float = 1.0, reference_tx_gain_db: float | None = None) -> None:
         self.ref = ReferenceClock(rate_factor)
+        self.reference_tx_gain_db = reference_tx_gain_db
         self.rate_factor = self.ref.rate_factor
         self.host_clock = self.ref.host_clock
         self.host_sleep = self.ref.host_sleep
@@ -576,7 +586,7 @@ class EmulatedUhd:
         """The stand-in for ``uhd.usrp_sink(device_addr, stream_args, length_tag_name)``."""
         if self.tx_address is None:
             raise RuntimeError("emulated USRP: no emulator input for a transmitter")
-        return EmulatedUsrpSink(dev_args, self.ref, self.tx_address)
+        return EmulatedUsrpSink(dev_args, self.ref, self.tx_address, self.reference_tx_gain_db)
 
     def usrp_source(self, dev_args: str, stream_args: Any,
                     issue_stream_cmd_on_start: bool = True) -> EmulatedUsrpSource:

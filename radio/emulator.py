@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from gnuradio import blocks, gr
 
-from pairzero.config import ChannelConfig, ExperimentConfig
+from pairzero.config import ChannelConfig, ExperimentConfig, NodesConfig
 from radio.blocks import FIR_TAPS, BurstSource, ChannelBank, IndexedSink, NodeChannelParams
 
 __all__ = [
@@ -33,32 +33,36 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def draw_node_channels(channel: ChannelConfig, num_nodes: int, seed: int) -> list[NodeChannelParams]:
-    """Seeded per-node channels from ``ChannelConfig``.
+#: Seed stream of the emulator's per-node delays and CFOs (``SeedSequence([seed, 2])``); the
+#: complex gains come from :class:`pairzero.ota.channel.ChannelModel` (streams 0 and 1).
+_STREAM_SYNC = 2
 
-    |gain| is 1 for ``fading: none`` and a block-fading draw otherwise (Rayleigh CN(0,1), or
-    Rician with ``rician_k_db``); the phase is uniform when ``random_phase``; delay and CFO are
-    uniform in +-``max_delay_samples`` and +-``max_cfo``.
+
+def draw_node_channels(channel: ChannelConfig, nodes: NodesConfig, seed: int,
+                       round_t: int = 0) -> list[NodeChannelParams]:
+    """Seeded per-node channels of the experiment's channel model.
+
+    The complex gain of node k is ``h_k`` of :class:`pairzero.ota.channel.ChannelModel` (the
+    model ``pairzero simulate`` uses): path loss ``(reference_distance_m / d_k)^alpha`` in power
+    from ``nodes.distances_m`` (or distances drawn in ``nodes.min/max_distance_m``), times the
+    small-scale fading of ``channel.fading`` (``random_phase``, ``rician_k_db``), as drawn for
+    round ``round_t``. The emulator holds that draw for its whole run (block fading over the
+    run: the round protocol precodes a frame from the previous frame's pilots, so the channel
+    must not be redrawn between frames); time variation within a run is
+    ``channel.fading_doppler``. Delay and CFO are uniform in +-``max_delay_samples`` and
+    +-``max_cfo`` (their own seed stream, so they do not move when the gain model changes).
+    ``channel.estimation_error_std`` is not emulated: the AP's estimates come from real pilots.
     """
-    if num_nodes < 1:
-        raise ValueError(f"num_nodes: {num_nodes!r} must be >= 1")
-    rng = np.random.default_rng(seed)
-    k = num_nodes
-    if channel.fading == "none":
-        amp = np.ones(k)
-    elif channel.fading == "rayleigh":
-        amp = np.abs(rng.standard_normal(k) + 1j * rng.standard_normal(k)) / np.sqrt(2)
-    else:
-        kf = 10 ** (channel.rician_k_db / 10)
-        los = np.sqrt(kf / (kf + 1))
-        diff = (rng.standard_normal(k) + 1j * rng.standard_normal(k)) * np.sqrt(1 / (2 * (kf + 1)))
-        amp = np.abs(los + diff)
-    phase = rng.uniform(0, 2 * np.pi, k) if channel.random_phase else np.zeros(k)
+    from pairzero.ota.channel import ChannelModel
+
+    h = ChannelModel.from_config(channel, nodes, seed).draw(round_t).h  # (K,) complex
+    k = nodes.count
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM_SYNC]))
     delay = rng.uniform(-channel.max_delay_samples, channel.max_delay_samples, k)
     cfo = rng.uniform(-channel.max_cfo, channel.max_cfo, k)
     return [
-        NodeChannelParams(complex(a * np.exp(1j * p)), float(d), float(f))
-        for a, p, d, f in zip(amp, phase, delay, cfo, strict=True)
+        NodeChannelParams(complex(g), float(d), float(f))
+        for g, d, f in zip(h, delay, cfo, strict=True)
     ]
 
 
@@ -137,8 +141,8 @@ class LoopbackChannel(gr.hier_block2):
 
 
 def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The emulator of an experiment (channels drawn from ``channel`` with ``run.seed``): for
-    ``radio.mode: loopback`` lockstep from sample 0, zero-filling a silent node after the READY
+    """The emulator of an experiment (channels of the channel model with ``run.seed``, see
+    :func:`draw_node_channels`): for ``radio.mode: loopback`` lockstep from sample 0, zero-filling a silent node after the READY
     deadline; for emulated USRPs the stream follows the radios' clocks from the first node's
     device time, without carrier offsets (the radios share a 10 MHz reference, as the AP's
     precoding assumes), a radio silent for 1 s (of its clock) is zero-filled, and with every
@@ -147,7 +151,7 @@ def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
     if cfg.radio.mode == "usrp":  # radios on one 10 MHz reference: no carrier offset
         channel = dataclasses.replace(channel, max_cfo=0.0)
     args: dict[str, Any] = {
-        "node_channels": draw_node_channels(channel, cfg.nodes.count, cfg.run.seed),
+        "node_channels": draw_node_channels(channel, cfg.nodes, cfg.run.seed),
         "noise_var": 10 ** (-cfg.channel.snr_db / 10), "seed": cfg.run.seed,
         "fading_doppler": cfg.channel.fading_doppler, "sample_rate": cfg.phy.sample_rate,
     }
@@ -189,14 +193,15 @@ class ChannelEmulator:
     def from_config(
         cls,
         channel: ChannelConfig,
-        num_nodes: int,
+        nodes: NodesConfig,
         seed: int,
         node_addresses: Sequence[str],
         ap_address: str,
         **kwargs: object,
     ) -> ChannelEmulator:
-        """Emulator with seeded channels drawn from ``channel`` and noise from ``snr_db``."""
-        chans = draw_node_channels(channel, num_nodes, seed)
+        """Emulator with seeded channels of the channel model (``channel``, the geometry of
+        ``nodes``: :func:`draw_node_channels`) and noise from ``snr_db``."""
+        chans = draw_node_channels(channel, nodes, seed)
         noise_var = 10 ** (-channel.snr_db / 10)
         kwargs.setdefault("fading_doppler", channel.fading_doppler)
         return cls(chans, noise_var, node_addresses, ap_address, seed=seed, **kwargs)
@@ -210,7 +215,7 @@ class ChannelEmulator:
         kwargs.setdefault("lockstep", not cfg.phy.throttle)
         kwargs.setdefault("throttle", cfg.phy.throttle)
         kwargs.setdefault("sample_rate", cfg.phy.sample_rate)
-        return cls.from_config(cfg.channel, cfg.nodes.count, cfg.run.seed, node_addresses, ap_address, **kwargs)
+        return cls.from_config(cfg.channel, cfg.nodes, cfg.run.seed, node_addresses, ap_address, **kwargs)
 
     def start(self) -> None:
         """Start the flowgraph (returns at once)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 
 import numpy as np
@@ -25,7 +26,10 @@ from pairzero.config import ExperimentConfig
 from pairzero.phy.frontend import Capture, EventKind, Idle, RadioEvent, SendReport
 from pairzero.phy.schedule import TX_TAIL, sample_addresses
 
-__all__ = ["EdgeTx", "ApRx", "LoopbackFrontEnd"]
+__all__ = ["EdgeTx", "ApRx", "LoopbackFrontEnd", "LOOPBACK_GAIN_RANGE_DB"]
+
+#: Analog TX gain range of the loopback radio (dB; that of ``radio.tx_gain_db``), any step.
+LOOPBACK_GAIN_RANGE_DB = (0.0, 90.0)
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +127,45 @@ class ApRx:
 
 class LoopbackFrontEnd:
     """Radio front end over the channel emulator: a node's transmitter, the AP's receiver, or
-    both (calibration and benchmarks in one process)."""
+    both (calibration and benchmarks in one process).
+
+    ``tx_gain_db``: the transmitter's emulated analog gain; its samples leave scaled by
+    10^((tx_gain_db - reference_gain_db)/20) (the emulator's channel gains hold at the
+    reference, ``radio.tx_gain_db``; both 0 by default: no scaling)."""
 
     def __init__(self, tx_address: str | None = None, rx_address: str | None = None,
-                 sample_rate: float = 1e6) -> None:
+                 sample_rate: float = 1e6, tx_gain_db: float = 0.0,
+                 reference_gain_db: float = 0.0) -> None:
         if tx_address is None and rx_address is None:
             raise ValueError("tx_address/rx_address: give at least one")
+        if not math.isfinite(reference_gain_db):
+            raise ValueError(f"reference_gain_db: {reference_gain_db!r} must be a finite number (dB)")
         self.sample_rate = sample_rate
+        self.reference_gain_db = float(reference_gain_db)
+        self.set_tx_gain(tx_gain_db)
         self.tx = EdgeTx(tx_address) if tx_address is not None else None
         self.rx = ApRx(rx_address) if rx_address is not None else None
 
+    def set_tx_gain(self, tx_gain_db: float) -> float:
+        """The emulated analog TX gain (dB): samples leave scaled by
+        10^((tx_gain_db - reference_gain_db)/20), the channel model holding at the reference.
+        Range :data:`LOOPBACK_GAIN_RANGE_DB` (as the configs' ``radio.tx_gain_db``); returns the
+        gain set."""
+        lo, hi = LOOPBACK_GAIN_RANGE_DB
+        if not (math.isfinite(tx_gain_db) and lo <= tx_gain_db <= hi):
+            raise ValueError(f"tx_gain_db: {tx_gain_db!r} dB is outside the loopback radio's range "
+                             f"{lo:g}..{hi:g} dB")
+        self.tx_gain_db = float(tx_gain_db)
+        self.gain_factor = 10 ** ((self.tx_gain_db - self.reference_gain_db) / 20)
+        return self.tx_gain_db
+
     @classmethod
-    def for_node(cls, cfg: ExperimentConfig, node: int) -> LoopbackFrontEnd:
-        """Node ``node``'s transmitter at ``network.sample_port_base + node``."""
-        return cls(tx_address=sample_addresses(cfg)[0][node], sample_rate=cfg.phy.sample_rate)
+    def for_node(cls, cfg: ExperimentConfig, node: int, tx_gain_db: float | None = None) -> LoopbackFrontEnd:
+        """Node ``node``'s transmitter at ``network.sample_port_base + node``; its analog gain
+        ``tx_gain_db`` (default ``radio.tx_gain_db``, where the channel model holds)."""
+        gain = cfg.radio.tx_gain_db if tx_gain_db is None else tx_gain_db
+        return cls(tx_address=sample_addresses(cfg)[0][node], sample_rate=cfg.phy.sample_rate,
+                   tx_gain_db=gain, reference_gain_db=cfg.radio.tx_gain_db)
 
     @classmethod
     def for_ap(cls, cfg: ExperimentConfig) -> LoopbackFrontEnd:
@@ -161,7 +190,7 @@ class LoopbackFrontEnd:
             ev = RadioEvent(EventKind.LATE_BURST, index,
                             f"stream already defined up to sample {self.tx.horizon}")
             return SendReport(index, False, (ev,), 0.0)
-        self.tx.send(burst, index)
+        self.tx.send(burst if self.gain_factor == 1.0 else self.gain_factor * burst, index)
         return SendReport(index, True, (), time.perf_counter() - t0)
 
     def advance(self, index: int) -> None:

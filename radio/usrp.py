@@ -160,7 +160,8 @@ class UsrpFrontEnd:
     ``direction``: "tx" (an edge node: ``uhd.usrp_sink``) or "rx" (the AP: ``uhd.usrp_source``).
     ``gain_db``: analog gain, checked against the device's range. ``clock_source``: "external"
     (10 MHz + PPS), "gpsdo" or "internal" (one radio alone). ``clock`` / ``sleep``: the host
-    clock that labels PPS edges (see :func:`align_device_time`).
+    clock that labels PPS edges (see :func:`align_device_time`). ``gain_key``: where the gain
+    came from, for errors (default ``radio.tx_gain_db`` / ``radio.rx_gain_db``).
     """
 
     def __init__(
@@ -173,6 +174,7 @@ class UsrpFrontEnd:
         clock_source: str = "external",
         uhd_api: Any = None,
         lock_timeout_s: float = 2.0,
+        gain_key: str | None = None,
     ) -> None:
         if direction not in ("tx", "rx"):
             raise ValueError(f"direction: {direction!r} is not 'tx' or 'rx'")
@@ -190,6 +192,7 @@ class UsrpFrontEnd:
         stream_args = uhd_api.stream_args(cpu_format="fc32", channels=[0])
         what = f"radio {dev_args!r} ({'TX' if direction == 'tx' else 'RX'})"
         self._what = what
+        self._gain_key = gain_key
         self._closed = False
         self.tb: gr.top_block | None = None
         try:
@@ -232,7 +235,7 @@ class UsrpFrontEnd:
         u.set_center_freq(freq, 0)
         rng = u.get_gain_range(0)
         lo, hi = float(rng.start()), float(rng.stop())
-        key = "radio.tx_gain_db" if self.direction == "tx" else "radio.rx_gain_db"
+        key = self._gain_key or ("radio.tx_gain_db" if self.direction == "tx" else "radio.rx_gain_db")
         if not lo <= gain <= hi:
             raise RadioError(f"{what}: {key} = {gain:g} dB is outside the device's gain range "
                              f"{lo:g}..{hi:g} dB (step {float(rng.step()):g} dB)")
@@ -247,6 +250,24 @@ class UsrpFrontEnd:
         self._wait_locked("lo_locked", lambda: u.get_sensor("lo_locked", 0),
                           u.get_sensor_names(0), lock_timeout_s, sleep,
                           f"the LO does not lock at radio.center_freq_hz = {freq:.6g} Hz")
+
+    def set_tx_gain(self, gain_db: float) -> float:
+        """Set the analog TX gain (dB; calibration) within the device's range; returns the gain
+        the device really set (UHD rounds to the daughterboard's step)."""
+        if self.direction != "tx":
+            raise ValueError("set_tx_gain: this front end is a receiver")
+        rng = self.usrp.get_gain_range(0)
+        lo, hi = float(rng.start()), float(rng.stop())
+        if not lo <= gain_db <= hi:
+            raise RadioError(f"{self._what}: TX gain {gain_db:g} dB is outside the device's gain "
+                             f"range {lo:g}..{hi:g} dB (step {float(rng.step()):g} dB)")
+        self.usrp.set_gain(gain_db, 0)
+        return float(self.usrp.get_gain(0))
+
+    @property
+    def tx_gain_db(self) -> float:
+        """The analog gain the device runs at (dB)."""
+        return float(self.usrp.get_gain(0))
 
     def _wait_locked(self, name: str, read: Callable[[], Any], names: Any, timeout_s: float,
                      sleep: Callable[[float], None], why: str) -> None:

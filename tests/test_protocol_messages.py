@@ -9,6 +9,8 @@ import pytest
 from pairzero.protocol.messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    Calibrate,
+    CalResult,
     CatchupRequest,
     CatchupResponse,
     Error,
@@ -50,6 +52,8 @@ BODIES = [
     CatchupResponse(1, 3, (REC,), False, 4),
     Heartbeat(-1, 4),
     Error("not_joined", "send JOIN first"),
+    Calibrate(2, 0, True, 43.25, 0.891, -2.5, 1.375, 2**40),
+    CalResult(2, 0, 43.25, 0.891, -2.5, 1.375, True, ""),
 ]
 
 
@@ -172,6 +176,16 @@ _REC = {"experiment": EXP, "t": 0, "seed": 1, "g_hat": 0.5, "lr": 0.1, "active":
          "body.node"),
         (_body("READY", {"t": 0, "node": 1, "scalar_ready": True, "digital_scalar": "0.5"}),
          "expected a number"),
+        # a calibration outside what a node can apply
+        (_body("CALIBRATE", {"node": 1, "iteration": 0, "apply": True, "tx_gain_db": 40.0,
+                             "digital_scale": 1.5, "phase_rad": 0.0, "timing_advance_samples": 0.0,
+                             "tx_sample": 100}), "body.digital_scale"),
+        (_body("CALIBRATE", {"node": 1, "iteration": 0, "apply": True, "tx_gain_db": 40.0,
+                             "digital_scale": 0.5, "phase_rad": 0.0, "timing_advance_samples": 30.0,
+                             "tx_sample": 100}), "body.timing_advance_samples"),
+        (_body("CAL_RESULT", {"node": -1, "iteration": 0, "tx_gain_db": 40.0, "digital_scale": 0.5,
+                              "phase_rad": 0.0, "timing_advance_samples": 0.0, "sent": True,
+                              "detail": ""}), "AP's id"),
     ],
 )
 def test_protocol_decode_rejects_fields_that_contradict_each_other(data: bytes, fragment: str) -> None:

@@ -40,6 +40,7 @@ import math
 import secrets
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -57,13 +58,21 @@ from pairzero.ota.charging import (
 )
 from pairzero.ota.power import PowerPlan, amplitude_bound
 from pairzero.ota.privacy import PrivacyCalibration
+from pairzero.phy.calibration import NodeCalibration, calibrate_burst, radio_identity
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.frontend import EventKind, Idle, RadioEvent, RadioFrontEnd, SendReport
 from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
 from pairzero.phy.schedule import capture_window, frame_stride, quiet_slices
 from pairzero.phy.tx import NodePrecoding, build_node_burst, refine_cfo
 from pairzero.protocol.interfaces import PhyResult, ReadyTiming, RoundPlan
-from pairzero.protocol.messages import Precoding, RoundRecord, Schedule, TxEvent
+from pairzero.protocol.messages import (
+    Calibrate,
+    CalResult,
+    Precoding,
+    RoundRecord,
+    Schedule,
+    TxEvent,
+)
 
 __all__ = ["ReadyTiming", "ApRoundPhy", "NodeRoundPhy"]
 
@@ -335,7 +344,7 @@ class NodeRoundPhy:
     digital = False
 
     def __init__(self, cfg: ExperimentConfig, node: int, frontend: RadioFrontEnd,
-                 send_slack_s: float = 1.0) -> None:
+                 send_slack_s: float = 1.0, calibration: NodeCalibration | None = None) -> None:
         if not 0 <= node < cfg.nodes.count:
             raise ValueError(f"node: {node!r} must be in 0..{cfg.nodes.count - 1}")
         self.cfg = cfg
@@ -343,6 +352,9 @@ class NodeRoundPhy:
         self.frontend = frontend
         self.send_slack_s = send_slack_s
         self.layout = FrameLayout(cfg.phy, cfg.nodes.count)
+        # This node's entry of radio.calibration_file: its digital scale, phase and timing
+        # advance apply to every frame (the analog gain is on the front end).
+        self.calibration = calibration
         self._noise = np.random.default_rng(secrets.randbits(128))
         self.sent: list[int] = []  # tx_sample of every frame handed to the radio
         self.tx_s: dict[int, float] = {}  # round t -> seconds from SCHEDULE to radio handoff
@@ -388,8 +400,12 @@ class NodeRoundPhy:
         if scalar is not None and sched.precoding is not None and self.budget is not None:
             scalar = self._afford(t, scalar, sched)
         x = self.burst(scalar, sched)
+        index = sched.tx_sample
+        if self.calibration is not None:
+            x, index = calibrate_burst(x, index, self.calibration.factor(),
+                                       self.calibration.timing_advance_samples)
         built = time.perf_counter() - t0
-        report = self.frontend.send(x, sched.tx_sample, self.send_slack_s)
+        report = self.frontend.send(x, index, self.send_slack_s)
         # What the AP must allow for next time: building the frame plus handing it to the radio
         # (not the wait for the radio's acknowledgement, which comes after the frame's time).
         self.last_prep_s = built + report.handoff_s
@@ -421,6 +437,47 @@ class NodeRoundPhy:
             return None
         self.budget.charge(t, cost)
         return scalar
+
+    def calibrate(self, c: Calibrate) -> CalResult:
+        """Serve a CALIBRATE of ``pairzero calibrate``: set its calibration (``c.apply``: the
+        radio's analog TX gain and the digital scale, phase and timing advance of every later
+        frame), then send a pilot-only frame at ``c.tx_sample`` with it. What the node runs
+        now, the gain as the radio set it, goes back in the CAL_RESULT."""
+        fe: Any = self.frontend
+        gain = float(getattr(fe, "tx_gain_db", self.cfg.radio.tx_gain_db))
+        detail = ""
+        if c.apply:
+            try:
+                gain = float(fe.set_tx_gain(c.tx_gain_db))
+            except (ValueError, AttributeError, RuntimeError) as e:  # RadioError: RuntimeError
+                detail = f"TX gain {c.tx_gain_db:g} dB not set: {e}"
+            self.calibration = NodeCalibration(
+                node=self.node, radio=radio_identity(self.cfg, self.node),
+                center_freq_hz=self.cfg.radio.center_freq_hz, sample_rate=self.cfg.phy.sample_rate,
+                tx_gain_db=gain, digital_scale=c.digital_scale, phase_rad=c.phase_rad,
+                timing_advance_samples=c.timing_advance_samples)
+            log.info("node %d calibration pass %d: %s", self.node, c.iteration,
+                     self.calibration.describe())
+        cal = self.calibration
+        sent = False
+        now = self.frontend.now_index()
+        if not detail and now > c.tx_sample:
+            detail = f"CALIBRATE for sample {c.tx_sample} handled at sample {now}"
+        elif not detail:
+            x = build_node_burst(self.layout, self.node, None, None, frame_start=c.tx_sample)
+            index = c.tx_sample
+            if cal is not None:
+                x, index = calibrate_burst(x, index, cal.factor(), cal.timing_advance_samples)
+            report = self.frontend.send(x, index, self.send_slack_s)
+            sent = report.sent
+            detail = "; ".join(str(e) for e in report.events)[:500]
+        if detail:
+            log.warning("node %d calibration pass %d: %s", self.node, c.iteration, detail)
+        return CalResult(
+            node=self.node, iteration=c.iteration, tx_gain_db=gain,
+            digital_scale=cal.digital_scale if cal else 1.0, phase_rad=cal.phase_rad if cal else 0.0,
+            timing_advance_samples=cal.timing_advance_samples if cal else 0.0, sent=sent,
+            detail=detail)
 
     def _note(self, t: int, kind: str, ev: RadioEvent) -> None:
         log.warning("node %d round %d: %s", self.node, t, ev)

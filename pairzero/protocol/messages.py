@@ -56,6 +56,8 @@ __all__ = [
     "RoundRecord",
     "Heartbeat",
     "Error",
+    "Calibrate",
+    "CalResult",
     "Body",
     "Message",
     "encode",
@@ -65,7 +67,8 @@ __all__ = [
 
 #: 2: SCHEDULE (the frame time and precoding, sent after the READYs); READY carries timings
 #: and the events of the node's last frames; ROUND carries only what the compute needs.
-#: 3: JOIN carries the node's privacy terms; a precoding carries the node's planned charge.
+#: 3: JOIN carries the node's privacy terms; a precoding carries the node's planned charge;
+#: CALIBRATE / CAL_RESULT (pairzero calibrate over the control plane).
 PROTOCOL_VERSION: Final = 3
 #: Largest encoded message accepted (bytes). A catch-up response is paged to stay below it.
 MAX_MESSAGE_BYTES: Final = 1 << 20
@@ -96,6 +99,8 @@ class MsgType(StrEnum):
     CATCHUP_RESPONSE = "CATCHUP_RESPONSE"
     HEARTBEAT = "HEARTBEAT"
     ERROR = "ERROR"
+    CALIBRATE = "CALIBRATE"
+    CAL_RESULT = "CAL_RESULT"
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -338,9 +343,47 @@ class Error:
     detail: str
 
 
+@dataclass(frozen=True)
+class Calibrate:
+    """AP -> one node (``pairzero calibrate``): set this calibration and send a pilot frame.
+
+    ``iteration``: the calibration pass (0, 1, ...); ``apply``: set the values below first
+    (false: measure with what the node runs now, ``--verify``); ``tx_gain_db``: analog TX gain
+    (dB); ``digital_scale``: linear amplitude factor on the samples, (0, 1]; ``phase_rad``:
+    rotation of the samples (rad); ``timing_advance_samples``: send this much early (samples);
+    ``tx_sample``: the frame's start on the shared sample clock (the node sends preamble and
+    pilot in its slot, no payload). Units as in :mod:`pairzero.phy.calibration`.
+    """
+
+    node: int
+    iteration: int
+    apply: bool
+    tx_gain_db: float
+    digital_scale: float
+    phase_rad: float
+    timing_advance_samples: float
+    tx_sample: int
+
+
+@dataclass(frozen=True)
+class CalResult:
+    """Node -> AP: what the node did with CALIBRATE ``iteration``: the calibration it now runs
+    (``tx_gain_db`` as its radio really set it, which may round to the radio's step) and whether
+    its frame went out (``sent``; ``detail``: why not, or the radio's events)."""
+
+    node: int
+    iteration: int
+    tx_gain_db: float
+    digital_scale: float
+    phase_rad: float
+    timing_advance_samples: float
+    sent: bool
+    detail: str
+
+
 Body = (
     Join | JoinAck | JoinReject | Round | Schedule | Ready | Update | Leave | CatchupRequest
-    | CatchupResponse | Heartbeat | Error
+    | CatchupResponse | Heartbeat | Error | Calibrate | CalResult
 )
 
 _BODY_OF: Final[dict[MsgType, type]] = {
@@ -356,6 +399,8 @@ _BODY_OF: Final[dict[MsgType, type]] = {
     MsgType.CATCHUP_RESPONSE: CatchupResponse,
     MsgType.HEARTBEAT: Heartbeat,
     MsgType.ERROR: Error,
+    MsgType.CALIBRATE: Calibrate,
+    MsgType.CAL_RESULT: CalResult,
 }
 _TYPE_OF: Final[dict[type, MsgType]] = {v: k for k, v in _BODY_OF.items()}
 
@@ -382,6 +427,10 @@ _RANGES: Final[dict[str, tuple[float, float]]] = {
     "delta": (0.0, 1.0),
     "rounds": (1, MAX_INT),
     "timestamp": (0.0, math.inf),
+    "iteration": (0, 1 << 20),
+    "tx_gain_db": (-200.0, 200.0),
+    "digital_scale": (1e-12, 1.0),
+    "timing_advance_samples": (-16.0, 16.0),  # pairzero.phy.calibration.MAX_TIMING_ADVANCE
 }
 
 # Allowed values of string fields: field name -> choices.
