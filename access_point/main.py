@@ -178,11 +178,12 @@ def cmd_ap(args: argparse.Namespace) -> int:
         committed = orch.run(linger_s=2.0 * cfg.network.heartbeat_s)
     done = orch.next_round >= cfg.run.rounds and orch.stop_reason is None
     summary = {"rounds_committed": orch.next_round, "committed_by_this_run": committed,
-               "finished": done, **{k: progress.last.get(k) for k in ("val_accuracy", "val_loss", "eps_spent",
-                                                                      "privacy")},
+               "finished": done, **{k: progress.last.get(k) for k in ("val_accuracy", "val_loss", "eps_spent")},
                "empty_rounds": orch.empty_rounds, "partial_rounds": orch.partial_rounds,
                "stop_reason": orch.stop_reason,
                "model_hash": replica.model_hash(), "experiment": exp, "run_dir": str(run_dir)}
+    if "privacy" in progress.last:  # baseband: no privacy against the AP
+        summary["privacy"] = progress.last["privacy"]
     summary_path = run_dir / "summary.json"
     try:
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
