@@ -514,15 +514,16 @@ class Orchestrator:
         r = self._round
         return r is not None and k in r.expected and k not in r.ready and k not in r.left_out
 
-    def _remove_member(self, k: int, why: str) -> None:
-        """Forget member ``k``; if the current round waits for its READY, stop waiting."""
+    def _remove_member(self, k: int, why: str, expected: bool = False) -> None:
+        """Forget member ``k``; if the current round waits for its READY, stop waiting.
+        ``expected``: a clean leave (INFO unless a round waited for it; else a WARNING)."""
         self._members.pop(k, None)
         r = self._round
         if r is not None and self._computing(k):
             r.left_out[k] = why
             log.warning("round %d: node %d is out of the round: %s", r.t, k, why)
         else:
-            log.warning("node %d removed: %s", k, why)
+            log.log(logging.INFO if expected else logging.WARNING, "node %d removed: %s", k, why)
 
     def _expire_silent_members(self) -> None:
         """Remove members silent for 3 heartbeats, judged after reading what is already queued:
@@ -604,8 +605,7 @@ class Orchestrator:
             # when it sees the next ROUND.
             m.next_round = max(m.next_round, b.next_round)
         elif isinstance(b, Leave):
-            log.info("node %d left: %s", b.node, b.reason)
-            self._remove_member(b.node, f"it left ({b.reason})")
+            self._remove_member(b.node, f"it left ({b.reason})", expected=True)
         else:
             self.dropped += 1
             log.warning("dropped %s from node %d: not a node-to-AP message", msg.type, node)
