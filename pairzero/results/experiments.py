@@ -379,7 +379,8 @@ def _control_bytes(k: int) -> dict[str, int]:
 
     exp, t, seed = "topic-0123456789ab", 1234, round_seed(1234, 1234)
     pre = Precoding(b_re=0.012345678901234, b_im=-0.012345678901234, cfo=1.2345678e-05,
-                    delay=1.2345678, ref_index=123456789.0)
+                    delay=1.2345678, ref_index=123456789.0, mu=0.0123456789012345,
+                    noise_var=1.2345678901234e-05)
     rnd = Round(t=t, seed=seed, deadline_s=30.0, lr=0.01)
     sched = Schedule(t=t, node=k - 1, tx_sample=123456789, eta=0.0123456789012345, noise_std=0.0,
                      sigma_a=0.0, precoding=pre)
@@ -411,11 +412,7 @@ def communication_rows(model: str, ks: list[int], phy: Any, rounds: int) -> list
     rows = []
     for k in ks:
         layout = FrameLayout(phy, k)
-        try:
-            ctrl: dict[str, int] | None = _control_bytes(k)
-        except Exception as exc:  # the schema is another engineer's; report, do not fail
-            log.warning("control-plane sizes unavailable: %s", exc)
-            ctrl = None
+        ctrl = _control_bytes(k)  # a schema change that breaks it fails here, loudly
         for method in ("pairzero", "zo_digital", "fo_fedavg"):
             up = uplink_cost(method, d, k, float_bits=float_bits, payload_uses=phy.payload_repetitions,
                              pilot_uses=phy.pilot_length)
@@ -431,7 +428,7 @@ def communication_rows(model: str, ks: list[int], phy: Any, rounds: int) -> list
             if method == "pairzero":
                 row["frame_samples"] = layout.length
                 row["frame_airtime_s"] = layout.length / phy.sample_rate
-            if ctrl is not None and method != "fo_fedavg":
+            if method != "fo_fedavg":
                 ready = ctrl["ready_ota"] if method == "pairzero" else ctrl["ready_digital"]
                 row["control_up_bytes_per_node"] = ready
                 # SCHEDULE goes to the nodes of a radio PHY only (the digital path has none)
