@@ -60,6 +60,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Lead (s) of a calibration frame beyond the AP's device time, doubled on each retry.
+FRAME_LEAD_S = 0.1
+#: Tries of a calibration frame that a node's radio reported late.
+FRAME_ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -238,34 +243,22 @@ class ControlPlaneCalibrator:
 
     # ------------------------------------------------------------------ one pass
     def measure(self, iteration: int, settings: Mapping[int, Setting] | None) -> list[Measurement]:
-        """One pilot frame from every node: with ``settings`` applied first (None: as they run)."""
-        plan = self.phy.plan(iteration, [], ReadyTiming(control_s=0.1))
-        for k in range(self.k):
-            peer = self.peers.get(k)
-            if peer is None:
-                raise OperationalError(f"calibration: node {k} unreachable (it left: "
-                                       f"{self.left.get(k, 'no JOIN')})")
-            s = settings[k] if settings is not None else Setting(self.cfg.radio.tx_gain_db)
-            self._send(peer, Calibrate(node=k, iteration=iteration, apply=settings is not None,
-                                       tx_gain_db=s.tx_gain_db, digital_scale=s.digital_scale,
-                                       phase_rad=s.phase_rad,
-                                       timing_advance_samples=s.timing_advance_samples,
-                                       tx_sample=plan.tx_sample))
-        self.phy.receive(iteration, 0, plan, {}, idle=self.pump)
-        deadline = time.monotonic() + self.cfg.network.ready_timeout_s
-        while any((k, iteration) not in self.results for k in range(self.k)):
-            if time.monotonic() > deadline:
-                missing = [k for k in range(self.k) if (k, iteration) not in self.results]
-                raise OperationalError(
-                    f"calibration pass {iteration}: node(s) {missing} unreachable: no CAL_RESULT "
-                    f"within {self.cfg.network.ready_timeout_s:g} s (network.ready_timeout_s)")
-            self.pump(0.05)
-        res = [self.results[(k, iteration)] for k in range(self.k)]
-        failed = [r for r in res if not r.sent]
-        if failed:
+        """One pilot frame from every node: with ``settings`` applied first (None: as they run).
+        A frame a node could not send in time (its radio reports it late) is tried again with
+        twice the lead, up to :data:`FRAME_ATTEMPTS` times: applying the same settings again
+        changes nothing."""
+        for attempt in range(FRAME_ATTEMPTS):
+            lead_s = FRAME_LEAD_S * 2**attempt
+            res = self._pilot_frame(iteration, settings, lead_s)
+            failed = [r for r in res if not r.sent]
+            if not failed:
+                break
             r = failed[0]
-            raise OperationalError(f"calibration pass {iteration}: node {r.node} did not send its "
-                                   f"pilot frame: {r.detail}")
+            if attempt + 1 == FRAME_ATTEMPTS:
+                raise OperationalError(f"calibration pass {iteration}: node {r.node} did not send "
+                                       f"its pilot frame in {FRAME_ATTEMPTS} tries: {r.detail}")
+            log.warning("calibration pass %d: node %d did not send its pilot frame (%s); again "
+                        "with a %.0f ms lead", iteration, r.node, r.detail, 2 * lead_s * 1e3)
         rx = self.phy.last_rx
         if rx is None or not rx.detected:
             what = "no samples" if rx is None else (
@@ -287,6 +280,34 @@ class ControlPlaneCalibrator:
         log.info("calibration pass %d: level spread %.2f dB, phase spread %.1f deg, timing spread "
                  "%.3f samples", iteration, lv, ph, dl)
         return out
+
+    def _pilot_frame(self, iteration: int, settings: Mapping[int, Setting] | None,
+                     lead_s: float) -> list[CalResult]:
+        """Send CALIBRATE to every node for one frame ``lead_s`` ahead, receive it, collect the
+        CAL_RESULTs (in node order)."""
+        plan = self.phy.plan(iteration, [], ReadyTiming(control_s=lead_s))
+        for k in range(self.k):
+            self.results.pop((k, iteration), None)
+            peer = self.peers.get(k)
+            if peer is None:
+                raise OperationalError(f"calibration: node {k} unreachable (it left: "
+                                       f"{self.left.get(k, 'no JOIN')})")
+            s = settings[k] if settings is not None else Setting(self.cfg.radio.tx_gain_db)
+            self._send(peer, Calibrate(node=k, iteration=iteration, apply=settings is not None,
+                                       tx_gain_db=s.tx_gain_db, digital_scale=s.digital_scale,
+                                       phase_rad=s.phase_rad,
+                                       timing_advance_samples=s.timing_advance_samples,
+                                       tx_sample=plan.tx_sample))
+        self.phy.receive(iteration, 0, plan, {}, idle=self.pump)
+        deadline = time.monotonic() + self.cfg.network.ready_timeout_s
+        while any((k, iteration) not in self.results for k in range(self.k)):
+            if time.monotonic() > deadline:
+                missing = [k for k in range(self.k) if (k, iteration) not in self.results]
+                raise OperationalError(
+                    f"calibration pass {iteration}: node(s) {missing} unreachable: no CAL_RESULT "
+                    f"within {self.cfg.network.ready_timeout_s:g} s (network.ready_timeout_s)")
+            self.pump(0.05)
+        return [self.results[(k, iteration)] for k in range(self.k)]
 
     def run(self, tol_db: float, max_iter: int, target_amplitude: float | None,
             gain_range_db: tuple[float, float], gain_step_db: float, phase_tol_deg: float = 5.0,
