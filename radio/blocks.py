@@ -55,6 +55,10 @@ FIR_TAPS = 41  # fractional-delay FIR length; group delay (FIR_TAPS - 1) // 2 sa
 TX_TAG_SOURCE = pmt.intern("pairzero_tx")
 WINDOW_POLL_MS = 5
 IDLE_WAIT_S = 0.2  # longest a source work() call waits for node data before returning 0
+#: Output buffer (items) of the emulator's blocks: GNU Radio's default (32 KiB, 4096 complex
+#: samples) splits each 5 ms tick of the emulated radios (5000 samples at 1 MS/s) over two
+#: work() calls of every block, and each call of a Python block costs ~130 us.
+STREAM_BUFFER_ITEMS = 1 << 14
 
 
 def fractional_delay_taps(delay: float, ntaps: int = FIR_TAPS, gain: complex = 1.0) -> list[complex]:
@@ -110,14 +114,18 @@ class NodeChannel(gr.hier_block2):
             raise ValueError(f"cfo: {cfo!r} must be in (-0.5, 0.5) cycles/sample")
         if fading_doppler < 0:
             raise ValueError(f"fading_doppler: {fading_doppler!r} must be >= 0")
-        self.rotator = blocks.rotator_cc(2 * np.pi * cfo)
         self.fir = filter.fir_filter_ccc(1, fractional_delay_taps(delay, gain=gain))
-        chain: list[gr.basic_block] = [self, self.rotator]
+        chain: list[gr.basic_block] = [self]
+        if cfo != 0.0:  # radios on a shared reference have none: no rotator to run
+            self.rotator = blocks.rotator_cc(2 * np.pi * cfo)
+            chain.append(self.rotator)
         if fading_doppler > 0:
             self.fading = channels.fading_model(8, fading_doppler, False, 4.0, seed)
             chain.append(self.fading)
         chain += [self.fir, self]
         self.connect(*chain)
+        for blk in chain[1:-1]:
+            blk.set_min_output_buffer(STREAM_BUFFER_ITEMS)
 
 
 class BurstSource(gr.sync_block):
@@ -178,6 +186,7 @@ class BurstSource(gr.sync_block):
         self._poller = zmq.Poller()
         self._bind()  # here, not in start(): a busy port is an error of the constructor
         no_scheduler_pause(self)
+        self.set_min_output_buffer(STREAM_BUFFER_ITEMS)
 
     def _bind(self) -> None:
         for addr in self.addresses:
@@ -434,6 +443,8 @@ class ChannelBank(gr.hier_block2):
             self.connect((self, i), blk, (self.add, i))
         self.connect(self.noise, (self.add, k))
         self.connect(self.add, self)
+        for blk in (self.add, self.noise):
+            blk.set_min_output_buffer(STREAM_BUFFER_ITEMS)
 
 
 # ----------------------------------------------------------------------------- radio front ends
@@ -677,10 +688,15 @@ class WindowSink(gr.sync_block):
             self._win = None
             return w.buf
 
-    def wait(self, timeout_s: float) -> None:
-        """Return when new samples of the window arrived, or after ``timeout_s``."""
+    def wait(self, timeout_s: float) -> bool:
+        """Wait until the window is complete or has lost samples (True), or ``timeout_s``
+        passed (False). Returns at once when it already is, so no wake-up is missed."""
+        def settled() -> bool:
+            w = self._win
+            return w is None or w.filled >= w.length or bool(w.lost)
+
         with self._cond:
-            self._cond.wait(timeout=max(timeout_s, 0.0))
+            return self._cond.wait_for(settled, timeout=max(timeout_s, 0.0))
 
     def _place(self, x: npt.NDArray[np.complex64], index: int) -> None:
         w = self._win

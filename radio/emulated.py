@@ -75,7 +75,7 @@ MODELS = {
 
 _FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo")
 _KNOWN_ARGS = {"type", "model", "serial", "name", *_FAULTS}
-ADVANCE_PERIOD_S = 0.005  # a TX device declares its stream silent up to now this often (host s)
+ADVANCE_PERIOD_S = 0.005  # a TX device declares its stream silent up to now this often (reference s)
 RX_BUFFER_S = 0.25  # host-side receive buffering of the emulated RX device (s of samples)
 
 
@@ -322,9 +322,16 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
                 self._sock = None
         return True
 
+    def _next_tick_s(self) -> float:
+        """Host seconds until the next whole multiple of ``ADVANCE_PERIOD_S`` of reference
+        time: every emulated radio ticks at the same moments, so the emulator's clock (the
+        earliest horizon of the nodes) advances once per period, not once per radio."""
+        phase = self.ref.now() % ADVANCE_PERIOD_S
+        return (ADVANCE_PERIOD_S - phase) / self.ref.rate_factor
+
     def _run_clock(self) -> None:
         """The stream is silence up to device time; acknowledge bursts whose end has passed."""
-        while not self._stop.wait(ADVANCE_PERIOD_S):
+        while not self._stop.wait(self._next_tick_s()):
             now = self.now_index()
             self._push(now, np.zeros(0, np.complex64), now)
             with self._acks_lock:

@@ -66,6 +66,8 @@ DEVICE_EPOCH_UNIX = 1_767_225_600
 PPS_WAIT_S = 1.5  # longest gap between two PPS edges we accept (nominal 1 s)
 #: A stream command must reach the radio this long (s) before its time, or it is late.
 COMMAND_MARGIN_S = 0.002
+#: Longest wait (s) of a capture for its window's samples between two calls of its ``idle``.
+CAPTURE_WAIT_S = 0.02
 
 
 def parse_device_args(args: str) -> dict[str, str]:
@@ -370,10 +372,11 @@ class UsrpFrontEnd:
                                 f"{timeout_s:g} s of the window's end (a late stream command, or "
                                 "the radio stopped streaming)")
                 return Capture(index, length, None, (ev,))
+            # Wake the moment the window is complete (not on the control plane's next
+            # message); the control plane is served between waits, without blocking.
             if idle is not None:
-                idle(min(left, 0.02))
-            else:
-                self.window.wait(min(left, 0.05))
+                idle(0.0)
+            self.window.wait(min(left, CAPTURE_WAIT_S))
 
     def close(self) -> None:
         """Stop the flowgraph and release the radio (idempotent)."""
