@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from access_point.orchestrator import identity_refusal
 from pairzero.config import ExperimentConfig
 from pairzero.errors import OperationalError
 from pairzero.phy.calibration import MAX_TIMING_ADVANCE
@@ -196,7 +197,7 @@ class ControlPlaneCalibrator:
             return
         b = msg.body
         if isinstance(b, Join):
-            why = self._join_refusal(inbound, b)
+            why = identity_refusal(b.node, inbound, self.k, self.key_ids)
             if why:
                 log.warning("JOIN of node %d refused: %s", b.node, why)
                 self._send(inbound.peer, JoinReject(node=b.node, reason=why))
@@ -217,15 +218,6 @@ class ControlPlaneCalibrator:
             pass
         else:
             log.debug("calibration: ignored %s", msg.type)
-
-    def _join_refusal(self, inbound: Inbound, j: Join) -> str:
-        if not 0 <= j.node < self.k:
-            return f"node id {j.node} is not enrolled (nodes.count = {self.k})"
-        if self.key_ids is not None:
-            owner = self.key_ids.get((inbound.user_id or "").encode())
-            if owner != j.node:
-                return f"the authenticated key is enrolled for node {owner}, not node {j.node}"
-        return ""
 
     def wait_for_nodes(self, timeout_s: float) -> None:
         """Until every node has joined; :class:`OperationalError` naming the missing ones."""
