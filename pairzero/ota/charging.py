@@ -59,7 +59,12 @@ from scipy.stats import chi2
 
 from pairzero.errors import OperationalError
 from pairzero.ota.power import PowerPlan, plan_round
-from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration, charge_logged_rounds
+from pairzero.ota.privacy import (
+    GaussianDPAccountant,
+    PrivacyCalibration,
+    charge_logged_rounds,
+    epsilon_from_mu,
+)
 from pairzero.protocol.messages import PrivacyTerms, RoundRecord
 from pairzero.runinfo import open_jsonl_for_append
 
@@ -321,25 +326,28 @@ class RadioPrivacy:
         var = noise_var_y / 2.0 + noise_std**2 * sum(v**2 for v in lo.values())
         return {k: mu_of(self.amplitude, hi[k], var) for k in active}
 
-    def _headroom(self, k: int) -> float:
-        """mu^2 node k may still spend (by the larger of the AP's charges and its own account)."""
-        spent = max(float(self.charged.mu_total()[k]), float(self.told.mu_total()[k]))
+    def _spent(self) -> np.ndarray:
+        """(K,) composed mu per node: the larger of the AP's charges and the node's own account."""
+        return np.maximum(self.charged.mu_total(), self.told.mu_total())
+
+    def _headroom(self, spent: float) -> float:
+        """mu^2 a node that has spent ``spent`` may still spend."""
         return self.mu_budget**2 * (1.0 + _BUDGET_RTOL) - spent**2
 
     def admit(self, planned: Mapping[int, float]) -> dict[int, str]:
         """Nodes whose planned mu does not fit their remaining budget -> why (one line each)."""
+        spent = self._spent()
         out = {}
         for k, mu in planned.items():
-            if mu**2 > self._headroom(k):
-                spent = max(float(self.charged.mu_total()[k]), float(self.told.mu_total()[k]))
-                eps_after = self.epsilon_of(math.hypot(spent, mu))
+            if mu**2 > self._headroom(float(spent[k])):
+                eps_after = epsilon_from_mu(math.hypot(float(spent[k]), mu), self.cal.delta)
                 out[k] = (f"privacy budget: this round (mu {mu:.4g}) would take it to epsilon "
                           f"{eps_after:.3f} > target {self.cal.epsilon:g}")
         return out
 
     def exhausted(self) -> bool:
         """Whether no node can afford even the per-round target any more."""
-        return all(self._headroom(k) < self.cal.mu_round**2 for k in range(self.k))
+        return all(self._headroom(float(m)) < self.cal.mu_round**2 for m in self._spent())
 
     def open_round(self, t: int, planned: Mapping[int, float]) -> None:
         """Make round t's plan durable (before any node transmits) and count what each node is
@@ -427,12 +435,6 @@ class RadioPrivacy:
         return lost
 
     # ------------------------------------------------------------------ reporting
-    def epsilon_of(self, mu: float) -> float:
-        """epsilon at the run's delta of a composed mu."""
-        from pairzero.ota.privacy import epsilon_from_mu
-
-        return epsilon_from_mu(mu, self.cal.delta)
-
     def epsilon(self) -> np.ndarray:
         """(K,) epsilon charged per node so far."""
         return self.charged.epsilon(self.cal.delta)
@@ -541,6 +543,4 @@ class NodeBudget:
 
     def epsilon(self) -> float:
         """epsilon spent so far at the run's delta."""
-        from pairzero.ota.privacy import epsilon_from_mu
-
         return epsilon_from_mu(self.spent, self.cal.delta)
