@@ -23,32 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pairzero.runinfo import git_revision  # noqa: E402
-
-
-def _free_base(n: int) -> int:
-    for base in range(21000, 60000, 50):
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
+from tests.e2e_util import run_loopback  # noqa: E402
 
 
 def main() -> None:
@@ -58,23 +40,11 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--batch", type=int, default=16)
     a = ap.parse_args()
-    base = _free_base(a.nodes + 3)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pairzero.cli", "loopback", "--out", tmp,
-               "--set", f"model.name={a.model}", "--set", f"run.rounds={a.rounds}",
-               "--set", f"nodes.count={a.nodes}", "--set", f"task.batch_size={a.batch}",
-               "--set", "task.eval_every=100000", "--set", "output.plots=false",
-               "--set", f"network.control_port={base}", "--set", f"network.sample_port_base={base + 1}",
-               "--set", "network.ready_timeout_s=120"]
-        t0 = time.monotonic()
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        wall = time.monotonic() - t0
-        if res.returncode != 0:
-            sys.exit(f"loopback failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-        (run_dir,) = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.is_symlink()]
-        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        rows = {r["round"] - 1: r for r in rows if "g_hat" in r}  # keyed by round index t
-        nodes = [json.loads(p.read_text()) for p in sorted((run_dir / "nodes").glob("edge*.json"))]
+    run = run_loopback([f"model.name={a.model}", f"run.rounds={a.rounds}", f"nodes.count={a.nodes}",
+                        f"task.batch_size={a.batch}", "task.eval_every=100000",
+                        "network.ready_timeout_s=120"], ports=a.nodes + 3)
+    rows = {r["round"] - 1: r for r in run.rows if "g_hat" in r}  # keyed by round index t
+    nodes, wall = run.nodes, run.wall_s
     per_round = []
     for t in range(3, a.rounds):  # rounds 0-1 sound the channel; round 2 has no previous update
         period = rows[t]["time"] - rows[t - 1]["time"]
@@ -84,7 +54,7 @@ def main() -> None:
                           "control_s": period - comp - phy, "active": rows[t]["active"]})
     tot = {k: sum(r[k] for r in per_round) for k in ("period_s", "compute_s", "phy_s", "control_s")}
     out = {
-        "benchmark": "round_overhead", "git_revision": git_revision(), "command": cmd[3:],
+        "benchmark": "round_overhead", "git_revision": git_revision(), "command": run.command,
         "model": a.model, "nodes": a.nodes, "rounds": a.rounds, "batch": a.batch,
         "rounds_measured": len(per_round),
         "mean_round_s": tot["period_s"] / len(per_round),

@@ -20,17 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pairzero.runinfo import git_revision  # noqa: E402
-from tests.e2e_util import free_port_block  # noqa: E402
+from tests.e2e_util import run_loopback  # noqa: E402
 
 CONFIG = ROOT / "configs" / "emulated_usrp.yaml"
 SKIP = 3  # rounds 1..3 (pilots, first payload, first update) are not counted
@@ -38,30 +35,16 @@ TARGET = 1.5
 
 
 def _run(mode: str, rounds: int, extra: list[str]) -> dict:
-    base = free_port_block(8)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pairzero.cli", "loopback", "--config", str(CONFIG),
-               "--out", tmp, "--set", f"run.rounds={rounds}", "--set", f"task.eval_every={rounds}",
-               "--set", "output.plots=false", "--set", f"network.control_port={base}",
-               "--set", f"network.sample_port_base={base + 1}"]
-        if mode == "loopback":
-            cmd += ["--set", "radio.mode=loopback"]
-        for o in extra:
-            cmd += ["--set", o]
-        t0 = time.monotonic()
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        wall = time.monotonic() - t0
-        if res.returncode != 0:
-            sys.exit(f"{mode} run failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-        (run_dir,) = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.is_symlink()]
-        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        config = (run_dir / "config.yaml").read_text()
+    sets = [f"run.rounds={rounds}", f"task.eval_every={rounds}",
+            *(["radio.mode=loopback"] if mode == "loopback" else []), *extra]
+    run = run_loopback(sets, CONFIG)
+    rows, cmd, wall, config = run.rows, run.command, run.wall_s, run.config
     commits = {r["round"]: r for r in rows if "g_hat" in r}
     periods = [commits[t]["time"] - commits[t - 1]["time"] for t in range(SKIP + 1, rounds + 1)]
     evals = [r for r in rows if "val_loss" in r]
     active = [len(commits[t]["active"]) for t in range(SKIP + 1, rounds + 1)]
     return {
-        "mode": mode, "command": cmd[3:], "wall_s": round(wall, 1),
+        "mode": mode, "command": cmd, "wall_s": round(wall, 1),
         "median_round_s": statistics.median(periods), "mean_round_s": statistics.fmean(periods),
         "p90_round_s": sorted(periods)[int(0.9 * (len(periods) - 1))],
         "median_phy_s": statistics.median(commits[t]["phy_s"] for t in range(SKIP + 1, rounds + 1)),

@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,8 @@ from pairzero.config import ExperimentConfig, config_from_dict
 from pairzero.protocol.messages import RoundRecord
 from pairzero.runinfo import experiment_id
 from pairzero.trainer import ZOTrainer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port_block(n: int, start: int | None = None, stop: int = 32000) -> int:
@@ -73,3 +81,38 @@ def replay_hash(run_dir: Path) -> str:
     tr = ZOTrainer(load_cfg(run_dir), node_ids=[])
     tr.replay(round_log(run_dir))
     return tr.model_hash()
+
+
+@dataclass(frozen=True)
+class LoopbackRun:
+    """What one ``pairzero loopback`` run left: its command line (from ``loopback`` on), wall
+    time, metrics rows, the nodes' reports and the resolved config (YAML text)."""
+
+    command: list[str]
+    wall_s: float
+    rows: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+    config: str
+
+
+def run_loopback(sets: Sequence[str], config: Path | None = None, ports: int = 8) -> LoopbackRun:
+    """Run ``pairzero loopback`` (``--set`` each of ``sets``, no plots) on a free port block in
+    a temporary directory; exit with its output if it fails (for benchmarks)."""
+    base = free_port_block(ports)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pairzero.cli", "loopback", "--out", tmp]
+        if config is not None:
+            cmd += ["--config", str(config)]
+        for o in [*sets, "output.plots=false", f"network.control_port={base}",
+                  f"network.sample_port_base={base + 1}"]:
+            cmd += ["--set", o]
+        t0 = time.monotonic()
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.monotonic() - t0
+        if res.returncode != 0:
+            sys.exit(f"{' '.join(cmd[3:])} failed ({res.returncode}):\n{res.stdout[-2000:]}\n"
+                     f"{res.stderr[-2000:]}")
+        (run_dir,) = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.is_symlink()]
+        nodes = [json.loads(p.read_text()) for p in sorted((run_dir / "nodes").glob("edge*.json"))]
+        return LoopbackRun(cmd[3:], wall, read_jsonl(run_dir / "metrics.jsonl"), nodes,
+                           (run_dir / "config.yaml").read_text())
