@@ -23,11 +23,15 @@ Radio front ends (``radio.usrp``, ``grc_flowgraphs/{edge_tx,ap_rx}_usrp.grc``):
 
 Message format (both directions): multipart ``[header, payload]``; header is JSON
 ``{"start": int, "horizon": int}`` (EdgeTx -> emulator) or 8 bytes little-endian int64 start
-(emulator -> AP); payload is raw little-endian complex64.
+(emulator -> AP); payload is raw little-endian complex64. Upstream on the AP stream (an XSUB
+subscriber: the emulated USRP's receiver, :mod:`radio.emulated`): the radio's stream commands,
+``[b"stream_cmd", JSON {"start": int, "end": int | null}]`` (a window of device samples; null:
+continuous) or ``[b"stream_stop"]``; with ``demand``, the emulator produces only those windows.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -56,9 +60,24 @@ TX_TAG_SOURCE = pmt.intern("pairzero_tx")
 WINDOW_POLL_MS = 5
 IDLE_WAIT_S = 0.2  # longest a source work() call waits for node data before returning 0
 #: Output buffer (items) of the emulator's blocks: GNU Radio's default (32 KiB, 4096 complex
-#: samples) splits each 5 ms tick of the emulated radios (5000 samples at 1 MS/s) over two
+#: samples) splits each 5 ms of stream (5000 samples at 1 MS/s) over two
 #: work() calls of every block, and each call of a Python block costs ~130 us.
 STREAM_BUFFER_ITEMS = 1 << 14
+BURST_BUFFER_ITEMS = 1 << 16  # output buffer (items) of the TX burst feeder
+#: Tag on the first sample a :class:`BurstSource` produces after skipping samples nobody asked
+#: for (``demand``): the sample's index (uint64). :class:`IndexedSink` follows it.
+INDEX_TAG = pmt.intern("pz_index")
+STREAM_CMD = b"stream_cmd"
+STREAM_STOP = b"stream_stop"
+#: Samples produced around a demanded window: before it, so the filters' state after a skip
+#: (whatever preceded the skip) has left the taps by the window's first sample; after it, the
+#: FIR's group delay.
+DEMAND_PAD_BEFORE = 2 * FIR_TAPS
+DEMAND_PAD_AFTER = FIR_TAPS
+#: With no window pending, skipping stops this far (s of device time) behind the radios' time,
+#: so a stream command still in flight finds its window not yet skipped.
+DEMAND_GUARD_S = 0.05
+CONTINUOUS = 2**62  # the end of a continuous stream's window
 
 
 def fractional_delay_taps(delay: float, ntaps: int = FIR_TAPS, gain: complex = 1.0) -> list[complex]:
@@ -143,6 +162,15 @@ class BurstSource(gr.sync_block):
     ``free_run_rate``: when every node is absent, the clock runs on at this many samples per
     second of host time from its last advance (radios: the AP keeps receiving noise with no
     transmitter on the air); None: it waits for a node.
+
+    ``demand`` (emulated radios): a callable returning the AP radio's stream commands since the
+    last call (``(start, end)`` device-sample windows, ``end`` None for a continuous stream;
+    ``None`` for a stop; :meth:`IndexedSink.take_requests`). The block then produces only the
+    samples those windows need (with :data:`DEMAND_PAD_BEFORE` / :data:`DEMAND_PAD_AFTER`) and
+    moves its clock over the rest without producing them, as a USRP streams only what it was
+    commanded to; the first sample after a skip carries :data:`INDEX_TAG`. The clock still
+    follows the nodes' horizons (and never skips closer than :data:`DEMAND_GUARD_S` behind the
+    radios' time while no window is pending), so a late sample is late as before.
     """
 
     def __init__(
@@ -153,6 +181,8 @@ class BurstSource(gr.sync_block):
         ap_ready: Callable[[], bool] | None = None,
         origin: int | None = 0,
         free_run_rate: float | None = None,
+        demand: Callable[[], list[tuple[int, int | None] | None]] | None = None,
+        demand_guard: int = 0,
     ) -> None:
         if not addresses:
             raise ValueError("addresses: need at least one node address")
@@ -184,6 +214,15 @@ class BurstSource(gr.sync_block):
         self._lock = threading.Lock()
         self._socks: list[zmq.Socket] = []
         self._poller = zmq.Poller()
+        self.demand = demand
+        if demand_guard < 0:
+            raise ValueError(f"demand_guard: {demand_guard!r} must be >= 0 samples")
+        self.demand_guard = demand_guard  # samples: see DEMAND_GUARD_S
+        self._windows: list[tuple[int, int]] = []  # demanded [start, end), padded
+        self._device_now = 0  # latest device time in a node's clock message
+        self._seam = False  # the next sample produced follows a skip: tag its index
+        self.skipped = 0  # samples the clock passed without producing them (demand)
+        self.produced = 0  # samples produced (per stream)
         self._bind()  # here, not in start(): a busy port is an error of the constructor
         no_scheduler_pause(self)
         self.set_min_output_buffer(STREAM_BUFFER_ITEMS)
@@ -247,6 +286,8 @@ class BurstSource(gr.sync_block):
                     self.origin = self.clock = start
                     self._progress = (time.monotonic(), start)
                     log.info("stream origin at sample %d (node %d's device time)", start, k)
+                if not len(x):  # a clock message: the radio's device time
+                    self._device_now = max(self._device_now, start)
                 if len(x):
                     if start < self.clock:
                         log.warning("node %d: %d late samples dropped (start %d < clock %d)",
@@ -302,16 +343,19 @@ class BurstSource(gr.sync_block):
                 return 0
         self._drain(0)
         n_out = len(output_items[0])
-        n = min(n_out, self._target(n_out) - self.clock)
+        n = self._advance(n_out)
         # Wait here (polling) rather than return 0 at once: the scheduler sleeps a long while
         # after a source produces nothing, which would add that latency to every frame.
         deadline = time.monotonic() + IDLE_WAIT_S
         while n <= 0 and time.monotonic() < deadline:
             self._drain(WINDOW_POLL_MS)
-            n = min(n_out, self._target(n_out) - self.clock)
+            n = self._advance(n_out)
         if n <= 0:
             return 0
         lo, hi = self.clock, self.clock + n
+        if self._seam:
+            self.add_item_tag(0, self.nitems_written(0), INDEX_TAG, pmt.from_uint64(lo))
+            self._seam = False
         for k, out in enumerate(output_items):
             out[:n] = 0
             keep = []
@@ -322,6 +366,12 @@ class BurstSource(gr.sync_block):
                 if start + len(x) > hi:
                     keep.append((start, x))
             self._pending[k] = keep
+        self._passed(lo, hi)
+        self.produced += n
+        return n
+
+    def _passed(self, lo: int, hi: int) -> None:
+        """The clock moved from ``lo`` to ``hi``: the nodes whose horizon it reached wait from now."""
         now = time.monotonic()
         with self._lock:
             for k, h in enumerate(self._horizon):
@@ -330,7 +380,38 @@ class BurstSource(gr.sync_block):
             if not all(self._absent):
                 self._progress = (now, hi)
         self.clock = hi
-        return n
+
+    def _advance(self, n_out: int) -> int:
+        """How many samples to produce now (at most ``n_out``); with ``demand``, first move the
+        clock over the samples no window needs."""
+        target = self._target(n_out)
+        if self.demand is None:
+            return min(n_out, target - self.clock)
+        for req in self.demand():
+            if req is None:  # stop: a continuous stream ends; windows already commanded stay
+                self._windows = [w for w in self._windows if w[1] < CONTINUOUS]
+            else:
+                a, b = req
+                self._windows.append((a - DEMAND_PAD_BEFORE, (b if b is not None else CONTINUOUS) + DEMAND_PAD_AFTER))
+        c = self.clock
+        self._windows = sorted(w for w in self._windows if w[1] > c)
+        if not self._windows or self._windows[0][0] > c:
+            # Nothing needed here: skip to the next window (with none, close behind device time).
+            nxt = self._windows[0][0] if self._windows else self._device_now - self.demand_guard
+            to = min(target, nxt)
+            if to > c:
+                for k in range(len(self._pending)):
+                    self._pending[k] = [(s, x) for s, x in self._pending[k] if s + len(x) > to]
+                self._passed(c, to)
+                self.skipped += to - c
+                self._seam = True
+                c = to
+        end = c  # end of the needed stretch the clock is in
+        for a, b in self._windows:
+            if a > end:
+                break
+            end = max(end, b)
+        return min(n_out, target - c, end - c)
 
 
 class IndexedSink(gr.sync_block):
@@ -338,8 +419,11 @@ class IndexedSink(gr.sync_block):
 
     ``index_offset`` is subtracted from the running item count (the emulator's common FIR
     delay) and ``origin`` (the index of the first sample, or a callable giving it once known,
-    e.g. the :class:`BurstSource`'s) added, so the published index is the shared sample clock.
-    :meth:`has_subscriber` tells (from any thread) whether an AP has subscribed.
+    e.g. the :class:`BurstSource`'s) added, so the published index is the shared sample clock;
+    an :data:`INDEX_TAG` (the source skipped samples) sets the index from its sample on (its
+    item ``index_offset`` later: the tag rides with the FIR's input, the FIR's output lags).
+    :meth:`has_subscriber` tells (from any thread) whether an AP has subscribed;
+    :meth:`take_requests` returns the stream commands its radio sent upstream (module docstring).
     """
 
     def __init__(self, address: str, index_offset: int = 0,
@@ -349,9 +433,13 @@ class IndexedSink(gr.sync_block):
         self.index_offset = index_offset
         self._origin = origin
         self.count = 0
+        self._seams: collections.deque[tuple[int, int]] = collections.deque()  # (item, index - item)
+        self._base: int | None = None  # index - item of the samples now published
         self._subscribed = False
+        self._requests: list[tuple[int, int | None] | None] = []
         self._lock = threading.Lock()
         self.dropped = 0
+        self.rejected = 0  # malformed upstream messages
         self._sock: zmq.Socket | None = None
         self._bind()  # here, not in start(): a busy port is an error of the constructor
 
@@ -380,15 +468,31 @@ class IndexedSink(gr.sync_block):
         return True
 
     def _check_subscribers(self) -> None:
+        """Read what came upstream: subscriptions, and the radio's stream commands (lock held)."""
         if self._sock is None:
             return
         while True:
             try:
-                msg = self._sock.recv(zmq.NOBLOCK)
+                msg = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if msg[:1] == b"\x01":
-                self._subscribed = True
+            if len(msg) == 1 and msg[0][:1] in (b"\x00", b"\x01"):
+                if msg[0][:1] == b"\x01":
+                    self._subscribed = True
+                continue
+            try:
+                self._requests.append(_stream_request(msg))
+            except ValueError as e:
+                self.rejected += 1
+                log.warning("AP stream: upstream message dropped: %s", e)
+
+    def take_requests(self) -> list[tuple[int, int | None] | None]:
+        """The radio's stream commands since the last call: ``(start, end)`` (``end`` None:
+        continuous) or None (stop); safe to call from another block's thread."""
+        with self._lock:
+            self._check_subscribers()
+            out, self._requests = self._requests, []
+            return out
 
     def has_subscriber(self) -> bool:
         """True once a subscriber (the AP) has joined; safe to call from another block's thread."""
@@ -398,18 +502,50 @@ class IndexedSink(gr.sync_block):
 
     def work(self, input_items: list[npt.NDArray[np.complex64]], output_items: object) -> int:
         x = input_items[0]
+        n = len(x)
         if callable(self._origin):  # known once the source produced its first sample
             self._origin = int(self._origin() or 0)
-        index = self._origin + self.count - self.index_offset
+        if self._base is None:
+            self._base = self._origin - self.index_offset
+        q0 = self.nitems_read(0)
+        for tag in sorted(self.get_tags_in_window(0, 0, n, INDEX_TAG), key=lambda t: t.offset):
+            at = int(tag.offset) + self.index_offset
+            self._seams.append((at, int(pmt.to_uint64(tag.value)) - int(tag.offset)))
         with self._lock:
             self._check_subscribers()
-            try:
-                assert self._sock is not None
-                self._sock.send_multipart([np.int64(index).tobytes(), x.tobytes()], zmq.NOBLOCK)
-            except zmq.Again:
-                self.dropped += len(x)
-        self.count += len(x)
-        return len(x)
+            pos = 0
+            while pos < n:  # one chunk per stretch of contiguous indices
+                while self._seams and self._seams[0][0] <= q0 + pos:
+                    self._base = self._seams.popleft()[1] - self.index_offset
+                end = n if not self._seams else min(n, self._seams[0][0] - q0)
+                try:
+                    assert self._sock is not None
+                    self._sock.send_multipart([np.int64(self._base + q0 + pos).tobytes(),
+                                               x[pos:end].tobytes()], zmq.NOBLOCK)
+                except zmq.Again:
+                    self.dropped += end - pos
+                pos = end
+        self.count += n
+        return n
+
+
+def _stream_request(msg: list[bytes]) -> tuple[int, int | None] | None:
+    """One upstream message of the AP stream as a stream command (see the module docstring)."""
+    if msg == [STREAM_STOP]:
+        return None
+    if len(msg) != 2 or msg[0] != STREAM_CMD:
+        raise ValueError(f"not a stream command ({len(msg)} parts, first {msg[0][:16]!r})")
+    try:
+        cmd = json.loads(msg[1])
+        start, end = cmd["start"], cmd["end"]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"stream command {msg[1][:80]!r}: {e}") from None
+    def whole(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not whole(start) or start < 0 or not (end is None or (whole(end) and end > start)):
+        raise ValueError(f"stream command {msg[1][:80]!r}: needs start >= 0 and end > start (or null)")
+    return start, end
 
 
 class ChannelBank(gr.hier_block2):
@@ -553,6 +689,9 @@ class _BurstSource(gr.sync_block):
         self._sent_one = False
         self._idle_wait_s = idle_wait_s  # longest wait in work() for a burst (also stop latency)
         no_scheduler_pause(self)
+        # A whole frame in one work() call (K = 32 is ~35k samples): it reaches the radio
+        # without waiting for the scheduler between pieces, which the frame's lead must cover.
+        self.set_min_output_buffer(BURST_BUFFER_ITEMS)
 
     def work(self, input_items: object, output_items: list[npt.NDArray[np.complex64]]) -> int:
         if self._cur is None:

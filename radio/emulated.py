@@ -23,7 +23,9 @@ behave as a USRP does at that API boundary:
   device declares its stream silent up to device time, so the emulator follows real time.
 * **RX** (``usrp_source``): timed ``STREAM_MODE_NUM_SAMPS_AND_DONE`` commands; a command that
   arrives after its time is refused as gr-uhd logs it (``ERROR_CODE_LATE_COMMAND``: no samples);
-  samples carry ``rx_time`` on the first one and again after samples were lost (overflow).
+  samples carry ``rx_time`` on the first one and again after samples were lost (overflow). The
+  commands it accepts go on to the channel emulator (upstream on the AP stream), which computes
+  only the windows commanded, as a USRP streams only those.
 
 Faults to inject (device args, counting from 1): ``late_command=N`` (the N-th stream command
 reaches the device after its time), ``overflow=N`` (a packet of the N-th window is lost),
@@ -34,6 +36,7 @@ reaches the device after its time), ``overflow=N`` (a packet of the N-th window 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -50,7 +53,14 @@ from gnuradio import gr
 from gnuradio import uhd as gr_uhd
 
 from pairzero.phy.schedule import index_to_time, time_to_index
-from radio.blocks import ASYNC_PORT, make_async_message, no_scheduler_pause
+from radio.blocks import (
+    ASYNC_PORT,
+    CONTINUOUS,
+    STREAM_CMD,
+    STREAM_STOP,
+    make_async_message,
+    no_scheduler_pause,
+)
 from radio.usrp import DEVICE_EPOCH_UNIX, parse_device_args
 
 __all__ = ["ReferenceClock", "EmulatedUhd", "EmulatedUsrpSink", "EmulatedUsrpSource", "MODELS"]
@@ -75,7 +85,14 @@ MODELS = {
 
 _FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo")
 _KNOWN_ARGS = {"type", "model", "serial", "name", *_FAULTS}
-ADVANCE_PERIOD_S = 0.005  # a TX device declares its stream silent up to now this often (reference s)
+#: A TX device declares its stream silent up to device time on ticks: every
+#: ``ADVANCE_PERIOD_S`` (reference s; whole multiples, the same moments on every radio, so the
+#: emulator's clock, the earliest of the radios' horizons, moves once per tick rather than once
+#: per radio), and ``BURST_TAIL_SAMPLES`` after the end of each burst it sent, which is when
+#: the AP's window around a frame (a 128-sample margin, and the emulator's FIR tail) can leave
+#: the emulator and the burst's ACK is due.
+ADVANCE_PERIOD_S = 0.02
+BURST_TAIL_SAMPLES = 512
 RX_BUFFER_S = 0.25  # host-side receive buffering of the emulated RX device (s of samples)
 
 
@@ -288,6 +305,7 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         self._acks: list[int] = []  # end index of every burst awaiting its burst_ack
         self._acks_lock = threading.Lock()
         self._stop = threading.Event()
+        self._tick = threading.Event()  # wakes the clock thread: a burst to ACK, or stop
         self._thread: threading.Thread | None = None
         self.sent_bursts: list[int] = []  # start index of every burst placed whole (for tests)
 
@@ -306,12 +324,14 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         s.connect(self.address)
         self._sock = s
         self._stop.clear()
+        self._tick.clear()
         self._thread = threading.Thread(target=self._run_clock, name="emulated-tx-clock", daemon=True)
         self._thread.start()
         return True
 
     def stop(self) -> bool:
         self._stop.set()
+        self._tick.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         now = self.now_index()
@@ -323,15 +343,26 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         return True
 
     def _next_tick_s(self) -> float:
-        """Host seconds until the next whole multiple of ``ADVANCE_PERIOD_S`` of reference
-        time: every emulated radio ticks at the same moments, so the emulator's clock (the
-        earliest horizon of the nodes) advances once per period, not once per radio."""
-        phase = self.ref.now() % ADVANCE_PERIOD_S
-        return (ADVANCE_PERIOD_S - phase) / self.ref.rate_factor
+        """Host seconds until the next tick (see :data:`ADVANCE_PERIOD_S`): the next whole
+        multiple of the period of reference time, or ``BURST_TAIL_SAMPLES`` after the end of the
+        first burst awaiting its ACK, whichever comes first."""
+        r = self.ref.now()
+        wait = ADVANCE_PERIOD_S - r % ADVANCE_PERIOD_S
+        with self._acks_lock:
+            first_end = min(self._acks, default=None)
+        if first_end is not None:
+            tail = (first_end + BURST_TAIL_SAMPLES) / self._rate - self.clock.now()
+            wait = min(wait, max(tail, 0.0))
+        return wait / self.ref.rate_factor
 
     def _run_clock(self) -> None:
         """The stream is silence up to device time; acknowledge bursts whose end has passed."""
-        while not self._stop.wait(self._next_tick_s()):
+        while True:
+            if self._tick.wait(self._next_tick_s()):  # a burst was handed over: re-plan the tick
+                self._tick.clear()
+                if self._stop.is_set():
+                    return
+                continue
             now = self.now_index()
             self._push(now, np.zeros(0, np.complex64), now)
             with self._acks_lock:
@@ -400,6 +431,7 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
                     with self._acks_lock:
                         self._acks.append(b.next)
                     self.sent_bursts.append(b.index)
+                    self._tick.set()
                 self._burst = None
         if pos < n:
             if self._burst is None:
@@ -429,7 +461,20 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         self._drop_packet = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Stream commands for the emulator: the receive thread owns the socket and sends them;
+        # an inproc message wakes it.
+        self._upstream: collections.deque[list[bytes]] = collections.deque()
+        self._wake_address = f"inproc://pairzero-emulated-rx-{id(self)}"
+        self._wake: zmq.Socket | None = None
+        self._wake_lock = threading.Lock()
         no_scheduler_pause(self)
+
+    def _send_upstream(self, msg: list[bytes]) -> None:
+        self._upstream.append(msg)
+        with self._wake_lock:
+            if self._wake is not None:
+                with contextlib.suppress(zmq.Again):  # wake-ups queued: the thread is on its way
+                    self._wake.send(b"", zmq.NOBLOCK)
 
     def set_start_time(self, spec: Any) -> None:
         """Where the continuous stream issued at start begins (gr-uhd's ``start_time``)."""
@@ -443,6 +488,7 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         if mode == modes.STREAM_MODE_STOP_CONTINUOUS:
             with self._lock:
                 self._req = None
+            self._send_upstream([STREAM_STOP])
             return
         if mode not in (modes.STREAM_MODE_NUM_SAMPS_AND_DONE, modes.STREAM_MODE_START_CONTINUOUS):
             raise RuntimeError(f"emulated USRP: stream mode {mode} is not emulated")
@@ -456,7 +502,9 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
             log.warning("USRP Source Block caught rx error code: ERROR_CODE_LATE_COMMAND "
                         "(stream command for device sample %d reached the device at %d)", start, arrives)
             return
-        end = start + int(cmd.num_samps) if mode == modes.STREAM_MODE_NUM_SAMPS_AND_DONE else 2**62
+        end = start + int(cmd.num_samps) if mode == modes.STREAM_MODE_NUM_SAMPS_AND_DONE else CONTINUOUS
+        self._send_upstream([STREAM_CMD, json.dumps(
+            {"start": start, "end": end if end < CONTINUOUS else None}).encode()])
         with self._lock:
             self._req = (start, end)
             self._drop_packet = self.faults.get("overflow") == self._commands
@@ -496,15 +544,28 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
             log.warning("O (emulated overflow: %d samples at device sample %d not read in time)", len(x0), s0)
         self._lock.notify_all()
 
-    def _run_rx(self) -> None:
-        sock: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
+    def _run_rx(self, wake: zmq.Socket) -> None:
+        # XSUB, not SUB: the stream commands go upstream on the same link.
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.XSUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 100000)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.address)
+        sock.send(b"\x01")  # subscribe to everything
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not sock.poll(50):
+                events = dict(poller.poll(50))
+                if wake in events:
+                    while True:
+                        try:
+                            wake.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                while self._upstream:
+                    sock.send_multipart(self._upstream.popleft())
+                if sock not in events:
                     continue
                 while True:
                     try:
@@ -518,10 +579,18 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
                         self._offer(s, x)
         finally:
             sock.close(0)
+            wake.close(0)
 
     def start(self) -> bool:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run_rx, name="emulated-rx", daemon=True)
+        ctx = zmq.Context.instance()
+        wake: zmq.Socket = ctx.socket(zmq.PULL)
+        wake.bind(self._wake_address)
+        with self._wake_lock:
+            self._wake = ctx.socket(zmq.PUSH)
+            self._wake.setsockopt(zmq.LINGER, 0)
+            self._wake.connect(self._wake_address)
+        self._thread = threading.Thread(target=self._run_rx, args=(wake,), name="emulated-rx", daemon=True)
         self._thread.start()
         if self._issue_on_start:  # as gr-uhd: a continuous stream, now + 0.1 s or at start_time
             cmd = gr_uhd.stream_cmd_t(gr_uhd.stream_mode_t.STREAM_MODE_START_CONTINUOUS)
@@ -535,6 +604,10 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+        with self._wake_lock:
+            if self._wake is not None:
+                self._wake.close(0)
+                self._wake = None
         return True
 
     def work(self, input_items: object, output_items: list[npt.NDArray[np.complex64]]) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,14 @@ import numpy as np
 from gnuradio import blocks, gr
 
 from pairzero.config import ChannelConfig, ExperimentConfig, NodesConfig
-from radio.blocks import FIR_TAPS, BurstSource, ChannelBank, IndexedSink, NodeChannelParams
+from radio.blocks import (
+    DEMAND_GUARD_S,
+    FIR_TAPS,
+    BurstSource,
+    ChannelBank,
+    IndexedSink,
+    NodeChannelParams,
+)
 
 __all__ = [
     "NodeChannelParams", "draw_node_channels", "ChannelEmulator", "LoopbackChannel",
@@ -78,7 +86,10 @@ class LoopbackChannel(gr.hier_block2):
     ``origin``: sample index of the first output sample (None: the first node message's index,
     for radios whose streams start at their device time). ``free_run_rate``: see
     :class:`radio.blocks.BurstSource` (emulated radios: the AP stream goes on with every
-    transmitter silent).
+    transmitter silent). ``on_demand`` (emulated radios): produce only the windows the AP's
+    radio commanded (its stream commands come upstream on the AP stream; see
+    :class:`radio.blocks.BurstSource` ``demand``), as a USRP streams only what it was asked
+    for; the rest of the clock's way is skipped, not computed.
     """
 
     def __init__(
@@ -96,6 +107,7 @@ class LoopbackChannel(gr.hier_block2):
         fading_doppler: float = 0.0,
         origin: int | None = 0,
         free_run_rate: float | None = None,
+        on_demand: bool = False,
     ) -> None:
         gr.hier_block2.__init__(self, "pairzero_loopback_channel", gr.io_signature(0, 0, 0),
                                 gr.io_signature(0, 0, 0))
@@ -115,7 +127,8 @@ class LoopbackChannel(gr.hier_block2):
         ready = self.sink.has_subscriber if wait_for_ap else None
         try:
             source = BurstSource(node_addresses, lockstep, node_timeout_s, ready, origin,
-                                 free_run_rate)
+                                 free_run_rate, self.sink.take_requests if on_demand else None,
+                                 math.ceil(DEMAND_GUARD_S * sample_rate))
         except OSError:
             self.sink.stop()  # release the AP port too
             raise
@@ -145,8 +158,9 @@ def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
     :func:`draw_node_channels`): for ``radio.mode: loopback`` lockstep from sample 0, zero-filling a silent node after the READY
     deadline; for emulated USRPs the stream follows the radios' clocks from the first node's
     device time, without carrier offsets (the radios share a 10 MHz reference, as the AP's
-    precoding assumes), a radio silent for 1 s (of its clock) is zero-filled, and with every
-    radio silent the AP stream runs on at the radios' clock rate."""
+    precoding assumes), a radio silent for 1 s (of its clock) is zero-filled, with every
+    radio silent the AP stream runs on at the radios' clock rate, and only the windows the
+    AP's radio commanded are computed (``on_demand``)."""
     channel = cfg.channel
     if cfg.radio.mode == "usrp":  # radios on one 10 MHz reference: no carrier offset
         channel = dataclasses.replace(channel, max_cfo=0.0)
@@ -158,7 +172,7 @@ def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
     if cfg.radio.mode == "usrp" and cfg.radio.emulated():
         rate = cfg.phy.sample_rate * cfg.radio.emulated_rate_factor  # device samples per host s
         args.update(origin=None, lockstep=True, throttle=False, free_run_rate=rate,
-                    node_timeout_s=1.0 / cfg.radio.emulated_rate_factor)
+                    node_timeout_s=1.0 / cfg.radio.emulated_rate_factor, on_demand=True)
     elif cfg.radio.mode == "loopback":
         args.update(origin=0, lockstep=not cfg.phy.throttle, throttle=cfg.phy.throttle,
                     node_timeout_s=cfg.network.ready_timeout_s)

@@ -364,6 +364,8 @@ class UsrpFrontEnd:
                 return Capture(index, length, None, (ev,))
             w = self.window.take()
             if w is not None:
+                log.debug("window at sample %d complete %.1f ms after its end", index,
+                          (self.now_index() - index - length) / self.sample_rate * 1e3)
                 return Capture(index, length, w)
             left = deadline - time.monotonic()
             if left <= 0:

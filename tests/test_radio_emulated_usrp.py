@@ -10,16 +10,19 @@ reference or LO. Each ends in its event or error, within a bounded time.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 
 import numpy as np
 import pytest
+import zmq
 
 pytest.importorskip("gnuradio.uhd")
 
 from pairzero.phy.frontend import EventKind, RadioError  # noqa: E402
+from radio.blocks import DEMAND_PAD_AFTER, DEMAND_PAD_BEFORE  # noqa: E402
 from radio.emulated import EmulatedUhd  # noqa: E402
 from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
 from radio.usrp import UsrpFrontEnd  # noqa: E402
@@ -34,13 +37,16 @@ def _addr() -> str:
 
 
 class _Testbed:
-    """Channel emulator (one node, unit channel, no noise), AP and node on emulated USRPs."""
+    """Channel emulator (one node, unit channel, no noise), AP and node on emulated USRPs.
+    ``on_demand``: the emulator computes only the AP's commanded windows (as experiments run
+    it, :func:`radio.emulator.emulator_arguments`)."""
 
     def __init__(self, node_args: str = "type=emulated", ap_args: str = "type=emulated",
-                 clock_source: str = "internal") -> None:
+                 clock_source: str = "internal", on_demand: bool = True) -> None:
         self.node_addr, self.ap_addr = _addr(), _addr()
         self.emu = ChannelEmulator([NodeChannelParams(1.0, 0.0, 0.0)], 0.0, [self.node_addr],
-                                   self.ap_addr, origin=None, node_timeout_s=1.0)
+                                   self.ap_addr, origin=None, node_timeout_s=1.0, sample_rate=RATE,
+                                   on_demand=on_demand)
         self.emu.start()
         self.ap = UsrpFrontEnd("rx", ap_args, RATE, 915e6, 30.0, clock_source,
                                uhd_api=EmulatedUhd(rx_address=self.ap_addr))
@@ -94,6 +100,61 @@ def test_a_timed_burst_arrives_at_its_sample_index(testbed: _Testbed) -> None:
     assert cap.ok and cap.samples is not None
     assert np.allclose(cap.samples[64 : 64 + len(x)], x, atol=1e-5)
     assert np.abs(cap.samples[:60]).max() < 1e-6 and np.abs(cap.samples[-60:]).max() < 1e-6
+
+
+@pytest.mark.parametrize("testbed", [{"on_demand": False}], indirect=True)
+def test_a_timed_burst_arrives_at_its_sample_index_in_a_continuous_stream(testbed: _Testbed) -> None:
+    # The emulator computing every sample (not only the commanded windows): the same result
+    test_a_timed_burst_arrives_at_its_sample_index(testbed)
+    assert testbed.emu.source.skipped == 0
+
+
+def test_the_emulator_computes_only_the_windows_the_ap_commanded(testbed: _Testbed) -> None:
+    # Prepare: a burst inside the AP's window, then one the AP does not listen to
+    x = _burst()
+    n = testbed.node.now_index() + int(0.05 * RATE)
+    sending = testbed.send_later(x, n)
+    cap = testbed.ap.capture(n - 64, len(x) + 128, timeout_s=1.0)
+    sending["thread"].join()
+    m = testbed.node.now_index() + int(0.05 * RATE)
+    assert testbed.node.send(x, m, timeout_s=1.0).sent
+    # Execute: a window of silence 50 ms after the second burst
+    cap2 = testbed.ap.capture(testbed.ap.now_index() + int(0.05 * RATE), 500, timeout_s=1.0)
+    # Assert: both windows are exact (samples at their indices after the skips), and the
+    # emulator computed those two windows with their filter pads and nothing else: not the
+    # second burst, not the ~0.2 s of device time around them
+    src = testbed.emu.source
+    assert cap.ok and cap.samples is not None and np.allclose(cap.samples[64 : 64 + len(x)], x, atol=1e-5)
+    assert cap2.ok and cap2.samples is not None and np.abs(cap2.samples).max() < 1e-6
+    needed = len(x) + 128 + 500 + 2 * (DEMAND_PAD_BEFORE + DEMAND_PAD_AFTER)
+    assert needed - DEMAND_PAD_AFTER <= src.produced <= needed
+    assert src.skipped >= m - n
+
+
+def test_malformed_stream_commands_are_dropped_and_logged(testbed: _Testbed, caplog) -> None:
+    # Prepare: another subscriber of the AP stream sends garbage upstream
+    bad = [[b"stream_cmd", b"{not json"], [b"stream_cmd", b'{"start": -5, "end": 3}'],
+           [b"stream_cmd", b'{"start": 10, "end": 5}'], [b"hello"]]
+    sock = zmq.Context.instance().socket(zmq.XSUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(testbed.ap_addr)
+    try:
+        sock.send(b"\x01")
+        for msg in bad:
+            sock.send_multipart(msg)
+        # Execute: the AP's own window after them
+        with caplog.at_level(logging.WARNING, logger="radio.blocks"):
+            x = _burst()
+            n = testbed.node.now_index() + int(0.05 * RATE)
+            sending = testbed.send_later(x, n)
+            cap = testbed.ap.capture(n - 64, len(x) + 128, timeout_s=1.0)
+            sending["thread"].join()
+    finally:
+        sock.close()
+    # Assert: each dropped with one WARNING line, and the emulator served the window
+    assert testbed.emu.sink.rejected == len(bad)
+    assert sum("upstream message dropped" in r.getMessage() for r in caplog.records) == len(bad)
+    assert cap.ok and cap.samples is not None and np.allclose(cap.samples[64 : 64 + len(x)], x, atol=1e-5)
 
 
 def test_two_radios_aligned_at_a_pps_edge_share_device_time() -> None:
