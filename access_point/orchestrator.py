@@ -240,16 +240,19 @@ class _RoundState:
     expected: frozenset[int]
     sent_at: float = 0.0  # when ROUND left (monotonic s)
     ready: dict[int, float | None] = field(default_factory=dict)
-    # node -> (control-plane round trip s, its last SCHEDULE -> radio time s, late frames reported)
-    timing: dict[int, tuple[float, float, bool]] = field(default_factory=dict)
+    # node -> (control-plane round trip s, its last SCHEDULE -> radio time s, late frames
+    # reported, slack of its previous frame s or None)
+    timing: dict[int, tuple[float, float, bool, float | None]] = field(default_factory=dict)
 
     def ready_timing(self) -> ReadyTiming:
         """The worst latencies of the nodes that answered (what the frame time must allow for)."""
         if not self.timing:
             return ReadyTiming()
         vals = list(self.timing.values())
+        slacks = [v[3] for v in vals if v[3] is not None]
         return ReadyTiming(control_s=max(v[0] for v in vals), tx_prep_s=max(v[1] for v in vals),
-                           late_reports=sum(1 for v in vals if v[2]))
+                           late_reports=sum(1 for v in vals if v[2]),
+                           tx_slack_s=min(slacks) if slacks else None)
     left_out: dict[int, str] = field(default_factory=dict)  # node -> why it is out of round t
 
 
@@ -652,7 +655,7 @@ class Orchestrator:
         r.ready[b.node] = b.digital_scalar
         rtt = max(time.monotonic() - r.sent_at - b.compute_s, 0.0)
         late = any(e.kind in _LATE_KINDS for e in b.tx_events)
-        r.timing[b.node] = (rtt, b.tx_prep_s, late)
+        r.timing[b.node] = (rtt, b.tx_prep_s, late, b.tx_slack_s)
 
     def _ready_refusal(self, b: Ready) -> str:
         """Why a READY cannot count (empty: it counts). A PHY that takes the scalars in READY

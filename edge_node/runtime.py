@@ -263,10 +263,12 @@ class EdgeNode:
         t0 = time.monotonic()
         scalar = float(self.trainer.compute_scalar(r.t, r.seed))
         digital = scalar if self._phy.digital else None
+        last = getattr(self._phy, "last_slack", None)  # (round, slack s) of its last frame
+        slack = min(max(last[1], -86400.0), 86400.0) if last is not None and last[0] == r.t - 1 else None
         ready = Ready(t=r.t, node=self.node_id, scalar_ready=True, digital_scalar=digital,
                       compute_s=min(time.monotonic() - t0, 86400.0),
                       tx_prep_s=min(float(getattr(self._phy, "last_prep_s", 0.0)), 86400.0),
-                      tx_events=tuple(self._phy.take_events()))
+                      tx_slack_s=slack, tx_events=tuple(self._phy.take_events()))
         try:
             self._send(ready)
         except ProtocolError as e:  # non-finite scalar: do not take part

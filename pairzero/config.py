@@ -255,7 +255,7 @@ class RadioConfig:
     clock_source: Literal["internal", "external", "gpsdo"] = "external"
     calibration_file: str | None = _f(None, doc="calibration file (pairzero.phy.calibration) the nodes apply at start (TX gain, digital scale and phase, timing advance) and the AP checks; `pairzero calibrate` writes it; null: uncalibrated (every node at radio.tx_gain_db)")
     calibration_max_age_h: float = _f(24.0, ge=0.0, le=1e6, doc="warn at start when radio.calibration_file is older than this (hours; 0: never)")
-    tx_lead_s: float = _f(0.02, ge=0.0, le=10.0, doc="radios: a frame's time is this far (s) beyond the measured control-plane and TX latencies")
+    tx_lead_s: float = _f(0.005, ge=0.0, le=10.0, doc="radios: a frame's time is this far (s) beyond the worst SCHEDULE-to-radio latency measured in the last 20 rounds")
     capture_slack_s: float = _f(1.0, gt=0.0, le=600.0, doc="radios: the AP gives up on a window this long (s) after it is due")
     emulated_rate_factor: float = _f(1.0, gt=0.0, le=1.0, doc="type=emulated radios: their clocks run at this fraction of real time (lower on a loaded machine)")
 

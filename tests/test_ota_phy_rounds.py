@@ -18,7 +18,7 @@ import pytest
 from pairzero.config import load_config
 from pairzero.phy.channel import apply_channel
 from pairzero.phy.frontend import Capture, EventKind, RadioEvent, SendReport
-from pairzero.phy.round import ApRoundPhy, NodeRoundPhy
+from pairzero.phy.round import LATENCY_ROUNDS, ApRoundPhy, NodeRoundPhy
 from pairzero.protocol.interfaces import ReadyTiming
 from pairzero.protocol.messages import Schedule
 
@@ -175,6 +175,35 @@ def test_the_frame_time_covers_the_measured_latencies_on_a_radio_clock() -> None
     assert ap.frame_index(3) >= n3 + ap.stride
 
 
+def test_the_frame_time_follows_the_latency_measured_from_the_nodes_slack() -> None:
+    cfg = load_config(None, ["nodes.count=3"])
+    air = Air(GAINS, [0, 0, 0], [0, 0, 0], 1e-3)
+    ap = ApRoundPhy(cfg, air, shared_reference=True, realtime=True, tx_lead_s=0.005)
+    air.now = 1_000_000
+    # Round 0, estimated: 5 + 30 / 2 + 4 = 24 ms ahead
+    assert ap.frame_index(0, ReadyTiming(control_s=0.030, tx_prep_s=0.004)) == 1_024_000
+    # Execute: the slowest node had its round-0 frame in its radio 21 ms before its time, so
+    # it took 3 ms of the 24 ms lead; the estimate (still 24 ms) gives way to the measurement
+    air.now = 2_000_000
+    n1 = ap.frame_index(1, ReadyTiming(control_s=0.030, tx_prep_s=0.004, tx_slack_s=0.021))
+    # Assert: 5 ms tx_lead + 3 ms measured
+    assert n1 == 2_008_000
+    # A slow round (a node had 1 ms to spare of the 8 ms lead: 7 ms taken) raises the lead,
+    # and the worst latency holds for LATENCY_ROUNDS rounds, even when later ones are fast
+    air.now = 3_000_000
+    assert ap.frame_index(2, ReadyTiming(tx_slack_s=0.001)) == 3_012_000
+    for t in range(3, 3 + LATENCY_ROUNDS - 1):
+        air.now = 1_000_000 * (t + 1)
+        assert ap.frame_index(t, ReadyTiming(tx_slack_s=0.012 - 0.003)) == air.now + 12_000
+    air.now = 1_000_000 * (LATENCY_ROUNDS + 3)
+    assert ap.frame_index(LATENCY_ROUNDS + 2, ReadyTiming(tx_slack_s=0.009)) == air.now + 8_000
+    # A slack that is not about the previous frame (round LATENCY_ROUNDS + 3 had none) is not
+    # used: the estimate (here 200 / 2 ms one way) is
+    air.now += 1_000_000
+    n = ap.frame_index(LATENCY_ROUNDS + 4, ReadyTiming(control_s=0.2, tx_slack_s=-0.5))
+    assert n == air.now + 5_000 + 100_000
+
+
 def test_a_node_refuses_a_schedule_it_got_after_the_frame_time() -> None:
     cfg = load_config(None, ["nodes.count=3"])
     air = Air(GAINS, [0, 0, 0], [0, 0, 0], 1e-3)
@@ -183,11 +212,17 @@ def test_a_node_refuses_a_schedule_it_got_after_the_frame_time() -> None:
     sched = Schedule(t=5, node=1, tx_sample=1_500, eta=1.0, noise_std=0.0, sigma_a=0.0, precoding=None)
     # Execute
     assert node.transmit(5, 0.3, sched) is None
-    # Assert: nothing went on the air, and the next READY carries why
+    # Assert: nothing went on the air, and the next READY carries why and how late (0.5 ms)
     assert air.frames == {}
     (ev,) = node.take_events()
     assert ev.t == 5 and ev.kind == "late_schedule"
     assert node.take_events() == ()
+    assert node.last_slack == (5, pytest.approx(-0.0005))
+    # A frame in time: its slack is its lead at SCHEDULE (20 ms) less the node's own time
+    sched = Schedule(t=6, node=1, tx_sample=22_000, eta=1.0, noise_std=0.0, sigma_a=0.0, precoding=None)
+    assert node.transmit(6, 0.3, sched) is not None
+    assert node.last_slack == (6, pytest.approx(0.020 - node.last_prep_s))
+    assert 0 < node.last_prep_s < 0.020
 
 
 def test_a_radio_round_needs_a_schedule() -> None:

@@ -46,6 +46,7 @@ BODIES = [
     Schedule(3, 2, 2**44, 0.25, 0.0, 0.0, None),
     Ready(3, 1, True, 0.1 + 0.2),
     Ready(3, 1, True, None, 0.25, 0.003, (TxEvent(2, "late_burst", "UHD time_error"),)),
+    Ready(3, 1, True, None, 0.25, 0.003, (), -0.0015),
     Update(3, 123, -1.2345678901234567e-7, 1e-4, (0, 1, 2), None),
     Leave(1, "bye"),
     CatchupRequest(1, 0),
@@ -92,19 +93,19 @@ def _wire(**over) -> bytes:
         (_wire(body={"node": 1, "next_round": 0, "x": 1}), "unknown ['x']"),
         (_wire(extra=1), "envelope keys"),
         (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": 1, "digital_scalar": 0.5,
-                                   "compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": []}),
+                                   "compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": None}),
          "scalar_ready"),
         (_wire(type="READY").replace(b'"body": {"node": 1, "next_round": 0}',
                                      b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": NaN, '
-                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": []}'),
+                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": null}'),
          "non-finite"),
         (_wire(type="READY").replace(b'"body": {"node": 1, "next_round": 0}',
                                      b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": 1e999, '
-                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": []}'),
+                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": null}'),
          "non-finite"),
         (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": True, "digital_scalar": None,
                                    "compute_s": 0.0, "tx_prep_s": 0.0,
-                                   "tx_events": [{"t": 0, "kind": "meltdown", "detail": ""}]}),
+                                   "tx_events": [{"t": 0, "kind": "meltdown", "detail": ""}], "tx_slack_s": None}),
          "kind"),
         (_wire(type="SCHEDULE", body={"t": 0, "node": 1, "tx_sample": -2, "eta": 1.0,
                                       "noise_std": 0.0, "sigma_a": 0.0, "precoding": None}),
@@ -139,7 +140,7 @@ def test_protocol_every_type_has_a_body() -> None:
 
 def _body(type_: str, body: dict) -> bytes:
     if type_ == "READY":  # the timing fields every READY carries
-        body = {"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], **body}
+        body = {"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": None, **body}
     return json.dumps({"v": PROTOCOL_VERSION, "exp": EXP, "t": 0, "type": type_, "body": body}).encode()
 
 

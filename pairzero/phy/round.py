@@ -7,8 +7,9 @@ the calibration CLI and by ``bench/phy_nmse.py``. One frame per federated round:
     ROUND(t, seed) ---------------------------------->   g_k = clip(ZO scalar)      (control plane)
                    <-------------------- READY(t, k)     compute_s, last frame's TX events
     plan(t, ready nodes, timing):
-      frame time n_t = now + lead   (lead: measured control-plane round trip + node TX
-                                     preparation + radio.tx_lead_s; loopback: next free slot)
+      frame time n_t = now + lead   (lead: the worst SCHEDULE-to-radio latency of the last
+                                     LATENCY_ROUNDS rounds, measured from the slack the nodes
+                                     report, + radio.tx_lead_s; loopback: the next free slot)
       eta_t, b_k, sigma_a from the latest pilots (the previous frame), power and privacy
     SCHEDULE(t, n_t, eta_t, b_k or none) ------------>   frame at n_t: preamble + pilot
                                                           (+ payload b_k (g_k + w_k) if precoded)
@@ -34,6 +35,7 @@ planned mu where it is not (or no frame was received).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -80,6 +82,10 @@ log = logging.getLogger(__name__)
 
 #: Largest extra lead (s) the AP adds after nodes report late frames.
 MAX_LATE_MARGIN_S = 2.0
+#: Rounds over which the AP keeps the worst measured SCHEDULE latency for a frame's lead: one
+#: slow round (a node descheduled, a garbage collection) raises the lead for this many rounds,
+#: so jitter seen recently is covered by measurement rather than by radio.tx_lead_s alone.
+LATENCY_ROUNDS = 20
 
 
 class ApRoundPhy:
@@ -87,8 +93,8 @@ class ApRoundPhy:
 
     ``shared_reference``: radios on one 10 MHz + PPS (no carrier offset to refine: precode
     after one pilot frame, without CFO pre-compensation). ``realtime``: the front end's clock
-    runs in real time (radios): a frame's time is now + the measured control-plane and TX
-    latencies + ``tx_lead_s``; otherwise (the lockstep loopback emulator, whose clock moves
+    runs in real time (radios): a frame's time is now + the worst SCHEDULE-to-radio latency of
+    the last :data:`LATENCY_ROUNDS` rounds (see :meth:`frame_index`) + ``tx_lead_s``; otherwise (the lockstep loopback emulator, whose clock moves
     only as the nodes define their streams) frames simply follow each other.
     ``capture_slack_s``: how long after a window is due the capture gives up (s).
     """
@@ -142,6 +148,11 @@ class ApRoundPhy:
         self._plans: dict[int, PowerPlan] = {}
         self._next_free = 0  # earliest index the next frame may start at
         self._late_margin_s = 0.0  # extra lead after nodes reported late frames
+        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_ROUNDS)
+        self._planned_at: float | None = None  # when the last frame time was set (monotonic s)
+        self._ap_send_s = 0.0  # from then to the capture command: the SCHEDULEs' sending
+        self._last_lead: tuple[int, float] | None = None  # (round, its frame's lead in device s)
+        self._measured = False  # a SCHEDULE-to-radio latency has been measured
         self.last_rx: RxResult | None = None
 
     # ------------------------------------------------------------------ planning
@@ -160,16 +171,33 @@ class ApRoundPhy:
                         timing.late_reports, self._late_margin_s * 1e3)
         else:
             self._late_margin_s *= 0.9
-        # SCHEDULE goes one way (AP -> node, half the measured round trip), then the node
-        # builds its burst and hands it to its radio (tx_prep_s); tx_lead_s and the late
-        # margin cover the jitter on top.
-        lead_s = self.tx_lead_s + timing.control_s / 2 + timing.tx_prep_s + self._late_margin_s
+        # The latency a frame's lead must cover: from the AP setting the frame time to the
+        # slowest node's radio holding the frame. Measured on the device clock once the nodes
+        # report their previous frame's slack (that frame's lead minus the least slack; at
+        # least the AP's own sending); before that, estimated: the AP's sending, SCHEDULE one
+        # way (half the control-plane round trip), the node's preparation. The lead covers the
+        # worst of the last LATENCY_ROUNDS rounds; tx_lead_s and the late margin the rest.
+        prev = self._last_lead
+        if timing.tx_slack_s is not None and prev is not None and prev[0] == t - 1:
+            latency, how = max(prev[1] - timing.tx_slack_s, self._ap_send_s), "measured"
+            if not self._measured:  # estimates give way to the first measurement
+                self._latencies.clear()
+                self._measured = True
+        else:
+            latency, how = self._ap_send_s + timing.control_s / 2 + timing.tx_prep_s, "estimated"
+        if latency > 0:
+            self._latencies.append(latency)
+        worst = max(self._latencies, default=0.0)
+        lead_s = self.tx_lead_s + worst + self._late_margin_s
         now = self.frontend.now_index()
         n = max(now + math.ceil(lead_s * self.frontend.sample_rate - 1e-6), self._next_free)
         self._next_free = n + self.stride
-        log.debug("round %d: frame at sample %d, %.1f ms ahead (SCHEDULE one way %.1f ms, TX prep %.1f ms, "
-                  "late margin %.1f ms)", t, n, (n - now) / self.frontend.sample_rate * 1e3,
-                  timing.control_s / 2 * 1e3, timing.tx_prep_s * 1e3, self._late_margin_s * 1e3)
+        self._planned_at = time.monotonic()
+        self._last_lead = (t, (n - now) / self.frontend.sample_rate)
+        log.debug("round %d: frame at sample %d, %.1f ms ahead (SCHEDULE-to-radio latency %.1f ms %s; "
+                  "worst of the last %d rounds %.1f ms; late margin %.1f ms)", t, n,
+                  (n - now) / self.frontend.sample_rate * 1e3, latency * 1e3, how,
+                  len(self._latencies), worst * 1e3, self._late_margin_s * 1e3)
         return n
 
     def attach_ledger(self, path: str) -> None:
@@ -188,7 +216,12 @@ class ApRoundPhy:
         """Frame time, η_t, b_k and artificial noise for the nodes in the round (those that sent
         READY in time), from the latest estimates; with privacy, nodes whose budget the round
         would exceed are left out, and the plan is durable before it is returned."""
-        n_t = self.frame_index(t, timing)
+        plan = self._power_plan(t, nodes)
+        # The frame time last: its lead counts from here, after the plan's durable write.
+        return dataclasses.replace(plan, tx_sample=self.frame_index(t, timing))
+
+    def _power_plan(self, t: int, nodes: Sequence[int]) -> RoundPlan:
+        """:meth:`plan` without the frame time."""
         h = np.zeros(self.k, dtype=complex)
         avail = np.zeros(self.k, dtype=bool)
         for k in nodes:
@@ -200,7 +233,7 @@ class ApRoundPhy:
         if not avail.any():
             log.info("round %d: no channel estimates yet: pilots only", t)
             self._plans.pop(t, None)
-            return RoundPlan(eta=1.0, tx_sample=n_t, precoding={})
+            return RoundPlan(eta=1.0, precoding={})
         noise_y = self._planning_noise()
         pl = plan_payload(h, avail, noise_y, self.charges, self.privacy, self.cfg.nodes.power_budget,
                           self.amplitude, g_th=self.cfg.channel.truncation_threshold,
@@ -217,7 +250,7 @@ class ApRoundPhy:
                     f"{self.cfg.privacy.epsilon:g} at delta {self.cfg.privacy.delta:g}): no "
                     "further payload may be sent; the rounds so far are committed")
             self._plans.pop(t, None)
-            return RoundPlan(eta=1.0, tx_sample=n_t, precoding={})
+            return RoundPlan(eta=1.0, precoding={})
         self._plans[t] = pp
         pre = {}
         for k in active:
@@ -231,7 +264,7 @@ class ApRoundPhy:
         # the AP receives about eta times their sum: sigma_a per real dimension in all.
         mu = max(planned.values()) if planned else None
         return RoundPlan(eta=pp.eta if pp.eta > 0 else 1.0, sigma_a=pp.sigma_a, noise_std=noise_std,
-                         tx_sample=n_t, mu=mu, precoding=pre)
+                         mu=mu, precoding=pre)
 
     # ------------------------------------------------------------------ receive
     def receive(self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None],
@@ -239,6 +272,9 @@ class ApRoundPhy:
         """Capture round t's frame, update the channel estimates, form ĝ from the payload and
         charge every precoded node (measured where its pilot is in the frame, else planned)."""
         pp = self._plans.pop(t, None)
+        if self.realtime and self._planned_at is not None:
+            self._ap_send_s = time.monotonic() - self._planned_at
+            self._planned_at = None
         start, length = capture_window(self.layout, plan.tx_sample)
         cap = self.frontend.capture(start, length, self.capture_slack_s, idle)
         if not cap.ok or cap.samples is None:
@@ -359,6 +395,8 @@ class NodeRoundPhy:
         self.sent: list[int] = []  # tx_sample of every frame handed to the radio
         self.tx_s: dict[int, float] = {}  # round t -> seconds from SCHEDULE to radio handoff
         self.last_prep_s = 0.0
+        # (round, device s from the frame being in the radio to its time) of the last frame
+        self.last_slack: tuple[int, float] | None = None
         self._events: list[TxEvent] = []
         self.budget: NodeBudget | None = None
         if cfg.privacy.enabled:
@@ -392,10 +430,12 @@ class NodeRoundPhy:
                              "a radio PHY: set the same radio.mode on the AP and the nodes")
         t0 = time.perf_counter()
         now = self.frontend.now_index()
+        ahead_s = (sched.tx_sample - now) / self.frontend.sample_rate  # device s
         if now > sched.tx_sample:
             ev = RadioEvent(EventKind.LATE_BURST, sched.tx_sample,
                             f"SCHEDULE for sample {sched.tx_sample} handled at sample {now}")
             self._note(t, "late_schedule", ev)
+            self.last_slack = (t, ahead_s)
             return None
         if scalar is not None and sched.precoding is not None and self.budget is not None:
             scalar = self._afford(t, scalar, sched)
@@ -410,6 +450,7 @@ class NodeRoundPhy:
         # (not the wait for the radio's acknowledgement, which comes after the frame's time).
         self.last_prep_s = built + report.handoff_s
         self.tx_s[t] = self.last_prep_s
+        self.last_slack = (t, ahead_s - self.last_prep_s * float(getattr(self.frontend, "rate_factor", 1.0)))
         log.debug("node %d round %d: frame built in %.1f ms, handed to the radio in %.1f ms, %.1f ms "
                   "before its time", self.node, t, built * 1e3, report.handoff_s * 1e3,
                   (sched.tx_sample - now) / self.frontend.sample_rate * 1e3)

@@ -60,13 +60,16 @@ class ReadyTiming:
 
     ``control_s``: the worst control-plane round trip of the nodes in the round (their ROUND ->
     READY time at the AP minus their own compute time); ``tx_prep_s``: the worst time a node
-    took from SCHEDULE to its radio for its last frame; ``late_reports``: nodes that reported a
-    late or underflowed frame in their READY.
+    took from SCHEDULE to its radio for its last frame; ``tx_slack_s``: the least slack a node
+    reported for its frame of the previous round (device seconds from the frame being in its
+    radio to its time; negative: late; None: none reported); ``late_reports``: nodes that
+    reported a late or underflowed frame in their READY.
     """
 
     control_s: float = 0.0
     tx_prep_s: float = 0.0
     late_reports: int = 0
+    tx_slack_s: float | None = None
 
 
 @dataclass(frozen=True)

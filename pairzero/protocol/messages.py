@@ -69,7 +69,7 @@ __all__ = [
 #: and the events of the node's last frames; ROUND carries only what the compute needs.
 #: 3: JOIN carries the node's privacy terms; a precoding carries the node's planned charge;
 #: CALIBRATE / CAL_RESULT (pairzero calibrate over the control plane).
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 #: Largest encoded message accepted (bytes). A catch-up response is paged to stay below it.
 MAX_MESSAGE_BYTES: Final = 1 << 20
 #: ``node`` value used by the AP in messages it originates (heartbeats).
@@ -248,8 +248,10 @@ class Ready:
     the scalar is only ever sent over the air. ``compute_s``: seconds from ROUND to READY on
     the node (the AP subtracts it from its own ROUND -> READY time: the rest is the
     control-plane round trip); ``tx_prep_s``: seconds the node took, for its last frame, from
-    SCHEDULE to handing the frame to its radio (0: none yet); ``tx_events``: what went wrong
-    with its frames since its last READY.
+    SCHEDULE to handing the frame to its radio (0: none yet); ``tx_slack_s``: for its frame of
+    round t - 1, the device seconds from the moment that frame was in its radio to the frame's
+    time (negative: late; None: no frame in round t - 1); ``tx_events``: what went wrong with
+    its frames since its last READY.
     """
 
     t: int
@@ -259,6 +261,7 @@ class Ready:
     compute_s: float = 0.0
     tx_prep_s: float = 0.0
     tx_events: tuple[TxEvent, ...] = ()
+    tx_slack_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -419,6 +422,7 @@ _RANGES: Final[dict[str, tuple[float, float]]] = {
     "deadline_s": (0.0, 86400.0),
     "compute_s": (0.0, 86400.0),
     "tx_prep_s": (0.0, 86400.0),
+    "tx_slack_s": (-86400.0, 86400.0),
     "lr": (0.0, math.inf),
     "mu": (0.0, math.inf),
     "noise_var": (0.0, math.inf),
