@@ -523,8 +523,12 @@ class Orchestrator:
 
     def _reap_disconnected(self) -> None:
         """Members whose connection the transport reports closed (a killed node) are out at
-        once: no wait for 3 missed heartbeats or the READY deadline."""
-        for peer in self._tx.gone():
+        once: no wait for 3 missed heartbeats or the READY deadline. What they sent before
+        closing (a LEAVE) is served first."""
+        gone = self._tx.gone()
+        if gone:
+            drain_queued(self._tx.recv, self._serve)
+        for peer in gone:
             for k, m in list(self._members.items()):
                 if m.peer == peer:
                     self._remove_member(k, "its connection closed")

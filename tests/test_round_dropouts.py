@@ -5,6 +5,7 @@ once). An edge node asked to stop (SIGTERM / SIGINT) says LEAVE."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import subprocess
@@ -18,7 +19,17 @@ import zmq
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode
-from pairzero.protocol.messages import Join, JoinAck, Leave, Ready, Round, decode, encode, make
+from pairzero.protocol.messages import (
+    Heartbeat,
+    Join,
+    JoinAck,
+    Leave,
+    Ready,
+    Round,
+    decode,
+    encode,
+    make,
+)
 from pairzero.protocol.testing import (
     ConstantPlanner,
     DigitalNodePhy,
@@ -98,6 +109,32 @@ def test_dropped_connection_mid_round_ends_the_wait_for_that_node_at_once(tmp_pa
     elapsed, row = _one_round_where_node_1_vanishes(tmp_path, crash)
     assert elapsed < 5.0
     assert row["left_out"] == {"1": "its connection closed"}
+
+
+def test_a_leave_queued_before_the_connection_closes_is_a_clean_leave(tmp_path: Path, caplog) -> None:
+    # Prepare: node 1 joined; it sends a HEARTBEAT and a LEAVE, and its connection closes
+    # before the AP has read them (a node stopping at the end of a run)
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    settings = ApSettings(EXP, 1, 1, MANIFEST, 0.05, heartbeat_s=60.0, min_nodes=2, node_count=2)
+    orch = Orchestrator(settings, hub.server(), rl, ConstantPlanner(), IdealApPhy())
+    n1 = hub.client("n1")
+    n1.send(encode(make(EXP, 0, Join(1, MANIFEST, "", "", 0))))
+    orch._pump(1.0)
+    assert isinstance(decode(n1.recv(1.0), EXP).body, JoinAck)
+    n1.send(encode(make(EXP, 0, Heartbeat(1, 0))))
+    n1.send(encode(make(EXP, 0, Leave(1, "stopped"))))
+    hub.drop("n1")
+    # Execute: the AP reads the HEARTBEAT and learns the connection closed
+    with caplog.at_level(logging.INFO, logger="access_point.orchestrator"):
+        orch._pump(0.0)
+        orch._pump(0.0)
+    rl.close()
+    # Assert: the LEAVE is served first: one INFO line with its reason, no WARNING
+    msgs = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (logging.INFO, "node 1 removed: it left (stopped)") in msgs, msgs
+    assert not [m for lvl, m in msgs if lvl >= logging.WARNING], msgs
+    assert orch.dropped == 0
 
 
 def test_node_killed_mid_round_over_zeromq_costs_less_than_three_heartbeats(tmp_path: Path) -> None:
