@@ -1,6 +1,6 @@
 """Round period on emulated USRPs vs the loopback emulator, measured side by side.
 
-    .venv/bin/python bench/round_period.py [--rounds 40] [--repeats 2]
+    .venv/bin/python bench/round_period.py [--rounds 60] [--repeats 3]
 
 Runs ``pairzero loopback --config configs/emulated_usrp.yaml`` (AP + K = 4 nodes, ``opt-tiny``)
 twice per repeat, alternating: once as shipped (``radio.mode: usrp`` on ``type=emulated``
@@ -11,7 +11,8 @@ measured control-plane latency + ``radio.tx_lead_s``) and once with ``radio.mode
 A round's period is the time between the AP's commits of rounds t-1 and t (AP clock); the
 first rounds (pilots, and the first payload) are left out. The figure is the ratio of the
 median periods (target: at most 1.5). It also reports both runs' final validation loss (the
-same rounds and seeds: the emulated radios should learn as the loopback does).
+same rounds and seeds: the emulated radios should learn as the loopback does), and the CPU
+time each run took (AP, nodes and emulator, start-up included) per round.
 Prints one JSON object (last line) and writes bench/results/round_period.json.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 from pathlib import Path
@@ -37,7 +39,10 @@ TARGET = 1.5
 def _run(mode: str, rounds: int, extra: list[str]) -> dict:
     sets = [f"run.rounds={rounds}", f"task.eval_every={rounds}",
             *(["radio.mode=loopback"] if mode == "loopback" else []), *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     run = run_loopback(sets, CONFIG)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     rows, cmd, wall, config = run.rows, run.command, run.wall_s, run.config
     commits = {r["round"]: r for r in rows if "g_hat" in r}
     periods = [commits[t]["time"] - commits[t - 1]["time"] for t in range(SKIP + 1, rounds + 1)]
@@ -46,6 +51,8 @@ def _run(mode: str, rounds: int, extra: list[str]) -> dict:
     return {
         "mode": mode, "command": cmd, "wall_s": round(wall, 1),
         "median_round_s": statistics.median(periods), "mean_round_s": statistics.fmean(periods),
+        # CPU of the whole run (AP, nodes, emulator; start-up included) per round
+        "cpu_s": round(cpu_s, 2), "cpu_s_per_round": cpu_s / rounds,
         "p90_round_s": sorted(periods)[int(0.9 * (len(periods) - 1))],
         "median_phy_s": statistics.median(commits[t]["phy_s"] for t in range(SKIP + 1, rounds + 1)),
         "rounds_with_every_node": sum(a == max(active) for a in active), "rounds_measured": len(periods),
@@ -56,8 +63,8 @@ def _run(mode: str, rounds: int, extra: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--repeats", type=int, default=2, help="alternating pairs of runs")
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating pairs of runs")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config override for both runs (repeatable)")
     a = ap.parse_args()
