@@ -583,11 +583,10 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
 
     def start(self) -> bool:
         self._stop.clear()
-        ctx = zmq.Context.instance()
-        wake: zmq.Socket = ctx.socket(zmq.PULL)
+        wake: zmq.Socket = zmq.Context.instance().socket(zmq.PULL)
         wake.bind(self._wake_address)
         with self._wake_lock:
-            self._wake = ctx.socket(zmq.PUSH)
+            self._wake = zmq.Context.instance().socket(zmq.PUSH)
             self._wake.setsockopt(zmq.LINGER, 0)
             self._wake.connect(self._wake_address)
         self._thread = threading.Thread(target=self._run_rx, args=(wake,), name="emulated-rx", daemon=True)
