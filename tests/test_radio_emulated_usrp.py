@@ -14,6 +14,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,6 +67,15 @@ class _Testbed:
         out["thread"] = th
         return out
 
+    def burst_in_window(self, x: np.ndarray) -> tuple[int, Any, Any]:
+        """The node sends ``x`` 50 ms ahead while the AP captures it with 64 samples either
+        side: (its sample index, the node's SendReport, the AP's Capture)."""
+        n = self.node.now_index() + int(0.05 * RATE)
+        sending = self.send_later(x, n)
+        cap = self.ap.capture(n - 64, len(x) + 128, timeout_s=1.0)
+        sending["thread"].join()
+        return n, sending["rep"], cap
+
     def close(self) -> None:
         self.node.close()
         self.ap.close()
@@ -86,14 +96,9 @@ def _burst(n: int = 2000) -> np.ndarray:
 
 
 def test_a_timed_burst_arrives_at_its_sample_index(testbed: _Testbed) -> None:
-    # Prepare: a burst 50 ms ahead of the node's device time
+    # Prepare / Execute: a burst 50 ms ahead of the node's device time
     x = _burst()
-    n = testbed.node.now_index() + int(0.05 * RATE)
-    # Execute
-    sending = testbed.send_later(x, n)
-    cap = testbed.ap.capture(n - 64, len(x) + 128, timeout_s=1.0)
-    sending["thread"].join()
-    rep = sending["rep"]
+    _, rep, cap = testbed.burst_in_window(x)
     # Assert: acknowledged by the radio; the AP's window holds it sample-exact at n (unit
     # channel, integer delay: the emulator's FIR is a pure delay that the AP stream undoes)
     assert rep.sent and rep.events == ()
@@ -112,10 +117,7 @@ def test_a_timed_burst_arrives_at_its_sample_index_in_a_continuous_stream(testbe
 def test_the_emulator_computes_only_the_windows_the_ap_commanded(testbed: _Testbed) -> None:
     # Prepare: a burst inside the AP's window, then one the AP does not listen to
     x = _burst()
-    n = testbed.node.now_index() + int(0.05 * RATE)
-    sending = testbed.send_later(x, n)
-    cap = testbed.ap.capture(n - 64, len(x) + 128, timeout_s=1.0)
-    sending["thread"].join()
+    n, _, cap = testbed.burst_in_window(x)
     m = testbed.node.now_index() + int(0.05 * RATE)
     assert testbed.node.send(x, m, timeout_s=1.0).sent
     # Execute: a window of silence 50 ms after the second burst
@@ -145,10 +147,7 @@ def test_malformed_stream_commands_are_dropped_and_logged(testbed: _Testbed, cap
         # Execute: the AP's own window after them
         with caplog.at_level(logging.WARNING, logger="radio.blocks"):
             x = _burst()
-            n = testbed.node.now_index() + int(0.05 * RATE)
-            sending = testbed.send_later(x, n)
-            cap = testbed.ap.capture(n - 64, len(x) + 128, timeout_s=1.0)
-            sending["thread"].join()
+            _, _, cap = testbed.burst_in_window(x)
     finally:
         sock.close()
     # Assert: each dropped with one WARNING line, and the emulator served the window
