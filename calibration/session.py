@@ -205,7 +205,9 @@ class ControlPlaneCalibrator:
             self.peers[b.node] = inbound.peer
             self.left.pop(b.node, None)
             log.info("node %d joined for calibration", b.node)
-            self._send(inbound.peer, JoinAck(node=b.node, next_round=0, hash_every=0))
+            # No round log here: acknowledge the rounds the node says it applied (0 would make
+            # a node that has trained take the session for another experiment's AP).
+            self._send(inbound.peer, JoinAck(node=b.node, next_round=b.next_round, hash_every=0))
         elif isinstance(b, CalResult):
             if self.peers.get(b.node) == inbound.peer:
                 self.results[(b.node, b.iteration)] = b

@@ -170,3 +170,27 @@ def test_emulated_usrp_calibration(tmp_path: Path) -> None:
     assert cal.meta["phase_spread_deg"] <= 5.0 and cal.meta["timing_spread_samples"] <= 0.25
     # the emulated radios' gains as they set them (B200 range 0..89.75 dB)
     assert {k: v[0] for k, v in _table(res.stdout).items()} == {n.node: n.tx_gain_db for n in cal.nodes}
+
+
+def test_a_node_that_has_trained_rounds_joins_a_calibration_session() -> None:
+    # Prepare: node 1 has applied 5 rounds of an experiment; the calibration session has no
+    # round log (it commits no rounds)
+    from calibration.session import ControlPlaneCalibrator
+    from edge_node.runtime import EdgeNode
+    from pairzero.protocol.testing import DigitalNodePhy, QuadraticTrainer
+    from pairzero.protocol.transport import InProcHub
+
+    cfg = load_config(None, ["nodes.count=2"])
+    hub = InProcHub()
+    cal = ControlPlaneCalibrator(cfg, hub.server(), None, "exp-cal")
+    node = EdgeNode(1, "exp-cal", hub.client("n1"), QuadraticTrainer(0), DigitalNodePhy(),
+                    next_round=5)
+    # Execute: JOIN, JOIN_ACK
+    node.step(0.0)
+    cal.pump(1.0)
+    node.step(1.0)
+    # Assert: joined (the ACK does not claim the session has committed fewer rounds than the
+    # node applied, which the node would refuse as another round log), its rounds untouched
+    assert node.joined and node.next_round == 5
+    assert 1 in cal.peers
+
