@@ -94,8 +94,9 @@ class ApRoundPhy:
     ``shared_reference``: radios on one 10 MHz + PPS (no carrier offset to refine: precode
     after one pilot frame, without CFO pre-compensation). ``realtime``: the front end's clock
     runs in real time (radios): a frame's time is now + the worst SCHEDULE-to-radio latency of
-    the last :data:`LATENCY_ROUNDS` rounds (see :meth:`frame_index`) + ``tx_lead_s``; otherwise (the lockstep loopback emulator, whose clock moves
-    only as the nodes define their streams) frames simply follow each other.
+    the last :data:`LATENCY_ROUNDS` rounds (see :meth:`frame_index`) + ``tx_lead_s``;
+    otherwise (the lockstep loopback emulator, whose clock moves only as the nodes define their
+    streams) frames simply follow each other.
     ``capture_slack_s``: how long after a window is due the capture gives up (s).
     """
 
