@@ -28,7 +28,7 @@ K = 4
 @pytest.fixture(scope="module")
 def emulated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Prepare / Execute: the shipped config, short, at high SNR and with privacy off, so the
-    # over-the-air estimate is close to exact; 50 ms TX lead (20 ms shipped) for a CI machine's
+    # over-the-air estimate is close to exact; 50 ms TX lead (5 ms shipped) for a CI machine's
     # scheduling jitter with 6 processes on 2 cores
     out = tmp_path_factory.mktemp("emulated-usrp")
     base = free_port_block(K + 2)
