@@ -323,6 +323,11 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         s.setsockopt(zmq.SNDHWM, 100000)
         s.connect(self.address)
         self._sock = s
+        # The stream is live from now: say so at once, not at the first tick (up to a period
+        # later), or the emulator may still count this radio absent when the others' first
+        # bursts arrive and run past this one's.
+        now = self.now_index()
+        self._push(now, np.zeros(0, np.complex64), now)
         self._stop.clear()
         self._tick.clear()
         self._thread = threading.Thread(target=self._run_clock, name="emulated-tx-clock", daemon=True)
