@@ -432,7 +432,6 @@ class IndexedSink(gr.sync_block):
         self.address = address
         self.index_offset = index_offset
         self._origin = origin
-        self.count = 0
         self._seams: collections.deque[tuple[int, int]] = collections.deque()  # (item, index - item)
         self._base: int | None = None  # index - item of the samples now published
         self._subscribed = False
@@ -525,7 +524,6 @@ class IndexedSink(gr.sync_block):
                 except zmq.Again:
                     self.dropped += end - pos
                 pos = end
-        self.count += n
         return n
 
 
