@@ -44,16 +44,16 @@ behind, which they fill by catch-up from this log. No round is lost or applied t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pairzero import durable
+from pairzero.durable import chain_link, write_atomic
 from pairzero.errors import OperationalError
 from pairzero.protocol.messages import RoundRecord
 
@@ -122,12 +122,7 @@ def record_digest(rec: RoundRecord) -> str:
 
 def chain_genesis(experiment: str) -> str:
     """The chain value before round 0 (hex): bound to the experiment id."""
-    return hashlib.sha256(b"pairzero-roundlog-chain\0" + experiment.encode()).hexdigest()
-
-
-def chain_link(prev: str, digest: str) -> str:
-    """``chain_t = SHA-256(chain_{t-1} || digest_t)`` over the raw 32-byte values (hex out)."""
-    return hashlib.sha256(bytes.fromhex(prev) + bytes.fromhex(digest)).hexdigest()
+    return durable.chain_genesis("pairzero-roundlog-chain\0" + experiment)
 
 
 def head_path_for(path: str | Path) -> Path:
@@ -397,28 +392,9 @@ class RoundLog:
                 f"head; {_FIX})") from None
 
     def _write_head(self) -> None:
-        """Replace the head file atomically and durably: temporary file, fsync, rename, fsync
-        of the directory (so the rename itself survives a power loss)."""
-        data = json.dumps({"format": _HEAD_FORMAT, "experiment": self.experiment,
-                           "rounds": self._next, "chain": self._chain}) + "\n"
-        tmp = self.head_path.with_name(f"{self.head_path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, self.head_path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(self.head_path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        """Replace the head file atomically and durably (:func:`pairzero.durable.write_atomic`)."""
+        write_atomic(self.head_path, json.dumps({"format": _HEAD_FORMAT, "experiment": self.experiment,
+                                                 "rounds": self._next, "chain": self._chain}) + "\n")
 
     def records(self, since: int = 0, limit: int | None = None) -> list[RoundRecord]:
         """Committed records with ``t >= since`` in round order (at most ``limit``)."""
