@@ -243,16 +243,18 @@ class _RoundState:
     # node -> (control-plane round trip s, its last SCHEDULE -> radio time s, late frames
     # reported, slack of its previous frame s or None)
     timing: dict[int, tuple[float, float, bool, float | None]] = field(default_factory=dict)
+    spent: dict[int, float] = field(default_factory=dict)  # node -> privacy mu it reported
 
     def ready_timing(self) -> ReadyTiming:
-        """The worst latencies of the nodes that answered (what the frame time must allow for)."""
+        """The worst latencies of the nodes that answered (what the frame time must allow for)
+        and the privacy spend each reported."""
         if not self.timing:
-            return ReadyTiming()
+            return ReadyTiming(spent_mu=dict(self.spent))
         vals = list(self.timing.values())
         slacks = [v[3] for v in vals if v[3] is not None]
         return ReadyTiming(control_s=max(v[0] for v in vals), tx_prep_s=max(v[1] for v in vals),
                            late_reports=sum(1 for v in vals if v[2]),
-                           tx_slack_s=min(slacks) if slacks else None)
+                           tx_slack_s=min(slacks) if slacks else None, spent_mu=dict(self.spent))
     left_out: dict[int, str] = field(default_factory=dict)  # node -> why it is out of round t
 
 
@@ -660,6 +662,8 @@ class Orchestrator:
         rtt = max(time.monotonic() - r.sent_at - b.compute_s, 0.0)
         late = any(e.kind in _LATE_KINDS for e in b.tx_events)
         r.timing[b.node] = (rtt, b.tx_prep_s, late, b.tx_slack_s)
+        if b.spent_mu is not None:
+            r.spent[b.node] = b.spent_mu
 
     def _ready_refusal(self, b: Ready) -> str:
         """Why a READY cannot count (empty: it counts). A PHY that takes the scalars in READY

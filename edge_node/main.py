@@ -40,6 +40,9 @@ class BasebandNodePhy:
     def take_events(self) -> tuple[TxEvent, ...]:
         return ()
 
+    def spent_mu(self) -> float | None:
+        return None
+
 
 def build_node_phy(cfg: ExperimentConfig, node: int) -> Any:
     """The node's transmit chain for ``radio.mode``: the round protocol on its radio front end

@@ -268,7 +268,8 @@ class EdgeNode:
         ready = Ready(t=r.t, node=self.node_id, scalar_ready=True, digital_scalar=digital,
                       compute_s=min(time.monotonic() - t0, 86400.0),
                       tx_prep_s=min(float(getattr(self._phy, "last_prep_s", 0.0)), 86400.0),
-                      tx_slack_s=slack, tx_events=tuple(self._phy.take_events()))
+                      tx_slack_s=slack, tx_events=tuple(self._phy.take_events()),
+                      spent_mu=self._phy.spent_mu())
         try:
             self._send(ready)
         except ProtocolError as e:  # non-finite scalar: do not take part

@@ -33,6 +33,9 @@ class _DeadChannelNodePhy:
     def take_events(self) -> tuple[TxEvent, ...]:
         return ()
 
+    def spent_mu(self) -> float | None:
+        return None
+
 
 class _FlakyChannel(IdealApPhy):
     """The ideal digital PHY, except that no frame is detected in ``dead`` rounds and only

@@ -93,20 +93,28 @@ def _wire(**over) -> bytes:
         (_wire(body={"node": 1, "next_round": 0, "x": 1}), "unknown ['x']"),
         (_wire(extra=1), "envelope keys"),
         (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": 1, "digital_scalar": 0.5,
-                                   "compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": None}),
+                                   "compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [],
+                                   "tx_slack_s": None, "spent_mu": None}),
          "scalar_ready"),
         (_wire(type="READY").replace(b'"body": {"node": 1, "next_round": 0}',
                                      b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": NaN, '
-                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": null}'),
+                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": null, '
+                                     b'"spent_mu": null}'),
          "non-finite"),
         (_wire(type="READY").replace(b'"body": {"node": 1, "next_round": 0}',
                                      b'"body": {"t": 0, "node": 1, "scalar_ready": true, "digital_scalar": 1e999, '
-                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": null}'),
+                                     b'"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": null, '
+                                     b'"spent_mu": null}'),
          "non-finite"),
         (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": True, "digital_scalar": None,
                                    "compute_s": 0.0, "tx_prep_s": 0.0,
-                                   "tx_events": [{"t": 0, "kind": "meltdown", "detail": ""}], "tx_slack_s": None}),
+                                   "tx_events": [{"t": 0, "kind": "meltdown", "detail": ""}],
+                                   "tx_slack_s": None, "spent_mu": None}),
          "kind"),
+        (_wire(type="READY", body={"t": 0, "node": 1, "scalar_ready": True, "digital_scalar": None,
+                                   "compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [],
+                                   "tx_slack_s": None, "spent_mu": -0.5}),
+         "spent_mu"),
         (_wire(type="SCHEDULE", body={"t": 0, "node": 1, "tx_sample": -2, "eta": 1.0,
                                       "noise_std": 0.0, "sigma_a": 0.0, "precoding": None}),
          "tx_sample"),
@@ -140,7 +148,8 @@ def test_protocol_every_type_has_a_body() -> None:
 
 def _body(type_: str, body: dict) -> bytes:
     if type_ == "READY":  # the timing fields every READY carries
-        body = {"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": None, **body}
+        body = {"compute_s": 0.0, "tx_prep_s": 0.0, "tx_events": [], "tx_slack_s": None,
+                "spent_mu": None, **body}
     return json.dumps({"v": PROTOCOL_VERSION, "exp": EXP, "t": 0, "type": type_, "body": body}).encode()
 
 

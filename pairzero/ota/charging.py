@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
+from pairzero.durable import canonical_digest, chain_genesis, chain_link, write_atomic
 from pairzero.errors import OperationalError
 from pairzero.ota.power import PowerPlan, plan_round
 from pairzero.ota.privacy import (
@@ -72,18 +73,25 @@ __all__ = [
     "NoiseFloor",
     "PrivacyLedger",
     "LedgerMismatch",
+    "LedgerCorrupt",
+    "ledger_head_path",
     "PrivacyBudgetSpent",
     "RadioPrivacy",
     "PayloadPlan",
+    "PlannedCost",
     "plan_payload",
     "NodeBudget",
     "terms_of",
     "mu_of",
+    "node_bound",
     "magnitude_bounds",
     "SIGMA_CONFIDENCE",
 ]
 
 log = logging.getLogger(__name__)
+
+_LEDGER_HEAD_FORMAT = "pairzero-privacy-head/1"
+_LEDGER_GENESIS = chain_genesis("pairzero-privacy-ledger")
 
 #: Confidence of the upper bound on a node's precoding-error std from its recent frames (the
 #: tail bound on |e| then uses ``tail_prob``).
@@ -96,6 +104,10 @@ _BUDGET_RTOL = 1e-9
 
 class LedgerMismatch(OperationalError):
     """The privacy ledger of the run directory was written under other privacy terms."""
+
+
+class LedgerCorrupt(OperationalError):
+    """The privacy ledger is missing, shorter than its head proves, or altered."""
 
 
 class PrivacyBudgetSpent(OperationalError):
@@ -174,64 +186,165 @@ class NoiseFloor:
         return 2.0 * total / float(chi2.ppf(1.0 - tail_prob, 2 * n))
 
 
+def ledger_head_path(path: str | Path) -> Path:
+    """The head file of the ledger at ``path`` (``privacy.jsonl`` -> ``privacy.head``)."""
+    return Path(path).with_suffix(".head")
+
+
 class PrivacyLedger:
-    """Durable record of the privacy charges: one JSON object per line, flushed and fsynced.
+    """Durable record of the privacy charges: one JSON object per line, flushed and fsynced,
+    hash chained, with a head file that proves its length (:mod:`pairzero.durable`).
 
     The first line holds the privacy terms the ledger was written under; opening it under other
-    terms raises :class:`LedgerMismatch` naming the field. A torn last line (a process killed
-    mid-write) is cut on open. Lines::
+    terms raises :class:`LedgerMismatch` naming the field. Every line carries ``chain``, the
+    hash chain over the entries so far, and after every append ``<name>.head`` records the
+    number of entries and the last chain value (atomically). Opening refuses, in one line
+    (:class:`LedgerCorrupt`), a ledger that is missing, empty or shorter than its head records,
+    one whose chain breaks (a line changed, removed or reordered) or differs from its head's,
+    and a chained ledger without a head: an account that lost charges is never resumed from
+    (the budget it would grant is not the node's). A torn last line (a process killed
+    mid-write, never counted by the head) is cut; a ledger ahead of its head (a stop between
+    the line's fsync and the head's update) is accepted and its head rewritten. A ledger
+    written before the chain existed is chained from its content, with a warning. Lines::
 
         {"kind": "terms", ...PrivacyTerms}
-        {"kind": "plan", "id": ..., "t": t, "mu": {"k": mu_planned, ...}}   before the frame
-        {"kind": "charge", "id": ..., "t": t, "mu": {"k": mu_charged, ...}, "why": {...}}
+        {"kind": "plan", "id": ..., "t": t, "mu": {"k": mu_told, ...},
+         "worst": {"k": mu_unmeasured, ...}}                                 before the frame
+        {"kind": "charge", "id": ..., "t": t, "mu": {"k": mu_charged, ...}, "planned": {...},
+         "present": [...]}                                                   after the frame
         {"kind": "sent", "t": t, "mu": mu}                                  (node ledger)
     """
 
     def __init__(self, path: str | Path, terms: PrivacyTerms) -> None:
         self.path = Path(path)
+        self.head_path = ledger_head_path(self.path)
         self.terms = terms
-        existing = self.path.exists() and self.path.stat().st_size > 0
-        self._f = open_jsonl_for_append(self.path)
-        self.entries: list[dict[str, Any]] = self._read() if existing else []
+        head = self._read_head()
+        size = self.path.stat().st_size if self.path.exists() else None
+        if head is not None and head[0] > 0 and not size:
+            what = "is missing" if size is None else "is empty (zero length)"
+            raise LedgerCorrupt(f"{self.path}: the privacy ledger {what} but {self.head_path.name} "
+                                f"records {head[0]} entries: refusing to start a new account over "
+                                "charges already made (restore the ledger or use a new run directory)")
+        self.entries, self._chain, chained = self._read() if size else ([], _LEDGER_GENESIS, True)
+        self._check_length(head, chained)
+        self._f = open_jsonl_for_append(self.path)  # cuts a torn last line, never counted
         if not self.entries:
             self.append({"kind": "terms", **dataclasses.asdict(terms)})
             return
-        head = self.entries[0]
-        if head.get("kind") != "terms":
+        if head is None or head[0] != len(self.entries):
+            self._write_head()
+        head0 = self.entries[0]
+        if head0.get("kind") != "terms":
             raise LedgerMismatch(f"{self.path}: no privacy terms on its first line: not a ledger "
                                  "of this version; move it away to start a new one")
-        stored = PrivacyTerms(enabled=bool(head.get("enabled")), clip=float(head.get("clip", 0.0)),
-                              epsilon=float(head.get("epsilon", 0.0)),
-                              delta=float(head.get("delta", 0.0)), rounds=int(head.get("rounds", 0)))
+        stored = PrivacyTerms(enabled=bool(head0.get("enabled")), clip=float(head0.get("clip", 0.0)),
+                              epsilon=float(head0.get("epsilon", 0.0)),
+                              delta=float(head0.get("delta", 0.0)), rounds=int(head0.get("rounds", 0)))
         diff = terms.differences(stored)
         if diff:
             raise LedgerMismatch(f"{self.path}: written under other privacy terms ({'; '.join(diff)}, "
                                  "this run vs the ledger): the spent budget would not be comparable; "
                                  "use the config of that run or a new run directory")
 
-    def _read(self) -> list[dict[str, Any]]:
-        out = []
-        for i, line in enumerate(self.path.read_text().splitlines()):
+    def _read_head(self) -> tuple[int, str] | None:
+        try:
+            obj = json.loads(self.head_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LedgerCorrupt(f"{self.head_path}: the privacy ledger's head file is unreadable "
+                                f"({e}); restore it or use a new run directory") from None
+        try:
+            if obj.get("format") != _LEDGER_HEAD_FORMAT:
+                raise ValueError(f"format {obj.get('format')!r}")
+            n, chain = int(obj["entries"]), str(obj["chain"])
+            if n < 0 or len(bytes.fromhex(chain)) != 32:
+                raise ValueError("entries or chain out of range")
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise LedgerCorrupt(f"{self.head_path}: the privacy ledger's head file is damaged ({e}); "
+                                "restore it or use a new run directory") from None
+        return n, chain
+
+    def _read(self) -> tuple[list[dict[str, Any]], str, bool]:
+        """(entries, chain value after the last, whether the lines carry the chain); a torn last
+        line (no newline: never committed) is left out."""
+        try:
+            text = self.path.read_bytes().decode()
+        except (OSError, UnicodeDecodeError) as e:
+            raise LedgerCorrupt(f"{self.path}: cannot read the privacy ledger ({e})") from None
+        lines = text.split("\n")[:-1]  # the part after the last newline is torn
+        out: list[dict[str, Any]] = []
+        chain, chained = _LEDGER_GENESIS, False
+        for i, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise LedgerMismatch(f"{self.path}:{i + 1}: not a JSON line ({e}); the ledger is "
-                                     "damaged: restore it or use a new run directory") from None
-        return out
+                entry = json.loads(line)
+                if not isinstance(entry, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as err:
+                raise LedgerCorrupt(f"{self.path}:{i + 1}: not a JSON object ({err}); the ledger "
+                                    "is damaged: restore it or use a new run directory") from None
+            stored = entry.pop("chain", None)
+            chain = chain_link(chain, canonical_digest(entry))
+            # Lines without the chain only before the first line with it (a ledger written
+            # before the chain existed, chained from then on).
+            if (stored is not None and stored != chain) or (stored is None and chained):
+                raise LedgerCorrupt(f"{self.path}:{i + 1}: the privacy ledger's hash chain breaks "
+                                    "here (this line or one before it was changed, removed or "
+                                    "reordered); restore it or use a new run directory")
+            chained = chained or stored is not None
+            out.append(entry)
+        return out, chain, chained
+
+    def _check_length(self, head: tuple[int, str] | None, chained: bool) -> None:
+        n = len(self.entries)
+        if head is None:
+            if n and chained:
+                raise LedgerCorrupt(f"{self.path}: {n} entries but no head file "
+                                    f"{self.head_path.name}: it proves the ledger's length and is "
+                                    "written with every entry; refusing a ledger whose length "
+                                    "cannot be checked (restore the head or use a new run directory)")
+            if n:
+                log.warning("%s: written before the privacy ledger was hash chained: its %d entries "
+                            "are chained from now on, but whether entries were lost before cannot "
+                            "be proven", self.path, n)
+            return
+        if n < head[0]:
+            raise LedgerCorrupt(f"{self.path}: the privacy ledger holds {n} entries but "
+                                f"{self.head_path.name} records {head[0]}: charges were lost "
+                                "(truncated or replaced); refusing to resume an account that "
+                                "would grant budget already spent (restore the ledger or use a "
+                                "new run directory)")
+        chain = _LEDGER_GENESIS
+        for e in self.entries[: head[0]]:
+            chain = chain_link(chain, canonical_digest(e))
+        if chain != head[1]:
+            raise LedgerCorrupt(f"{self.path}: the hash chain at entry {head[0]} differs from "
+                                f"{self.head_path.name}: not the ledger the head was written for, "
+                                "or its entries were changed")
 
     def append(self, entry: Mapping[str, Any]) -> None:
-        """Write one entry durably (returns after fsync)."""
-        line = json.dumps(dict(entry), allow_nan=False, separators=(",", ":"))
+        """Write one entry durably (returns after the line's fsync and the head's update)."""
+        body = dict(entry)
+        chain = chain_link(self._chain, canonical_digest(body))
+        line = json.dumps({**body, "chain": chain}, allow_nan=False, separators=(",", ":"))
         try:
             self._f.write(line + "\n")
             self._f.flush()
             os.fsync(self._f.fileno())
+            self._chain = chain
+            self.entries.append(body)
+            self._write_head()
         except OSError as e:
             raise OperationalError(f"{self.path}: cannot write the privacy ledger: {e.strerror or e} "
                                    "(full disk or read-only directory?)") from None
-        self.entries.append(dict(entry))
+
+    def _write_head(self) -> None:
+        write_atomic(self.head_path, json.dumps({"format": _LEDGER_HEAD_FORMAT,
+                                                 "entries": len(self.entries),
+                                                 "chain": self._chain}) + "\n")
 
     def close(self) -> None:
         self._f.close()
@@ -239,6 +352,20 @@ class PrivacyLedger:
 
 def _mu_map(mu: Mapping[int, float]) -> dict[str, float]:
     return {str(k): float(v) for k, v in sorted(mu.items())}
+
+
+@dataclass(frozen=True)
+class PlannedCost:
+    """What a round's plan may cost each planned node (:meth:`RadioPrivacy.planned_mu`):
+    ``told`` with every planned noise share arriving (what the node is told and counts),
+    ``worst`` with its own share alone (admission; the most an unmeasured round is charged),
+    and the bounds they come from: ``hi`` on |h_k b_k|, ``lo`` on the gain its share arrives
+    with (linear amplitudes)."""
+
+    told: dict[int, float]
+    worst: dict[int, float]
+    hi: dict[int, float]
+    lo: dict[int, float]
 
 
 class RadioPrivacy:
@@ -265,10 +392,12 @@ class RadioPrivacy:
         self.mu_budget = calibration.mu_total  # mu* of the whole run
         self.charged = GaussianDPAccountant(n_nodes)  # what the AP charges (measured or planned)
         self.told = GaussianDPAccountant(n_nodes)  # what the nodes were told (their own accounts)
+        self.reported = np.zeros(n_nodes)  # what each node said it has spent (READY), largest
         self._err: dict[int, deque[float]] = {}
+        self._streak: dict[int, int] = {}  # consecutive pilot frames with a significant pilot
         self._window = window
         self.ledger = ledger
-        self._open: dict[int, tuple[str, dict[int, float]]] = {}  # t -> (plan id, planned mu)
+        self._open: dict[int, tuple[str, PlannedCost]] = {}  # t -> (plan id, its cost)
 
     # ------------------------------------------------------------------ bounds
     def record_error(self, node: int, e: float) -> None:
@@ -283,6 +412,25 @@ class RadioPrivacy:
         """Whether node ``node`` has a measured precoding error: it is not precoded before (its
         error could not be bounded from a measurement)."""
         return bool(self._err.get(node))
+
+    def note_pilot(self, node: int, significant: bool) -> None:
+        """Note one frame's pilot of node ``node``: ``significant`` when it is present with a
+        statistic that noise alone exceeds with probability at most ``tail_prob``
+        (:func:`sync.estimation.presence_threshold` at ``tail_prob``); absent or weaker: False."""
+        self._streak[node] = self._streak.get(node, 0) + 1 if significant else 0
+
+    def precodable(self, node: int) -> bool:
+        """Whether node ``node`` may be precoded: its pilot was significant in its last two
+        frames (the estimate a precoding uses is noise only with probability at most
+        ``tail_prob``, so one false detection cannot make a node transmit with a gain set from
+        noise) and its precoding error has been measured (:meth:`has_history`)."""
+        return self._streak.get(node, 0) >= 2 and self.has_history(node)
+
+    def note_reported(self, node: int, spent_mu: float) -> None:
+        """What node ``node`` says it has spent (its own ledger, sent in READY): the budget
+        admits no round that would take that past mu* (:meth:`admit`)."""
+        if 0 <= node < self.k and math.isfinite(spent_mu) and spent_mu > self.reported[node]:
+            self.reported[node] = float(spent_mu)
 
     def error_bound(self, node: int) -> float:
         """Bound on |e_k| for node k's next frame: the configured floor, or from its measured
@@ -312,106 +460,145 @@ class RadioPrivacy:
 
     # ------------------------------------------------------------------ planning
     def planned_mu(self, b: np.ndarray, h_est: np.ndarray, active: Sequence[int], noise_std: float,
-                   noise_var_y: float, est_err_var: float = 0.0) -> dict[int, float]:
-        """mu each active node may cost this round, every planned node transmitting:
+                   noise_var_y: float, est_err_var: float = 0.0, eta: float = 0.0,
+                   sigma_a: float = 0.0) -> PlannedCost:
+        """What each active node may cost this round (:class:`PlannedCost`).
+
         |h_k b_k| <= |b_k| (|h^_k| (1 + e_k) + r) with e_k its precoding-error bound and r the
         confidence radius of a pilot estimate with error variance ``est_err_var`` (the latest
-        frame's: this frame's estimate, which the charge uses, has the same); the others'
-        noise contributions with |b_j| (|h^_j| (1 - e_j) - r), at least 0."""
+        frame's: this frame's estimate, which the charge uses, has the same); a noise share
+        arrives with |b_j| (|h^_j| (1 - e_j) - r), at least 0.
+
+        ``told``: every planned node transmitting its share; at least the node's own bound
+        :func:`node_bound` (``eta``, ``sigma_a``), so the node counts exactly what it is told.
+        ``worst``: whichever of the *other* planned shares arrive (only the node's own share is
+        certain: it goes out with its payload), the largest mu over those subsets, i.e. with
+        its own share alone; at least ``told``. What the budget admits a node against
+        (:meth:`admit`) and the most a round is charged when it cannot be measured."""
         r = magnitude_bounds(0j, est_err_var, self.tail_prob)[1]
         hi, lo = {}, {}
         for k in active:
             a, bk, e = abs(complex(h_est[k])), abs(complex(b[k])), self.error_bound(k)
             hi[k], lo[k] = bk * (a * (1.0 + e) + r), bk * max(a * (1.0 - e) - r, 0.0)
         var = noise_var_y / 2.0 + noise_std**2 * sum(v**2 for v in lo.values())
-        return {k: mu_of(self.amplitude, hi[k], var) for k in active}
+        own = node_bound(self.amplitude, eta, sigma_a, noise_var_y) if eta > 0 else 0.0
+        told = {k: max(mu_of(self.amplitude, hi[k], var), own) for k in active}
+        worst = {k: max(mu_of(self.amplitude, hi[k], noise_var_y / 2.0 + noise_std**2 * lo[k] ** 2),
+                        told[k]) for k in active}
+        return PlannedCost(told, worst, hi, lo)
 
     def _spent(self) -> np.ndarray:
-        """(K,) composed mu per node: the larger of the AP's charges and the node's own account."""
-        return np.maximum(self.charged.mu_total(), self.told.mu_total())
+        """(K,) composed mu per node: the largest of the AP's charges, what it told the node, and
+        what the node reported from its own ledger."""
+        return np.maximum(np.maximum(self.charged.mu_total(), self.told.mu_total()), self.reported)
 
     def _headroom(self, spent: float) -> float:
         """mu^2 a node that has spent ``spent`` may still spend."""
         return self.mu_budget**2 * (1.0 + _BUDGET_RTOL) - spent**2
 
-    def admit(self, planned: Mapping[int, float]) -> dict[int, str]:
-        """Nodes whose planned mu does not fit their remaining budget -> why (one line each)."""
+    def admit(self, worst: Mapping[int, float]) -> dict[int, str]:
+        """Nodes whose round would not fit their remaining budget, whatever the round's charge
+        turns out to be (``worst``, :meth:`planned_mu`) -> why (one line each)."""
         spent = self._spent()
         out = {}
-        for k, mu in planned.items():
+        for k, mu in worst.items():
             if mu**2 > self._headroom(float(spent[k])):
                 eps_after = epsilon_from_mu(math.hypot(float(spent[k]), mu), self.cal.delta)
                 out[k] = (f"privacy budget: this round (mu {mu:.4g}) would take it to epsilon "
                           f"{eps_after:.3f} > target {self.cal.epsilon:g}")
         return out
 
-    def exhausted(self) -> bool:
-        """Whether no node can afford even the per-round target any more."""
-        return all(self._headroom(float(m)) < self.cal.mu_round**2 for m in self._spent())
+    def exhausted(self, refused: Iterable[int] = ()) -> bool:
+        """Whether no node can afford a payload any more: each was ``refused`` this round (its
+        remaining budget does not admit the round's worst case, which an eta floor or a noise
+        cap keeps where it is) or cannot afford even the per-round target."""
+        out = set(refused)
+        return all(k in out or self._headroom(float(m)) < self.cal.mu_round**2
+                   for k, m in enumerate(self._spent()))
 
-    def open_round(self, t: int, planned: Mapping[int, float]) -> None:
+    def open_round(self, t: int, cost: PlannedCost) -> None:
         """Make round t's plan durable (before any node transmits) and count what each node is
         told (its own account, :class:`NodeBudget`)."""
         pid = secrets.token_hex(8)
         if self.ledger is not None:
-            self.ledger.append({"kind": "plan", "id": pid, "t": t, "mu": _mu_map(planned)})
-        self._open[t] = (pid, dict(planned))
-        self.told.add(self._vector(planned))
+            self.ledger.append({"kind": "plan", "id": pid, "t": t, "mu": _mu_map(cost.told),
+                                "worst": _mu_map(cost.worst)})
+        self._open[t] = (pid, cost)
+        self.told.add(self._vector(cost.told))
 
     # ------------------------------------------------------------------ charging
-    def measured_mu(self, b: Mapping[int, complex], h_est: Mapping[int, complex],
-                    err_var: Mapping[int, float], present: Sequence[int], noise_std: float,
-                    noise_var_y: float) -> dict[int, float]:
-        """mu of each present payload node from this frame's own pilot estimates (upper bound
-        on its |h_k b_k|, lower bounds on the others' noise contributions) and N0_y."""
-        lo, hi = {}, {}
-        for k in present:
-            lo[k], hi[k] = magnitude_bounds(complex(h_est[k]), err_var[k], self.tail_prob)
-            bk = abs(complex(b[k]))
-            lo[k], hi[k] = lo[k] * bk, hi[k] * bk
-        var = noise_var_y / 2.0 + noise_std**2 * sum(v**2 for v in lo.values())
-        return {k: mu_of(self.amplitude, hi[k], var) for k in present}
-
     def charge_frame(self, t: int, eta: float, noise_std: float, noise_var_y: float,
                      b: Mapping[int, complex], gains: Mapping[int, complex],
                      err_var: Mapping[int, float], why_not_measured: str) -> dict[int, float]:
-        """Charge round t from its frame: the nodes in ``gains`` (payload sent, pilot measured in
-        this frame: gain h^_k, error variance ``err_var``) their measured mu; every other
-        planned node its planned mu, for
-        ``why_not_measured``. No frame at all: ``gains`` empty. Returns the charges."""
-        present = sorted(gains)
-        measured = (self.measured_mu(b, gains, err_var, present, noise_std, noise_var_y)
-                    if present else {})
-        planned = self._open.get(t, ("", {}))[1]
-        why = {k: why_not_measured for k in planned if k not in measured}
-        if why:
-            log.warning("round %d: nodes %s charged their planned privacy cost: %s", t, sorted(why),
-                        why_not_measured)
-        return self.close_round(t, measured, why)
+        """Charge round t from its frame.
 
-    def close_round(self, t: int, measured: Mapping[int, float], why: Mapping[int, str]) -> dict[int, float]:
-        """Charge round t: ``measured`` mu for the nodes measured in the frame, the planned mu
-        for every other planned node (``why``: the reason, for the ledger). Returns the charges."""
+        ``gains``: the planned nodes whose pilot is in this frame (they sent their payload and
+        their noise share): gain h^_k with error variance ``err_var[k]``, precoded with ``b[k]``.
+        Each is charged its measured mu: |h_k b_k| <= |b_k| (|h^_k| + r_k), and only these
+        nodes' noise shares, each arriving with at least |b_j| (|h^_j| - r_j), protect it.
+        Every other planned node may have transmitted (an undetected pilot, or no frame:
+        ``gains`` empty) and is charged for ``why_not_measured`` with its planned bound on
+        |h_k b_k| and, as noise, only its own share and those whose pilots are in the frame
+        (the shares whose arrival is certain), at most its ``worst``. ``noise_var_y``: N0 at
+        the aggregate, a lower confidence bound. Returns the charges."""
+        lo, hi = {}, {}
+        for k in sorted(gains):
+            lo[k], hi[k] = magnitude_bounds(complex(gains[k]), err_var[k], self.tail_prob)
+            bk = abs(complex(b[k]))
+            lo[k], hi[k] = lo[k] * bk, hi[k] * bk
+        certain = noise_var_y / 2.0 + noise_std**2 * sum(v**2 for v in lo.values())
+        measured = {k: mu_of(self.amplitude, hi[k], certain) for k in hi}
+        entry = self._open.get(t)
+        if entry is None:
+            return {}
+        cost = entry[1]
+        unmeasured = {k: min(cost.worst[k], mu_of(self.amplitude, cost.hi[k],
+                                                  certain + noise_std**2 * cost.lo[k] ** 2))
+                      for k in cost.told if k not in measured}
+        if unmeasured:
+            log.warning("round %d: nodes %s charged their unmeasured privacy cost (their own noise "
+                        "share and those of the nodes in the frame): %s", t, sorted(unmeasured),
+                        why_not_measured)
+        return self.close_round(t, {**measured, **unmeasured},
+                                {k: why_not_measured for k in unmeasured})
+
+    def close_round(self, t: int, charge: Mapping[int, float], why: Mapping[int, str]) -> dict[int, float]:
+        """Charge round t: ``charge`` for the nodes it names, the worst-case mu for every other
+        planned node; ``why``: the nodes not measured from the frame, with the reason (for the
+        ledger). Returns the charges."""
         entry = self._open.pop(t, None)
         if entry is None:
             return {}
-        pid, planned = entry
-        charge = {k: float(measured.get(k, mu)) for k, mu in planned.items()}
+        pid, cost = entry
+        out = {k: float(charge.get(k, cost.worst[k])) for k in cost.told}
         if self.ledger is not None:
-            self.ledger.append({"kind": "charge", "id": pid, "t": t, "mu": _mu_map(charge),
-                                "planned": {str(k): why[k] for k in sorted(why) if k in planned}})
-        self.charged.add(self._vector(charge))
-        return charge
+            self.ledger.append({"kind": "charge", "id": pid, "t": t, "mu": _mu_map(out),
+                                "planned": {str(k): why[k] for k in sorted(why) if k in out},
+                                "present": sorted(int(k) for k in out if k not in why)})
+        self.charged.add(self._vector(out))
+        return out
 
     # ------------------------------------------------------------------ restart
     def restore(self, records: Sequence[RoundRecord]) -> list[int]:
-        """Rebuild both accounts after an AP restart: from the ledger when it has entries (a plan
-        without its charge, a frame that may have gone out before the AP stopped, is charged its
-        planned mu: returned as the rounds so charged), else from the committed records."""
+        """Rebuild both accounts after an AP restart from the ledger (a plan without its charge, a
+        frame that may have gone out before the AP stopped, is charged its worst-case mu:
+        returned as the rounds so charged). Never from the committed records alone: they lack
+        the charges of rounds whose frame was lost or whose nodes' pilots were absent, so a
+        round log with payload rounds and a ledger without a single plan is refused
+        (:class:`LedgerCorrupt`)."""
         entries = self.ledger.entries[1:] if self.ledger is not None else []
+        paid = [r.t for r in records if r.active]
         if not entries:
-            charge_logged_rounds(self.charged, ((r.active, r.mu) for r in records))
-            charge_logged_rounds(self.told, ((r.active, r.mu) for r in records))
+            if paid and self.ledger is not None:
+                raise LedgerCorrupt(
+                    f"{self.ledger.path}: the round log has {len(paid)} rounds with payloads "
+                    f"(the first {paid[0]}) but the privacy ledger holds no charge: refusing to "
+                    "rebuild the privacy account from the round log alone (it lacks the charges "
+                    "of lost frames and absent pilots); restore the ledger or use a new run "
+                    "directory")
+            if paid:  # no ledger at all (tools, tests): what the records hold, a lower bound
+                charge_logged_rounds(self.charged, ((r.active, r.mu) for r in records))
+                charge_logged_rounds(self.told, ((r.active, r.mu) for r in records))
             return []
         plans = {e["id"]: e for e in entries if e.get("kind") == "plan"}
         charges = {e["id"]: e for e in entries if e.get("kind") == "charge"}
@@ -422,16 +609,17 @@ class RadioPrivacy:
             c = charges.get(pid)
             if c is None:
                 lost.append(int(p["t"]))
+                worst = p.get("worst", p["mu"])  # ledgers before the worst case: the plan
                 if self.ledger is not None:  # settle it durably: the next restart finds it charged
-                    self.ledger.append({"kind": "charge", "id": pid, "t": p["t"], "mu": p["mu"],
+                    self.ledger.append({"kind": "charge", "id": pid, "t": p["t"], "mu": worst,
                                         "planned": {k: "planned before a restart, never measured"
-                                                    for k in p["mu"]}})
-                self.charged.add(self._vector(planned))
+                                                    for k in worst}, "present": []})
+                self.charged.add(self._vector({int(k): float(v) for k, v in worst.items()}))
             else:
                 self.charged.add(self._vector({int(k): float(v) for k, v in c["mu"].items()}))
         if lost:
             log.warning("privacy: rounds %s were planned (and maybe transmitted) before the AP "
-                        "stopped, never charged: charged their planned mu now", lost)
+                        "stopped, never charged: charged their worst-case mu now", lost)
         return lost
 
     # ------------------------------------------------------------------ reporting
@@ -450,14 +638,25 @@ class RadioPrivacy:
 @dataclass(frozen=True)
 class PayloadPlan:
     """One round's payload plan: the power plan, who sends (``active``), each node's artificial
-    noise share (``noise_std``, per real dimension), the mu each may cost (``planned``; empty
-    without privacy) and who was left out for their budget (``refused``: node -> why)."""
+    noise share (``noise_std``, per real dimension), who was left out for their budget
+    (``refused``: node -> why) and what the round may cost each active node (``cost``; None
+    without privacy)."""
 
     power: PowerPlan
     active: list[int]
     noise_std: float
-    planned: dict[int, float]
     refused: dict[int, str]
+    cost: PlannedCost | None = None
+
+    @property
+    def planned(self) -> dict[int, float]:
+        """mu each active node is told (empty without privacy)."""
+        return self.cost.told if self.cost is not None else {}
+
+    @property
+    def worst(self) -> dict[int, float]:
+        """mu each active node is charged at most when its payload cannot be measured."""
+        return self.cost.worst if self.cost is not None else {}
 
 
 def plan_payload(
@@ -467,8 +666,8 @@ def plan_payload(
 ) -> PayloadPlan:
     """Plan a round's payload (:func:`pairzero.ota.power.plan_round`) with each node's measured
     precoding-error bound (the largest of the round's nodes: eta is common), and leave out the
-    nodes whose budget the round would exceed, planning again without them until every planned
-    node fits. ``noise_var_y``: N0 at the aggregate (a lower confidence bound with privacy);
+    nodes whose budget the round's worst case would exceed, planning again without them until
+    every planned node fits. ``noise_var_y``: N0 at the aggregate (a lower confidence bound with privacy);
     ``est_err_var``: a pilot estimate's error variance (:meth:`RadioPrivacy.planned_mu`)."""
     avail = np.asarray(available, dtype=bool).copy()
     refused: dict[int, str] = {}
@@ -485,14 +684,26 @@ def plan_payload(
         noise_std = (pp.sigma_a / (pp.eta * shrink * math.sqrt(len(active)))
                      if pp.sigma_a > 0 and pp.eta > 0 and active else 0.0)
         if charges is None or not active:
-            return PayloadPlan(pp, active, noise_std, {}, refused)
-        planned = charges.planned_mu(pp.b, h_est, active, noise_std, noise_var_y, est_err_var)
-        over = charges.admit(planned)
+            return PayloadPlan(pp, active, noise_std, refused)
+        cost = charges.planned_mu(pp.b, h_est, active, noise_std, noise_var_y, est_err_var,
+                                  eta=pp.eta, sigma_a=pp.sigma_a)
+        over = charges.admit(cost.worst)
         if not over:
-            return PayloadPlan(pp, active, noise_std, planned, refused)
+            return PayloadPlan(pp, active, noise_std, refused, cost)
         refused.update(over)
         for k in over:
             avail[k] = False
+
+
+def node_bound(amplitude: float, eta: float, sigma_a: float, noise_var_y: float) -> float:
+    """The least a payload can cost a node by its own reckoning: 2 A eta / sqrt(N0_y/2 +
+    sigma_a^2) (its signal arrives with gain eta, and no more noise than the receiver's and the
+    planned artificial noise protects it); inf without a stated N0."""
+    return mu_of(amplitude, eta, noise_var_y / 2.0 + sigma_a**2) if noise_var_y > 0 else math.inf
+
+
+#: Precodings a node remembers for its own bound on its channel gain (:class:`NodeBudget`).
+NODE_GAIN_MEMORY = 4
 
 
 class NodeBudget:
@@ -500,20 +711,27 @@ class NodeBudget:
     kept durable, so the node refuses a payload that would take it over its target whatever
     the AP's bookkeeping says.
 
-    The cost of a payload is the larger of the AP's planned ``mu`` and the node's own lower
-    bound 2 A eta / sqrt(N0_y/2 + sigma_a^2) (its signal arrives with gain ~eta; no more noise
-    than the receiver's and the planned artificial noise protects it). A payload is refused when
-    sqrt(spent^2 + cost^2) > mu*.
+    The cost of a payload is the larger of the AP's planned ``mu`` and the node's own bound
+    2 A |b_k| g_ref / sqrt(N0_y/2 + sigma_a^2): its signal arrives with gain |h_k b_k|, and no
+    more noise than the receiver's and the planned artificial noise protects it. The node
+    does not know |h_k|; g_ref is the largest channel gain its recent precodings implied
+    (eta / |b_k| of this one and of the last :data:`NODE_GAIN_MEMORY`), so a precoding made from
+    a gain estimate far below what the AP saw before (a noise-level false detection, which
+    would make the node transmit far above eta) is counted at what it costs if the channel has
+    not faded that much. A precoding above the node's power budget (|b_k| A > sqrt(P)) is a
+    protocol violation and refused. A payload is refused when sqrt(spent^2 + cost^2) > mu*.
     """
 
     def __init__(self, calibration: PrivacyCalibration, amplitude: float,
-                 ledger: PrivacyLedger | None = None) -> None:
+                 ledger: PrivacyLedger | None = None, power_budget: float = math.inf) -> None:
         self.cal = calibration
         self.amplitude = float(amplitude)
+        self.power_budget = float(power_budget)
         self.mu_budget = calibration.mu_total
         self.ledger = ledger
         self.spent_sq = 0.0
         self.payloads = 0
+        self._gains: deque[float] = deque(maxlen=NODE_GAIN_MEMORY)
         if ledger is not None:
             for e in ledger.entries:
                 if e.get("kind") == "sent":
@@ -525,11 +743,23 @@ class NodeBudget:
         """Composed mu so far."""
         return math.sqrt(self.spent_sq)
 
-    def cost(self, told_mu: float, eta: float, sigma_a: float, noise_var_y: float) -> float:
-        """What this payload costs by the node's own reckoning (see the class docstring)."""
-        own = mu_of(self.amplitude, eta, noise_var_y / 2.0 + sigma_a**2) if noise_var_y > 0 else math.inf
-        return max(float(told_mu), own)
+    def cost(self, told_mu: float, eta: float, sigma_a: float, noise_var_y: float,
+             b_abs: float | None = None) -> float:
+        """What this payload costs by the node's own reckoning (see the class docstring);
+        ``b_abs``: |b_k| of the precoding (None: the gain the AP planned, eta)."""
+        gain = eta
+        if b_abs is not None and b_abs > 0 and eta > 0:
+            gain = b_abs * max([eta / b_abs, *self._gains])
+        return max(float(told_mu), node_bound(self.amplitude, gain, sigma_a, noise_var_y))
 
+    def over_power(self, b_abs: float) -> bool:
+        """Whether a precoding asks for more than the node's power budget."""
+        return (b_abs * self.amplitude) ** 2 > self.power_budget * (1.0 + 1e-9)
+
+    def remember(self, eta: float, b_abs: float) -> None:
+        """Keep the channel gain a precoding the node sent implied (eta / |b_k|)."""
+        if eta > 0 and b_abs > 0:
+            self._gains.append(eta / b_abs)
     def allows(self, mu: float) -> bool:
         """Whether a payload costing ``mu`` keeps the node within its target."""
         return self.spent_sq + mu**2 <= self.mu_budget**2 * (1.0 + _BUDGET_RTOL)

@@ -24,13 +24,23 @@ one pilot's CFO error times a frame stride would be too large a phase error. Wit
 node is also precoded only once the change of its gain between two of its pilot frames (the
 error a precoding would have made) has been measured: the privacy plan bounds that error from
 measurements, never from a configured value (:mod:`pairzero.ota.charging`), so on radios the
-first payload is in a node's third frame. Nodes without such an estimate, and nodes that missed
-the READY deadline, send pilots only.
+first payload is in a node's third frame; and only once its pilot was *significant* in its last
+two frames (a statistic noise alone reaches with probability at most
+``privacy.error_tail_prob``), so that no node is precoded from a false detection. Nodes
+without such an estimate, and nodes that missed the READY deadline, send pilots only.
+
+S_t is the set of precoded nodes whose pilot is in the frame. A precoded node that does not
+send its payload (its own privacy account refuses it, or it has no scalar for the round) sends
+nothing at all in that frame, pilot included: the AP then leaves it out of S_t, so |S_t| counts
+only the payloads that went out (g_hat unbiased) and its noise share protects nobody's charge.
 
 Privacy (:mod:`pairzero.ota.charging`): the plan is written to the run's privacy ledger before
 any SCHEDULE leaves; after the frame every precoded node is charged, from this frame's pilot
-estimate and the noise measured in the window's quiet samples where its pilot is present, its
-planned mu where it is not (or no frame was received).
+estimate and the noise measured in the window's quiet samples where its pilot is present (the
+other nodes' noise shares counted only where their pilots are), its worst-case mu (its own
+noise share alone) where it is not, or where no frame was received. Each node reports its own
+ledger's spend in READY, and the plan admits no payload that would take any account (the AP's
+charges, what it told the node, what the node reported) past the target.
 """
 
 from __future__ import annotations
@@ -75,6 +85,7 @@ from pairzero.protocol.messages import (
     Schedule,
     TxEvent,
 )
+from sync.estimation import presence_threshold
 
 __all__ = ["ReadyTiming", "ApRoundPhy", "NodeRoundPhy"]
 
@@ -143,6 +154,10 @@ class ApRoundPhy:
             )
             self.charges = RadioPrivacy(self.privacy, self.k, self.amplitude,
                                         cfg.privacy.error_tail_prob)
+        # A pilot statistic noise alone exceeds with probability <= error_tail_prob (the same
+        # statistic and delay search as the receiver's presence test at phy.presence_pfa).
+        self.significance = presence_threshold(2 * self.receiver.search + 1,
+                                               cfg.privacy.error_tail_prob)
         self.estimates: dict[int, NodeEstimate] = {}
         # Nodes whose estimate is good enough to precode with (see the module docstring).
         self.refined: set[int] = set()
@@ -217,6 +232,9 @@ class ApRoundPhy:
         """Frame time, η_t, b_k and artificial noise for the nodes in the round (those that sent
         READY in time), from the latest estimates; with privacy, nodes whose budget the round
         would exceed are left out, and the plan is durable before it is returned."""
+        if self.charges is not None and timing is not None:
+            for k, mu in timing.spent_mu.items():
+                self.charges.note_reported(k, mu)
         plan = self._power_plan(t, nodes)
         # The frame time last: its lead counts from here, after the plan's durable write.
         return dataclasses.replace(plan, tx_sample=self.frame_index(t, timing))
@@ -227,9 +245,10 @@ class ApRoundPhy:
         avail = np.zeros(self.k, dtype=bool)
         for k in nodes:
             e = self.estimates.get(k)
-            # With privacy, a node is precoded once its precoding error has been measured.
-            measured = self.charges is None or self.charges.has_history(k)
-            if e is not None and k in self.refined and 0 <= k < self.k and measured:
+            # With privacy, a node is precoded once its precoding error has been measured and its
+            # pilot was significant in its last two frames.
+            trusted = self.charges is None or self.charges.precodable(k)
+            if e is not None and k in self.refined and 0 <= k < self.k and trusted:
                 h[k], avail[k] = e.gain, True
         if not avail.any():
             log.info("round %d: no channel estimates yet: pilots only", t)
@@ -245,7 +264,7 @@ class ApRoundPhy:
             log.warning("round %d: node %d left out: %s", t, k, why)
         pp, active, planned, noise_std = pl.power, pl.active, pl.planned, pl.noise_std
         if not active and pl.refused:
-            if self.charges is not None and self.charges.exhausted():
+            if self.charges is not None and self.charges.exhausted(pl.refused):
                 raise PrivacyBudgetSpent(
                     f"round {t}: every node's privacy budget is spent (epsilon target "
                     f"{self.cfg.privacy.epsilon:g} at delta {self.cfg.privacy.delta:g}): no "
@@ -259,8 +278,8 @@ class ApRoundPhy:
             b = complex(pp.b[k])
             pre[k] = Precoding(b_re=b.real, b_im=b.imag, cfo=e.cfo, delay=e.delay,
                                ref_index=e.ref_index, mu=planned.get(k, 0.0), noise_var=noise_y)
-        if self.charges is not None and planned:
-            self.charges.open_round(t, planned)  # durable before any SCHEDULE leaves
+        if self.charges is not None and pl.cost is not None:
+            self.charges.open_round(t, pl.cost)  # durable before any SCHEDULE leaves
         # Artificial noise shared by the nodes: each adds CN(0, 2 noise_std^2) to its scalar, so
         # the AP receives about eta times their sum: sigma_a per real dimension in all.
         mu = max(planned.values()) if planned else None
@@ -296,8 +315,9 @@ class ApRoundPhy:
         if res.absent:
             log.info("round %d: no pilot from nodes %s", t, res.absent)
         present = {e.node: e for e in res.nodes if e.present}
-        # Whoever was precoded and whose pilot is in this frame transmitted its payload: it is
-        # in y, so it is in S_t and it is charged privacy.
+        # Whoever was precoded and whose pilot is in this frame transmitted its payload (a node
+        # that holds its payload back sends no pilot either): it is in y, so it is in S_t and
+        # it is charged privacy; only these nodes' noise shares count for each other's charge.
         s = sorted(k for k in plan.precoding if k in present)
         if not s or pp is None:
             return self._charged(t, plan, "pilot absent from the frame")
@@ -323,6 +343,8 @@ class ApRoundPhy:
     def _update_estimates(self, res: RxResult) -> None:
         for e in res.nodes:
             old = self.estimates.get(e.node)
+            if self.charges is not None:
+                self.charges.note_pilot(e.node, e.present and e.statistic > self.significance)
             if self.charges is not None and e.present and old is not None and abs(old.gain) > 0:
                 # what precoding with the previous estimate would have missed by (privacy plan)
                 self.charges.record_error(e.node, abs(e.gain) / abs(old.gain) - 1.0)
@@ -372,10 +394,15 @@ class NodeRoundPhy:
     it. One-bit mode sends sign(g_k) instead of g_k. What the radio reports (a late or
     underflowed burst) is kept for the next READY (:meth:`take_events`).
 
+    A node the AP precoded that does not send its payload (no scalar for the round, or its
+    privacy account refuses it) sends a silent frame: no payload, no noise share and no pilot,
+    so the AP leaves it out of S_t (see the module docstring).
+
     With privacy on, the node keeps its own account (:class:`~pairzero.ota.charging.NodeBudget`,
-    durable once :meth:`attach_ledger` is called): a payload that would take it over its
-    target is not sent (pilots only, one ERROR line, a ``privacy_budget`` event in its next
-    READY); a payload it sends is counted before it goes to the radio.
+    durable once :meth:`attach_ledger` is called) and reports its spend in READY
+    (:meth:`spent_mu`): a payload that would take it over its target, or a precoding above its
+    power budget, is not sent (a silent frame, one ERROR line, a ``privacy_budget`` event in its
+    next READY); a payload it sends is counted before it goes to the radio.
     """
 
     digital = False
@@ -402,21 +429,30 @@ class NodeRoundPhy:
         self.budget: NodeBudget | None = None
         if cfg.privacy.enabled:
             cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds)
-            self.budget = NodeBudget(cal, amplitude_bound(cfg.ota.scheme, cfg.zo.clip))
+            self.budget = NodeBudget(cal, amplitude_bound(cfg.ota.scheme, cfg.zo.clip),
+                                     power_budget=cfg.nodes.power_budget)
 
     def attach_ledger(self, path: str) -> None:
         """Keep this node's privacy account durable in ``path`` (it survives a restart)."""
         if self.budget is not None:
             self.budget = NodeBudget(self.budget.cal, self.budget.amplitude,
-                                     PrivacyLedger(path, terms_of(self.cfg)))
+                                     PrivacyLedger(path, terms_of(self.cfg)),
+                                     power_budget=self.budget.power_budget)
             log.info("node %d: privacy account %s: %d payloads, epsilon %.3f spent of %g", self.node,
                      path, self.budget.payloads, self.budget.epsilon(), self.cfg.privacy.epsilon)
 
+    def spent_mu(self) -> float | None:
+        """What this node's own privacy account has composed so far (None: privacy off)."""
+        return self.budget.spent if self.budget is not None else None
+
     def burst(self, scalar: float | None, sched: Schedule) -> npt.NDArray[np.complex64]:
-        """This round's frame: pilots, plus the precoded payload when the AP sent precoding."""
+        """This round's frame: pilots, plus the precoded payload when the AP sent precoding; a
+        precoded node without a payload (``scalar`` None) sends silence (no pilot either)."""
         p = sched.precoding
-        if p is None or scalar is None:
+        if p is None:
             return build_node_burst(self.layout, self.node, None, None, frame_start=sched.tx_sample)
+        if scalar is None:
+            return np.zeros(self.layout.length, dtype=np.complex64)
         value: complex = float(np.sign(scalar)) if self.cfg.ota.scheme == "one_bit" else float(scalar)
         if sched.noise_std > 0:
             value += complex(*self._noise.normal(0.0, sched.noise_std, 2))
@@ -425,7 +461,8 @@ class NodeRoundPhy:
         return build_node_burst(self.layout, self.node, value, pre, frame_start=sched.tx_sample)
 
     def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> SendReport | None:
-        """Send round t's frame at ``sched.tx_sample``; ``scalar`` None: pilots only."""
+        """Send round t's frame at ``sched.tx_sample``; ``scalar`` None: pilots only (a silent
+        frame when the AP precoded this node)."""
         if sched is None:
             raise ValueError(f"round {t}: a radio node transmits on SCHEDULE; the AP runs without "
                              "a radio PHY: set the same radio.mode on the AP and the nodes")
@@ -440,6 +477,9 @@ class NodeRoundPhy:
             return None
         if scalar is not None and sched.precoding is not None and self.budget is not None:
             scalar = self._afford(t, scalar, sched)
+        if scalar is None and sched.precoding is not None:
+            log.warning("node %d round %d: precoded but no payload to send: a silent frame (no "
+                        "pilot), so the AP leaves this node out of the round", self.node, t)
         x = self.burst(scalar, sched)
         index = sched.tx_sample
         if self.calibration is not None:
@@ -461,19 +501,27 @@ class NodeRoundPhy:
         return report
 
     def _afford(self, t: int, scalar: float, sched: Schedule) -> float | None:
-        """The scalar to send (None: pilots only): a payload over budget is refused, one that
-        fits is counted before it goes to the radio."""
+        """The scalar to send (None: a silent frame): a payload over budget, or precoded above
+        the node's power budget, is refused; one that fits is counted before it goes to the
+        radio."""
         assert self.budget is not None and sched.precoding is not None
         p = sched.precoding
-        cost = self.budget.cost(p.mu, sched.eta, sched.sigma_a, p.noise_var)
+        b_abs = abs(complex(p.b_re, p.b_im))
+        cost = self.budget.cost(p.mu, sched.eta, sched.sigma_a, p.noise_var, b_abs)
+        self.budget.remember(sched.eta, b_abs)
         if cost > p.mu * (1 + 1e-9):
-            log.warning("node %d round %d: the AP planned mu %.4g, but eta %.4g and sigma_a %.4g "
-                        "imply at least %.4g: counting %.4g", self.node, t, p.mu, sched.eta,
-                        sched.sigma_a, cost, cost)
-        if not self.budget.allows(cost):
+            log.warning("node %d round %d: the AP planned mu %.4g, but eta %.4g, |b| %.4g and "
+                        "sigma_a %.4g imply up to %.4g: counting %.4g", self.node, t, p.mu,
+                        sched.eta, b_abs, sched.sigma_a, cost, cost)
+        detail = ""
+        if self.budget.over_power(b_abs):
+            detail = (f"payload refused: precoding |b| {b_abs:.4g} asks for more than the power "
+                      f"budget {self.budget.power_budget:g} (nodes.power_budget); silent frame")
+        elif not self.budget.allows(cost):
             detail = (f"payload refused: mu {cost:.4g} would take the node past its privacy "
                       f"target (epsilon {self.budget.epsilon():.3f} spent of "
-                      f"{self.cfg.privacy.epsilon:g}); pilots only")
+                      f"{self.cfg.privacy.epsilon:g}); silent frame")
+        if detail:
             log.error("node %d round %d: %s", self.node, t, detail)
             self._events.append(TxEvent(t=t, kind="privacy_budget", detail=detail))
             return None

@@ -63,13 +63,15 @@ class ReadyTiming:
     took from SCHEDULE to its radio for its last frame; ``tx_slack_s``: the least slack a node
     reported for its frame of the previous round (device seconds from the frame being in its
     radio to its time; negative: late; None: none reported); ``late_reports``: nodes that
-    reported a late or underflowed frame in their READY.
+    reported a late or underflowed frame in their READY. ``spent_mu``: node -> the privacy
+    spend (Gaussian-DP mu) its own ledger reported in READY, which the plan must respect.
     """
 
     control_s: float = 0.0
     tx_prep_s: float = 0.0
     late_reports: int = 0
     tx_slack_s: float | None = None
+    spent_mu: Mapping[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,11 @@ class NodePhy(Protocol):
 
     def take_events(self) -> tuple[TxEvent, ...]:
         """What went wrong with the frames sent since the last call (for the next READY)."""
+        ...
+
+    def spent_mu(self) -> float | None:
+        """The privacy spend (Gaussian-DP mu) of the node's own account so far, for READY
+        (None: no account: privacy off, or the digital path, which is not private)."""
         ...
 
 

@@ -69,7 +69,9 @@ __all__ = [
 #: and the events of the node's last frames; ROUND carries only what the compute needs.
 #: 3: JOIN carries the node's privacy terms; a precoding carries the node's planned charge;
 #: CALIBRATE / CAL_RESULT (pairzero calibrate over the control plane).
-PROTOCOL_VERSION: Final = 4
+#: 4: READY carries the slack of the node's previous frame.
+#: 5: READY carries what the node's own privacy ledger says it has spent.
+PROTOCOL_VERSION: Final = 5
 #: Largest encoded message accepted (bytes). A catch-up response is paged to stay below it.
 MAX_MESSAGE_BYTES: Final = 1 << 20
 #: ``node`` value used by the AP in messages it originates (heartbeats).
@@ -251,7 +253,9 @@ class Ready:
     SCHEDULE to handing the frame to its radio (0: none yet); ``tx_slack_s``: for its frame of
     round t - 1, the device seconds from the moment that frame was in its radio to the frame's
     time (negative: late; None: no frame in round t - 1); ``tx_events``: what went wrong with
-    its frames since its last READY.
+    its frames since its last READY; ``spent_mu``: the Gaussian-DP mu the node's own privacy
+    ledger has composed so far (None: privacy off), so that the AP plans no payload the node
+    would refuse.
     """
 
     t: int
@@ -262,6 +266,7 @@ class Ready:
     tx_prep_s: float = 0.0
     tx_events: tuple[TxEvent, ...] = ()
     tx_slack_s: float | None = None
+    spent_mu: float | None = None
 
 
 @dataclass(frozen=True)
@@ -423,6 +428,7 @@ _RANGES: Final[dict[str, tuple[float, float]]] = {
     "compute_s": (0.0, 86400.0),
     "tx_prep_s": (0.0, 86400.0),
     "tx_slack_s": (-86400.0, 86400.0),
+    "spent_mu": (0.0, 1e9),
     "lr": (0.0, math.inf),
     "mu": (0.0, math.inf),
     "noise_var": (0.0, math.inf),

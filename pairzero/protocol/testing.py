@@ -135,6 +135,9 @@ class DigitalNodePhy:
     def take_events(self) -> tuple[TxEvent, ...]:
         return ()
 
+    def spent_mu(self) -> float | None:
+        return None
+
 
 # ----------------------------------------------------------------------------- processes
 
