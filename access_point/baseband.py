@@ -80,6 +80,10 @@ class BasebandOTA:
         present = tuple(int(k) for k in np.flatnonzero(self.runner.last_plan.active))
         return PhyResult(g_hat=float(res.g_hat), present=present, eta=float(res.eta), mu=None)
 
+    def clock_report(self) -> tuple[float, float] | None:
+        """No radio, no device clock."""
+        return None
+
     def eps_spent(self) -> float | None:
         """epsilon against the AP: infinite (it receives the exact scalars; None without privacy)."""
         return math.inf if self.cfg.privacy.enabled else None

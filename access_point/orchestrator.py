@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -73,6 +74,8 @@ from pairzero.protocol.messages import (
     Body,
     CatchupRequest,
     CatchupResponse,
+    ClockCheck,
+    ClockReport,
     Error,
     Heartbeat,
     Join,
@@ -115,7 +118,9 @@ class ApSettings:
     ids 0..node_count-1 are enrolled (None: any id the protocol allows); a partial round has
     fewer nodes present than that. ``max_empty_rounds``: that many consecutive rounds with no
     node present stop the run (0: never). ``terms``: the privacy terms (G, epsilon, delta, T) a
-    node must hold to join (None: not checked).
+    node must hold to join (None: not checked). ``clock_tolerance_s``: how far a joining node's
+    radio device time may lie outside the interval the AP's CLOCK_CHECK exchange brackets it in
+    (a fraction of a frame; only when the AP's PHY has a device clock).
     """
 
     experiment: str
@@ -133,6 +138,7 @@ class ApSettings:
     node_count: int | None = None
     max_empty_rounds: int = 0
     terms: PrivacyTerms | None = None
+    clock_tolerance_s: float = 0.002
 
     def __post_init__(self) -> None:
         checks = {
@@ -144,6 +150,7 @@ class ApSettings:
             "experiment": bool(self.experiment),
             "node_count": self.node_count is None or self.node_count >= 1,
             "max_empty_rounds": self.max_empty_rounds >= 0,
+            "clock_tolerance_s": math.isfinite(self.clock_tolerance_s) and self.clock_tolerance_s >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -154,14 +161,17 @@ class ApSettings:
         """Settings from the experiment config (run, zo.lr, nodes.count, network.*, the privacy
         terms)."""
         from pairzero.ota.charging import terms_of
+        from pairzero.phy.frame import FrameLayout
 
         n = cfg.network
+        frame_s = FrameLayout(cfg.phy, cfg.nodes.count).length / cfg.phy.sample_rate
         return cls(
             experiment=experiment, master_seed=cfg.run.seed, rounds=cfg.run.rounds,
             manifest_digest=manifest_digest, lr=cfg.zo.lr, ready_timeout_s=n.ready_timeout_s,
             heartbeat_s=n.heartbeat_s, min_nodes=cfg.nodes.count,
             start_timeout_s=n.start_timeout_s, hash_every=n.hash_every,
             node_count=cfg.nodes.count, max_empty_rounds=n.max_empty_rounds, terms=terms_of(cfg),
+            clock_tolerance_s=frame_s / 4,
         )
 
 
@@ -171,6 +181,9 @@ class _Member:
     next_round: int
     last_seen: float
     key_id: str = ""
+    # An unanswered CLOCK_CHECK: (nonce, AP device time s, AP host clock s when sent). A member
+    # takes part in rounds only once its radio's device time agrees with the AP's.
+    clock_check: tuple[int, float, float] | None = None
 
 
 def identity_refusal(node: int, inbound: Inbound, node_count: int | None,
@@ -386,8 +399,8 @@ class Orchestrator:
 
     def _wait_for_members(self) -> None:
         deadline = time.monotonic() + self.s.start_timeout_s
-        while not self._stop.is_set() and len(self._members) < self.s.min_nodes:
-            if time.monotonic() >= deadline and self._members:
+        while not self._stop.is_set() and len(self._checked()) < self.s.min_nodes:
+            if time.monotonic() >= deadline and self._checked():
                 log.warning("starting with %d of %d nodes", len(self._members), self.s.min_nodes)
                 return
             self._pump(self.s.poll_s)
@@ -395,7 +408,8 @@ class Orchestrator:
     def _run_round(self, t: int) -> None:
         t0 = time.monotonic()
         seed = round_seed(self.s.master_seed, t)
-        expected = frozenset(k for k, m in self._members.items() if m.next_round == t)
+        expected = frozenset(k for k, m in self._members.items()
+                             if m.next_round == t and m.clock_check is None)
         self._round = _RoundState(t, seed, expected, sent_at=t0)
         self._broadcast(Round(t=t, seed=seed, deadline_s=self.s.ready_timeout_s, lr=self.s.lr))
         deadline = t0 + self.s.ready_timeout_s
@@ -518,6 +532,9 @@ class Orchestrator:
             self._last_hb = now
             self._broadcast(Heartbeat(node=AP_NODE_ID, next_round=self._log.next_round))
             self._expire_silent_members()
+            for k, m in list(self._members.items()):  # a CLOCK_CHECK (or its report) lost
+                if m.clock_check is not None:
+                    self._check_clock(k, m)
         inbound = self._tx.recv(timeout_s)
         if inbound is not None:
             self._serve(inbound)
@@ -632,6 +649,8 @@ class Orchestrator:
             m.next_round = max(m.next_round, b.next_round)
         elif isinstance(b, Leave):
             self._remove_member(b.node, f"it left ({b.reason})", expected=True)
+        elif isinstance(b, ClockReport):
+            self._on_clock_report(m, b)
         else:
             self.dropped += 1
             log.warning("dropped %s from node %d: not a node-to-AP message", msg.type, node)
@@ -718,6 +737,62 @@ class Orchestrator:
                  self._log.next_round)
         self._send(inbound.peer, JoinAck(node=j.node, next_round=self._log.next_round,
                                          hash_every=self.s.hash_every))
+        self._check_clock(j.node, self._members[j.node])
+
+    def _checked(self) -> list[int]:
+        """Members whose radio's device time agrees with the AP's (or that need no check)."""
+        return [k for k, m in self._members.items() if m.clock_check is None]
+
+    def _check_clock(self, k: int, m: _Member) -> None:
+        """Ask member ``k`` for its radio's device time (CLOCK_CHECK) when the AP's radio has a
+        device clock: each radio set its time at a PPS edge from its own host's clock, and a
+        host clock off by half a second or more labels the edge with another second, which
+        nothing in a radio reports: every frame of that node would miss its window."""
+        mine = self._phy.clock_report()
+        if mine is None:
+            m.clock_check = None
+            return
+        nonce = secrets.randbits(62)
+        m.clock_check = (nonce, *mine)
+        self._send(m.peer, ClockCheck(node=k, nonce=nonce))
+
+    def _on_clock_report(self, m: _Member, b: ClockReport) -> None:
+        """Accept member ``b.node`` for rounds if its device time lies within the interval the
+        exchange brackets (from the CLOCK_CHECK leaving to this report arriving, on the AP's
+        device clock) give or take ``clock_tolerance_s``; else refuse it in one line."""
+        sent = m.clock_check
+        if sent is None or sent[0] != b.nonce:
+            self.dropped += 1
+            log.info("dropped a CLOCK_REPORT of node %d for another check", b.node)
+            return
+        now = self._phy.clock_report()
+        if now is None:
+            m.clock_check = None
+            return
+        tol = self.s.clock_tolerance_s
+        if b.device_time is None:
+            why = ("the AP's radio has a device clock but the node's has none (the same "
+                   "radio.mode on every host?)")
+        elif sent[1] - tol <= b.device_time <= now[0] + tol:
+            m.clock_check = None
+            log.info("node %d: its radio's device time agrees with the AP's (within %.1f ms)",
+                     b.node, (now[0] - sent[1] + 2 * tol) * 1e3)
+            return
+        else:
+            off = b.device_time - (sent[1] + now[0]) / 2
+            host = ("" if b.host_time is None else
+                    f"; its host clock is {b.host_time - (sent[2] + now[1]) / 2:+.3f} s from the "
+                    "AP host's")
+            cause = ("a host clock off by half a second or more labels the PPS edge with another "
+                     "second: sync the hosts' clocks (NTP/chrony) and restart the node"
+                     if abs(off) >= 0.5 else
+                     "is its radio's PPS input connected, and radio.clock_source 'external' or "
+                     "'gpsdo' on every host?")
+            why = (f"its radio's device time is {off:+.3f} s from the AP's{host}: every frame "
+                   f"would miss its window ({cause})")
+        log.warning("node %d refused: %s", b.node, why)
+        self._members.pop(b.node, None)
+        self._send(m.peer, JoinReject(node=b.node, reason=why))
 
     def _join_refusal(self, inbound: Inbound, j: Join) -> str:
         who = identity_refusal(j.node, inbound, self.s.node_count, self._key_ids)

@@ -43,6 +43,9 @@ class BasebandNodePhy:
     def spent_mu(self) -> float | None:
         return None
 
+    def clock_report(self) -> tuple[float, float] | None:
+        return None
+
 
 def build_node_phy(cfg: ExperimentConfig, node: int) -> Any:
     """The node's transmit chain for ``radio.mode``: the round protocol on its radio front end

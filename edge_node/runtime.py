@@ -38,6 +38,8 @@ from pairzero.protocol.messages import (
     CalResult,
     CatchupRequest,
     CatchupResponse,
+    ClockCheck,
+    ClockReport,
     Error,
     Heartbeat,
     Join,
@@ -248,6 +250,12 @@ class EdgeNode:
             self._on_catchup(b)
         elif isinstance(b, Calibrate):
             self._on_calibrate(b)
+        elif isinstance(b, ClockCheck):
+            if b.node != self.node_id:
+                self.dropped += 1
+                return
+            dev, host = self._phy.clock_report() or (None, None)
+            self._send(ClockReport(node=self.node_id, nonce=b.nonce, device_time=dev, host_time=host))
         else:
             self.dropped += 1
             log.warning("node %d dropped %s: not an AP-to-node message", self.node_id, type(b).__name__)

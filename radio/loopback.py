@@ -210,6 +210,10 @@ class LoopbackFrontEnd:
             return Capture(index, length, None, (ev,))
         return Capture(index, length, w)
 
+    def clock_report(self) -> tuple[float, float] | None:
+        """No device clock: the lockstep emulator's stream index."""
+        return None
+
     def close(self) -> None:
         for part in (self.tx, self.rx):
             if part is not None:

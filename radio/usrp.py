@@ -190,6 +190,7 @@ class UsrpFrontEnd:
         # Emulated radios may run slower than real time (radio.emulated_rate_factor).
         self.rate_factor = float(getattr(uhd_api, "rate_factor", 1.0))
         clock: Callable[[], float] = getattr(uhd_api, "host_clock", time.time)
+        self._host_clock = clock
         sleep: Callable[[float], None] = getattr(uhd_api, "host_sleep", time.sleep)
         stream_args = uhd_api.stream_args(cpu_format="fc32", channels=[0])
         what = f"radio {dev_args!r} ({'TX' if direction == 'tx' else 'RX'})"
@@ -379,6 +380,12 @@ class UsrpFrontEnd:
             if idle is not None:
                 idle(0.0)
             self.window.wait(min(left, CAPTURE_WAIT_S))
+
+    def clock_report(self) -> tuple[float, float] | None:
+        """(device time s, host clock Unix s) read together: the host clock is the one that
+        labelled the PPS edge the device time was set at (:func:`align_device_time`)."""
+        t = self.usrp.get_time_now(0)
+        return float(t.get_full_secs()) + float(t.get_frac_secs()), float(self._host_clock())
 
     def close(self) -> None:
         """Stop the flowgraph and release the radio (idempotent)."""

@@ -36,6 +36,9 @@ class _DeadChannelNodePhy:
     def spent_mu(self) -> float | None:
         return None
 
+    def clock_report(self) -> tuple[float, float] | None:
+        return None
+
 
 class _FlakyChannel(IdealApPhy):
     """The ideal digital PHY, except that no frame is detected in ``dead`` rounds and only

@@ -141,7 +141,8 @@ def test_usrp_mode_on_a_shared_reference_precodes_after_one_pilot_frame() -> Non
     assert out[0][1].present == ()
     for plan, res, n0 in out[1:]:
         assert res.present == (0, 1, 2)
-        assert all(p.cfo == 0.0 for p in plan.precoding.values())
+        # no carrier offset here: the tracked residual is pilot noise only, far below 1 Hz
+        assert all(abs(p.cfo) * 1e6 < 0.1 for p in plan.precoding.values())
         assert abs(res.g_hat - g.mean()) < _tolerance(plan, n0, 3)
 
 

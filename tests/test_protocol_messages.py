@@ -13,6 +13,8 @@ from pairzero.protocol.messages import (
     CalResult,
     CatchupRequest,
     CatchupResponse,
+    ClockCheck,
+    ClockReport,
     Error,
     Heartbeat,
     Join,
@@ -55,6 +57,10 @@ BODIES = [
     Error("not_joined", "send JOIN first"),
     Calibrate(2, 0, True, 43.25, 0.891, -2.5, 1.375, 2**40),
     CalResult(2, 0, 43.25, 0.891, -2.5, 1.375, True, ""),
+    Ready(3, 1, True, None, 0.25, 0.003, (), None, 0.731),
+    ClockCheck(2, 2**61 + 5),
+    ClockReport(2, 2**61 + 5, 29_438_610.000_123_4, 1_796_664_210.6),
+    ClockReport(2, 7, None, None),
 ]
 
 

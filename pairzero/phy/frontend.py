@@ -130,6 +130,12 @@ class RadioFrontEnd(Protocol):
         waiting)."""
         ...
 
+    def clock_report(self) -> tuple[float, float] | None:
+        """(device time s, host clock Unix s) read together, for radios whose device clock runs
+        in real time and was set at a PPS edge from the host clock (USRPs); None otherwise
+        (the lockstep loopback emulator's stream index is no clock to compare)."""
+        ...
+
     def close(self) -> None:
         """Release the radio (idempotent)."""
         ...

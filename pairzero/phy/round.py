@@ -18,7 +18,9 @@ the calibration CLI and by ``bench/phy_nmse.py``. One frame per federated round:
       -> y = eta_t sum_S g_k + noise;  g_hat = estimate_g_hat(y, |S|, eta_t)  (pairzero.ota)
 
 A node is precoded once its estimate is trustworthy: on a shared 10 MHz reference (USRPs) after
-one pilot frame (no CFO); in loopback, where the emulator applies a CFO, after its CFO has been
+one pilot frame, its oscillators' residual offset tracked from then on from the phase advance
+between its pilots (:func:`pairzero.phy.tx.track_phase`: the payload is precoded for the phase
+predicted at its own sample time, however long ago the last pilot was); in loopback, where the emulator applies a CFO, after its CFO has been
 refined from the phase advance between two consecutive frames (:func:`pairzero.phy.tx.refine_cfo`);
 one pilot's CFO error times a frame stride would be too large a phase error. With privacy on, a
 node is also precoded only once the change of its gain between two of its pilot frames (the
@@ -75,7 +77,7 @@ from pairzero.phy.frame import FrameLayout
 from pairzero.phy.frontend import EventKind, Idle, RadioEvent, RadioFrontEnd, SendReport
 from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
 from pairzero.phy.schedule import capture_window, frame_stride, quiet_slices
-from pairzero.phy.tx import NodePrecoding, build_node_burst, refine_cfo
+from pairzero.phy.tx import NodePrecoding, build_node_burst, refine_cfo, track_phase
 from pairzero.protocol.interfaces import PhyResult, ReadyTiming, RoundPlan
 from pairzero.protocol.messages import (
     Calibrate,
@@ -352,10 +354,12 @@ class ApRoundPhy:
                 self.estimates.pop(e.node, None)
                 self.refined.discard(e.node)
             elif self.shared_reference:
-                # Radios on a shared 10 MHz reference have no carrier offset to speak of, and
-                # frames may be long apart (too far to refine a CFO by phase advance): precode
-                # with this frame's gain and phase, without CFO pre-compensation.
-                self.estimates[e.node] = dataclasses.replace(e, cfo=0.0)
+                # Radios on a shared 10 MHz reference: only the oscillators' residual offset (a
+                # fraction of a hertz) and a slow phase walk, but frames may be a second apart.
+                # The rate is tracked from the phase advance between consecutive pilots, and
+                # the payload precoded for the phase predicted at its own sample time.
+                self.estimates[e.node] = (track_phase(old, e) if old is not None
+                                          else dataclasses.replace(e, cfo=0.0))
                 self.refined.add(e.node)
             elif old is not None and 0 < e.ref_index - old.ref_index <= 2 * self.stride:
                 self.estimates[e.node] = refine_cfo(old, e)
@@ -370,6 +374,11 @@ class ApRoundPhy:
         the committed rounds' mu to the nodes in S_t."""
         if self.charges is not None:
             self.charges.restore(records)
+
+    def clock_report(self) -> tuple[float, float] | None:
+        """The AP radio's (device time s, host clock Unix s) when its clock runs in real time
+        (radios), else None (the lockstep emulator)."""
+        return self.frontend.clock_report() if self.realtime else None
 
     def eps_spent(self) -> float | None:
         """Largest ε charged to any node so far (None without privacy)."""
@@ -444,6 +453,10 @@ class NodeRoundPhy:
     def spent_mu(self) -> float | None:
         """What this node's own privacy account has composed so far (None: privacy off)."""
         return self.budget.spent if self.budget is not None else None
+
+    def clock_report(self) -> tuple[float, float] | None:
+        """This node's radio's (device time s, host clock Unix s), None without a device clock."""
+        return self.frontend.clock_report()
 
     def burst(self, scalar: float | None, sched: Schedule) -> npt.NDArray[np.complex64]:
         """This round's frame: pilots, plus the precoded payload when the AP sent precoding; a

@@ -109,6 +109,11 @@ class ApPhy(Protocol):
         """Receive and aggregate round ``t``; call ``idle`` while waiting for samples."""
         ...
 
+    def clock_report(self) -> tuple[float, float] | None:
+        """(device time s, host clock Unix s) of the AP's radio now, when it has a device clock
+        set at a PPS edge (the AP then checks every joining node's: CLOCK_CHECK); else None."""
+        ...
+
 
 class NodePhy(Protocol):
     """Edge-node transmit chain.
@@ -133,6 +138,11 @@ class NodePhy(Protocol):
     def spent_mu(self) -> float | None:
         """The privacy spend (Gaussian-DP mu) of the node's own account so far, for READY
         (None: no account: privacy off, or the digital path, which is not private)."""
+        ...
+
+    def clock_report(self) -> tuple[float, float] | None:
+        """(device time s, host clock Unix s) of the node's radio now (CLOCK_REPORT); None
+        without a device clock."""
         ...
 
 

@@ -55,6 +55,8 @@ __all__ = [
     "CatchupResponse",
     "RoundRecord",
     "Heartbeat",
+    "ClockCheck",
+    "ClockReport",
     "Error",
     "Calibrate",
     "CalResult",
@@ -70,7 +72,8 @@ __all__ = [
 #: 3: JOIN carries the node's privacy terms; a precoding carries the node's planned charge;
 #: CALIBRATE / CAL_RESULT (pairzero calibrate over the control plane).
 #: 4: READY carries the slack of the node's previous frame.
-#: 5: READY carries what the node's own privacy ledger says it has spent.
+#: 5: READY carries what the node's own privacy ledger says it has spent; CLOCK_CHECK /
+#: CLOCK_REPORT compare a joining node's radio device time with the AP's.
 PROTOCOL_VERSION: Final = 5
 #: Largest encoded message accepted (bytes). A catch-up response is paged to stay below it.
 MAX_MESSAGE_BYTES: Final = 1 << 20
@@ -103,6 +106,8 @@ class MsgType(StrEnum):
     ERROR = "ERROR"
     CALIBRATE = "CALIBRATE"
     CAL_RESULT = "CAL_RESULT"
+    CLOCK_CHECK = "CLOCK_CHECK"
+    CLOCK_REPORT = "CLOCK_REPORT"
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -344,6 +349,27 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class ClockCheck:
+    """AP -> node, after JOIN_ACK when the AP's radio has a device clock (USRPs, emulated or
+    not): report your radio's device time now. ``nonce`` pairs the report with this check."""
+
+    node: int
+    nonce: int
+
+
+@dataclass(frozen=True)
+class ClockReport:
+    """Node -> AP, answering CLOCK_CHECK ``nonce``: its radio's device time (s since the testbed
+    epoch) and its host clock (Unix s, the clock that labelled its radio's PPS edge), read
+    together on receipt of the check; both None when the node's radio has no device clock."""
+
+    node: int
+    nonce: int
+    device_time: float | None
+    host_time: float | None
+
+
+@dataclass(frozen=True)
 class Error:
     """Either direction: a request could not be served. ``code`` is machine-readable."""
 
@@ -391,7 +417,7 @@ class CalResult:
 
 Body = (
     Join | JoinAck | JoinReject | Round | Schedule | Ready | Update | Leave | CatchupRequest
-    | CatchupResponse | Heartbeat | Error | Calibrate | CalResult
+    | CatchupResponse | Heartbeat | Error | Calibrate | CalResult | ClockCheck | ClockReport
 )
 
 _BODY_OF: Final[dict[MsgType, type]] = {
@@ -409,6 +435,8 @@ _BODY_OF: Final[dict[MsgType, type]] = {
     MsgType.ERROR: Error,
     MsgType.CALIBRATE: Calibrate,
     MsgType.CAL_RESULT: CalResult,
+    MsgType.CLOCK_CHECK: ClockCheck,
+    MsgType.CLOCK_REPORT: ClockReport,
 }
 _TYPE_OF: Final[dict[type, MsgType]] = {v: k for k, v in _BODY_OF.items()}
 
@@ -429,6 +457,9 @@ _RANGES: Final[dict[str, tuple[float, float]]] = {
     "tx_prep_s": (0.0, 86400.0),
     "tx_slack_s": (-86400.0, 86400.0),
     "spent_mu": (0.0, 1e9),
+    "nonce": (0, MAX_INT),
+    "device_time": (-1e12, 1e12),
+    "host_time": (0.0, 1e12),
     "lr": (0.0, math.inf),
     "mu": (0.0, math.inf),
     "noise_var": (0.0, math.inf),

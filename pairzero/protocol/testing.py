@@ -118,6 +118,9 @@ class IdealApPhy:
             y += float(np.random.default_rng([self.seed, t]).normal(0.0, sigma))
         return PhyResult(y / (len(present) * plan.eta), present)
 
+    def clock_report(self) -> tuple[float, float] | None:
+        return None
+
 
 class DigitalNodePhy:
     """Node side of the digital path: nothing goes over the air; remembers what it 'sent'."""
@@ -136,6 +139,9 @@ class DigitalNodePhy:
         return ()
 
     def spent_mu(self) -> float | None:
+        return None
+
+    def clock_report(self) -> tuple[float, float] | None:
         return None
 
 
