@@ -34,10 +34,11 @@ from typing import Any
 from access_point.orchestrator import logged_round_rows, open_jsonl_for_append
 from pairzero.config import ExperimentConfig, load_config
 from pairzero.errors import OperationalError, RunDirUnwritable
+from pairzero.protocol.interfaces import ApPhy
 from pairzero.report import progress_line
 from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
 
-__all__ = ["cmd_ap", "ApProgress", "build_phy"]
+__all__ = ["cmd_ap", "ApProgress"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,10 @@ log = logging.getLogger(__name__)
 class ApProgress:
     """Metrics callback: evaluation every ``eval_every`` rounds, JSONL row, progress line."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, replica: Any, ota: Any) -> None:
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, replica: Any, phy: ApPhy) -> None:
         self.cfg = cfg
         self.replica = replica
-        self.ota = ota
+        self.phy = phy
         self.path = run_dir / "metrics.jsonl"
         try:
             self.f = open_jsonl_for_append(self.path)
@@ -79,16 +80,14 @@ class ApProgress:
     def __call__(self, row: dict[str, Any]) -> None:
         out = dict(row)
         out["round"] = row["round"] + 1  # rounds completed, as in simulate's metrics
-        eps = getattr(self.ota, "eps_spent", lambda: None)()
+        eps = self.phy.eps_spent()
         if eps is not None:
             # JSON has no infinity: baseband's "no privacy against the AP" is null + a note.
             out["eps_spent"] = _finite(eps)
             if not math.isfinite(eps):
                 out["privacy"] = "none against the AP (radio.mode baseband: exact scalars in READY)"
-        last = getattr(self.ota, "last", None)
-        if last is not None:
-            out.update(sq_err=_finite(last.sq_err), g_true_mean=_finite(last.true_mean),
-                       mse_closed_form=_finite(last.mse_closed_form), n_active=int(last.n_active))
+        out.update({k: _finite(v) if isinstance(v, float) else v
+                    for k, v in self.phy.round_metrics().items()})
         if out["round"] % self.cfg.task.eval_every == 0 or out["round"] == self.cfg.run.rounds:
             out.update({k: v for k, v in self.evaluate(out["round"]).items() if k != "round"})
         out["elapsed_s"] = round(time.monotonic() - self.t0, 3)
@@ -115,20 +114,6 @@ def _finite(x: float) -> float | None:
     return float(x) if x == x and abs(x) != float("inf") else None
 
 
-def build_phy(cfg: ExperimentConfig) -> Any:
-    """The AP's planner + receive chain for ``radio.mode`` (one object implementing both)."""
-    mode = cfg.radio.mode
-    if mode == "baseband":
-        from access_point.baseband import BasebandOTA
-
-        return BasebandOTA(cfg)
-    if mode in ("loopback", "usrp"):
-        import radio
-
-        return radio.ap_phy(cfg)
-    raise ValueError(f"radio.mode: {mode!r} is not supported by the AP")
-
-
 def cmd_ap(args: argparse.Namespace) -> int:
     """CLI entry: ``pairzero ap``."""
     from access_point.orchestrator import ApSettings, Orchestrator
@@ -136,6 +121,7 @@ def cmd_ap(args: argparse.Namespace) -> int:
     from pairzero.protocol.keys import load_server_keys
     from pairzero.protocol.transport import ZmqServer
     from pairzero.trainer import ZOTrainer
+    from radio.factory import build_ap_phy
 
     cfg = load_config(args.config, args.overrides)
     exp = experiment_id(cfg)
@@ -153,12 +139,10 @@ def cmd_ap(args: argparse.Namespace) -> int:
         rl = RoundLog.open(run_dir / "rounds.sqlite", exp)
         stack.callback(rl.close)
         replica = ZOTrainer(cfg, node_ids=[])
-        phy = build_phy(cfg)
-        if hasattr(phy, "close"):
-            stack.callback(phy.close)
-        attach = getattr(phy, "attach_ledger", None)
-        if attach is not None:  # privacy charges, durable before any frame goes out
-            attach(str(run_dir / "privacy.jsonl"))
+        phy = build_ap_phy(cfg)
+        stack.callback(phy.close)
+        # privacy charges, durable before any frame goes out (a no-op without accounting)
+        phy.attach_ledger(str(run_dir / "privacy.jsonl"))
         progress = ApProgress(cfg, run_dir, replica, phy)
         stack.callback(progress.close)
         settings = ApSettings.from_config(cfg, exp, replica.manifest_digest())

@@ -340,9 +340,7 @@ class Orchestrator:
         lost in the crash."""
         if records:
             log.info("resuming experiment %s at round %d", self.s.experiment, len(records))
-        restore = getattr(self._phy, "restore_accounting", None)
-        if restore is not None:
-            restore(records)
+        self._phy.restore_accounting(records)
         if self._replica is not None:
             self._replica.replay(records)
             log.info("AP replica replayed %d rounds: hash %s", len(records), self._replica.model_hash())
@@ -666,10 +664,10 @@ class Orchestrator:
         (baseband) says so with ``digital = True`` and may bound them with ``scalar_bound``."""
         if not b.scalar_ready:
             return "it has no scalar for this round (scalar_ready false)"
-        if getattr(self._phy, "digital", False) and b.digital_scalar is None:
+        if self._phy.digital and b.digital_scalar is None:
             return ("READY without its scalar, which this PHY takes from READY (is the node "
                     "running with the same radio.mode?)")
-        bound = getattr(self._phy, "scalar_bound", None)
+        bound = self._phy.scalar_bound
         if bound is not None and b.digital_scalar is not None and abs(b.digital_scalar) > bound:
             return f"scalar {b.digital_scalar!r} outside the clip bound +-{bound!r}"
         return ""

@@ -37,6 +37,7 @@ from pairzero.phy.calibration import (
     utc_now,
     write_calibration_file,
 )
+from pairzero.phy.mode import phy_mode
 from pairzero.phy.rx import NodeEstimate
 from pairzero.phy.schedule import TX_TAIL, capture_window, frame_stride
 from pairzero.runinfo import git_revision
@@ -183,14 +184,6 @@ def _plot(ms: Sequence[Measurement], target_db: float, tol_db: float, path: Path
     plt.close(fig)
 
 
-def _gain_range(cfg: ExperimentConfig) -> tuple[float, float]:
-    if cfg.radio.mode == "loopback":
-        from radio.loopback import LOOPBACK_GAIN_RANGE_DB
-
-        return LOOPBACK_GAIN_RANGE_DB
-    return (0.0, 90.0)  # each radio checks its own range and reports what it set
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``pairzero calibrate``: over the control plane with the edge processes.
 
@@ -199,7 +192,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     of the running ``pairzero edge`` processes. Writes ``--output`` (or, with ``--verify``,
     measures with ``radio.calibration_file`` applied). Returns 0, or 1 when the nodes did not
     converge / are out of tolerance (the nodes named)."""
-    from pairzero.loopback import busy_ports, needs_emulator
+    from pairzero.loopback import busy_ports
     from pairzero.procs import Child, Supervisor
     from pairzero.protocol.keys import generate_keys, load_server_keys
     from pairzero.protocol.transport import ZmqServer
@@ -217,7 +210,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-iter: {max_iter!r} must be in 0..50")
     if not (math.isfinite(step) and step > 0):
         raise ValueError(f"--gain-step: {step!r} must be > 0 (dB)")
-    if cfg.radio.mode == "baseband":
+    mode = phy_mode(cfg)
+    if not mode.over_the_air:
         raise ValueError("radio.mode: 'baseband' has no radio to calibrate; use 'loopback' or 'usrp'")
     if verify:
         if cfg.radio.calibration_file is None:
@@ -226,7 +220,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cal_file = load_ap_calibration(cfg)
     else:  # the nodes start uncalibrated, at radio.tx_gain_db
         cfg = dataclasses.replace(cfg, radio=dataclasses.replace(cfg.radio, calibration_file=None))
-    local = needs_emulator(cfg)
+    local = mode.needs_emulator
     if local:
         if cfg.network.ap_host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"network.ap_host: {cfg.network.ap_host!r}; a local calibration runs "
@@ -261,13 +255,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             for k in range(cfg.nodes.count):
                 sup.start(Child(f"edge{k}", [*exe, "edge", *common, "--node-id", str(k),
                                              "--run-dir", str(run_dir)], logs / f"edge{k}.log"), env)
-        import radio
+        from radio.factory import build_ap_round_phy
 
-        phy = radio.ap_phy(cfg)
+        phy = build_ap_round_phy(cfg)
         cal = ControlPlaneCalibrator(cfg, transport, phy, experiment_id(cfg), key_ids)
         cal.wait_for_nodes(cfg.network.start_timeout_s)
         # Phases hold from frame to frame only without carrier offsets (a shared reference).
-        cfo_free = cfg.radio.mode == "usrp" or cfg.channel.max_cfo == 0.0
+        cfo_free = mode.radios or cfg.channel.max_cfo == 0.0
         phase_tol = 5.0 if cfo_free else None
         if verify:
             ms = cal.measure(0, None)
@@ -288,7 +282,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 return 1
             return 0
         target = None if target_db is None else 10 ** (float(target_db) / 20)
-        first, last, target, iters, ok = cal.run(tol, max_iter, target, _gain_range(cfg), step,
+        first, last, target, iters, ok = cal.run(tol, max_iter, target, mode.tx_gain_range_db, step,
                                                  phase_tol_deg=phase_tol if phase_tol else 360.0)
         tgt = 20 * math.log10(target)
         lv0, _, _ = spreads(first)

@@ -37,10 +37,11 @@ from pathlib import Path
 
 from pairzero.config import ConfigError, ExperimentConfig, load_config
 from pairzero.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from pairzero.phy.mode import phy_mode
 from pairzero.procs import Child, Supervisor
 from pairzero.runinfo import make_run_dir, write_provenance
 
-__all__ = ["cmd_loopback", "ports_in_use", "busy_ports", "needs_emulator", "ap_crashed"]
+__all__ = ["cmd_loopback", "ports_in_use", "busy_ports", "ap_crashed"]
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,9 @@ def ports_in_use(cfg: ExperimentConfig) -> list[int]:
     """The configured TCP ports on ``network.ap_host`` that another process already holds."""
     n = cfg.network
     ports = [n.control_port]
-    if needs_emulator(cfg):
+    if phy_mode(cfg).needs_emulator:
         ports += [n.sample_port_base + i for i in range(cfg.nodes.count + 1)]
     return busy_ports(n.ap_host, ports)
-
-
-def needs_emulator(cfg: ExperimentConfig) -> bool:
-    """The run's samples go through the channel emulator: loopback, or emulated USRPs."""
-    return cfg.radio.mode == "loopback" or cfg.radio.emulated()
 
 
 def busy_ports(host: str, ports: list[int]) -> list[int]:
@@ -108,7 +104,8 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     max_restarts = getattr(args, "ap_restarts", AP_RESTARTS)
     if max_restarts < 0:
         raise ValueError(f"--ap-restarts: {max_restarts} must be >= 0")
-    if cfg.radio.mode == "usrp" and not cfg.radio.emulated():
+    mode = phy_mode(cfg)
+    if not mode.single_host:
         raise ConfigError("radio.mode: 'usrp' with real radios cannot run in loopback; use "
                           "'loopback' or 'baseband', or emulated radios (type=emulated in "
                           "radio.ap_args and radio.node_args, configs/emulated_usrp.yaml)")
@@ -138,9 +135,8 @@ def cmd_loopback(args: argparse.Namespace) -> int:
     logs = run_dir / "logs"
     exe = [sys.executable, "-m", "pairzero.cli"]
     common = ["--config", str(run_dir / "config.yaml"), "--log-level", args.log_level]
-    what = {"loopback": " + GNU Radio channel emulator", "baseband": " (baseband OTA)",
-            "usrp": " on emulated USRPs + GNU Radio channel emulator"}[cfg.radio.mode]
-    print(f"loopback: AP + {cfg.nodes.count} edge nodes{what}, {cfg.run.rounds} rounds; "
+    print(f"loopback: AP + {cfg.nodes.count} edge nodes over the {mode.describe()}, "
+          f"{cfg.run.rounds} rounds; "
           f"run dir {run_dir}", flush=True)
     sup = Supervisor(grace_s=15.0)
     # Children: unbuffered output (progress reaches the terminal at once), no per-process
@@ -149,7 +145,7 @@ def cmd_loopback(args: argparse.Namespace) -> int:
            "OMP_NUM_THREADS": str(cfg.zo.threads), "MKL_NUM_THREADS": str(cfg.zo.threads)}
     t0 = time.monotonic()
     try:
-        if needs_emulator(cfg):
+        if mode.needs_emulator:
             sup.start(Child("channel", [*exe, "channel", *common], logs / "channel.log",
                             _echo("channel")), env)  # type: ignore[arg-type]
         ap_argv = [*exe, "ap", *common, "--run-dir", str(run_dir)]

@@ -91,20 +91,20 @@ def test_a_missing_file_is_one_clear_error(tmp_path):
 ])
 def test_the_ap_refuses_a_file_for_another_frequency_rate_or_radio_in_one_line(tmp_path, change, field):
     pytest.importorskip("gnuradio.gr")
-    import radio
+    from radio.factory import build_ap_phy, build_node_phy
 
     cfg = load_config(None, ["nodes.count=3"])
     path = write_calibration_file(tmp_path / "cal.yaml", _file(cfg, **change))
     cfg = load_config(None, ["nodes.count=3", f"radio.calibration_file={path}"])
-    # Execute: the AP's start (radio.ap_phy) checks the file before it opens its radio
+    # Execute: the AP's start (build_ap_phy) checks the file before it opens its radio
     with pytest.raises(CalibrationError) as e:
-        radio.ap_phy(cfg)
+        build_ap_phy(cfg)
     msg = str(e.value)
     assert "\n" not in msg and f"node 1's {field}" in msg and str(path) in msg
     # ... and so does node 1 itself; node 0's entry is fine
     with pytest.raises(CalibrationError, match=f"node 1's {field}"):
-        radio.node_phy(cfg, 1)
-    radio.node_phy(cfg, 0).close()
+        build_node_phy(cfg, 1)
+    build_node_phy(cfg, 0).close()
 
 
 def test_serials_of_the_device_args_must_match(tmp_path):
@@ -155,13 +155,13 @@ def test_calibrated_burst_is_scaled_rotated_and_sent_early():
 
 def test_nodes_apply_the_file_at_start_and_log_it(tmp_path, caplog):
     pytest.importorskip("gnuradio.gr")
-    import radio
+    from radio.factory import build_node_phy
 
     cfg = load_config(None, ["nodes.count=3"])
     path = write_calibration_file(tmp_path / "cal.yaml", _file(cfg))
     cfg = load_config(None, ["nodes.count=3", f"radio.calibration_file={path}"])
     with caplog.at_level(logging.INFO, logger="pairzero.phy.calibration"):
-        phys = [radio.node_phy(cfg, k) for k in range(3)]
+        phys = [build_node_phy(cfg, k) for k in range(3)]
     try:
         for k, phy in enumerate(phys):
             assert phy.frontend.tx_gain_db == 40.0 + k  # the file's, not radio.tx_gain_db (40)
@@ -173,7 +173,7 @@ def test_nodes_apply_the_file_at_start_and_log_it(tmp_path, caplog):
         for phy in phys:
             phy.close()
     # Without a file: every node at radio.tx_gain_db, nothing applied
-    plain = radio.node_phy(load_config(None, ["nodes.count=3"]), 1)
+    plain = build_node_phy(load_config(None, ["nodes.count=3"]), 1)
     assert plain.frontend.tx_gain_db == 40.0 and plain.calibration is None
     plain.close()
 
@@ -196,10 +196,10 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
     (tests.test_calibration_alignment._spread_bounds: pass 1 sets the correction, this frame
     verifies it); the issue's limits (0.5 dB, 5 deg, 0.25 sample) on top."""
     pytest.importorskip("gnuradio.gr")
-    import radio
     from calibration.cli import write_loopback_calibration
     from pairzero.phy import FrameLayout
     from radio.emulator import ChannelEmulator, draw_node_channels
+    from radio.factory import build_ap_phy, build_node_phy
     from tests.e2e_util import free_port_block
     from tests.test_calibration_alignment import _spread_bounds
 
@@ -220,7 +220,7 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
     def run(c):
         emu = ChannelEmulator.for_experiment(c)
         emu.start()
-        ap, nodes = radio.ap_phy(c), [radio.node_phy(c, k) for k in range(4)]
+        ap, nodes = build_ap_phy(c), [build_node_phy(c, k) for k in range(4)]
         try:
             return _pilot_estimates(c, ap, nodes), [n.frontend.tx_gain_db for n in nodes]
         finally:
@@ -253,12 +253,12 @@ def test_emulated_usrp_nodes_apply_the_file(tmp_path):
     pytest.importorskip("gnuradio.uhd")
     import threading
 
-    import radio
     from calibration.core import calibration_entries, compute_calibration
     from pairzero.phy import FrameLayout
     from pairzero.phy.rx import NodeEstimate
     from pairzero.protocol.interfaces import ReadyTiming
     from radio.emulator import ChannelEmulator, draw_node_channels
+    from radio.factory import build_ap_phy, build_node_phy
     from tests.e2e_util import free_port_block
     from tests.test_calibration_alignment import _spread_bounds
 
@@ -277,7 +277,7 @@ def test_emulated_usrp_nodes_apply_the_file(tmp_path):
     _, _, level_bound = _spread_bounds(amps, 10 ** (-cfg.channel.snr_db / 10), np.vdot(tp, tp).real)
     emu = ChannelEmulator.for_experiment(cfg)
     emu.start()
-    ap, nodes = radio.ap_phy(cfg), [radio.node_phy(cfg, k) for k in range(4)]
+    ap, nodes = build_ap_phy(cfg), [build_node_phy(cfg, k) for k in range(4)]
     try:
         plan = ap.plan(0, list(range(4)), ReadyTiming(control_s=0.1))
         sends = [threading.Thread(target=n.transmit, args=(0, None, plan.schedule_for(0, i)))

@@ -14,9 +14,9 @@ from pathlib import Path
 from access_point.orchestrator import ApSettings, Orchestrator, round_seed
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode
+from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.testing import (
     ConstantPlanner,
-    DigitalNodePhy,
     IdealApPhy,
     QuadraticTrainer,
     replay_hash,
@@ -82,7 +82,7 @@ def test_orchestrator_ap_restart_resumes_without_losing_or_repeating(tmp_path: P
     ap = _spawn(*ap_args)
     clients = [ZmqClient(endpoint, heartbeat_s=HB) for _ in range(3)]
     nodes = [EdgeNode(k, EXP, clients[k], QuadraticTrainer(k, compute_delay_s=0.05),
-                      DigitalNodePhy(), heartbeat_s=HB) for k in range(3)]
+                      BasebandNodePhy(), heartbeat_s=HB) for k in range(3)]
     outs: list[dict] = [{} for _ in nodes]
     threads = [_run_node(n, rounds, o) for n, o in zip(nodes, outs, strict=True)]
     # Execute: SIGKILL the AP after a few rounds, restart it on the same log and port
@@ -138,7 +138,7 @@ def test_orchestrator_killed_node_round_completes_and_node_catches_up(tmp_path: 
     victim = _spawn("node", "--endpoint", server.endpoint, "--node-id", "2", "--delay", "1.0",
                     "--until", str(rounds), hb=hb)
     clients = [ZmqClient(server.endpoint, heartbeat_s=hb) for _ in range(2)]
-    nodes = [EdgeNode(k, EXP, clients[k], QuadraticTrainer(k), DigitalNodePhy(), heartbeat_s=hb)
+    nodes = [EdgeNode(k, EXP, clients[k], QuadraticTrainer(k), BasebandNodePhy(), heartbeat_s=hb)
              for k in range(2)]
     outs: list[dict] = [{}, {}]
     threads = [_run_node(n, rounds, o) for n, o in zip(nodes, outs, strict=True)]

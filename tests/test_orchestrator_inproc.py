@@ -13,9 +13,9 @@ import pytest
 from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator, round_seed
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, JoinRejected
+from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.testing import (
     ConstantPlanner,
-    DigitalNodePhy,
     IdealApPhy,
     QuadraticTrainer,
     replay_hash,
@@ -37,7 +37,7 @@ def _settings(rounds: int, **kw) -> ApSettings:
 
 def _node(hub: InProcHub, k: int, **kw) -> EdgeNode:
     trainer = QuadraticTrainer(k, compute_delay_s=kw.pop("delay", 0.0))
-    return EdgeNode(k, EXP, hub.client(f"n{k}"), trainer, DigitalNodePhy(), heartbeat_s=HB, **kw)
+    return EdgeNode(k, EXP, hub.client(f"n{k}"), trainer, BasebandNodePhy(), heartbeat_s=HB, **kw)
 
 
 def _thread(fn, *args, **kw) -> tuple[threading.Thread, dict]:
@@ -109,7 +109,7 @@ def test_orchestrator_dead_node_does_not_hang_and_rejoins_to_identical_state(tmp
     hub.drop("n2")
     # Execute: while the survivors go on, a fresh node 2 (initial weights) joins later
     time.sleep(0.6)
-    reborn = EdgeNode(2, EXP, hub.client("n2b"), QuadraticTrainer(2), DigitalNodePhy(),
+    reborn = EdgeNode(2, EXP, hub.client("n2b"), QuadraticTrainer(2), BasebandNodePhy(),
                       heartbeat_s=HB)
     tr, orr = _thread(reborn.run, until_round=rounds)
     for th in (t0, t1, tr):
@@ -133,7 +133,7 @@ def test_orchestrator_refuses_manifest_mismatch_with_reason(tmp_path: Path) -> N
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     orch = Orchestrator(_settings(1, min_nodes=1, start_timeout_s=1.0), hub.server(), rl,
                         ConstantPlanner(), IdealApPhy())
-    bad = EdgeNode(0, EXP, hub.client("bad"), QuadraticTrainer(0, dim=9), DigitalNodePhy(),
+    bad = EdgeNode(0, EXP, hub.client("bad"), QuadraticTrainer(0, dim=9), BasebandNodePhy(),
                    heartbeat_s=HB)
     ap_th, _ = _thread(orch.run)
     # Execute / Assert

@@ -19,6 +19,7 @@ import zmq
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode
+from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.messages import (
     Heartbeat,
     Join,
@@ -32,7 +33,6 @@ from pairzero.protocol.messages import (
 )
 from pairzero.protocol.testing import (
     ConstantPlanner,
-    DigitalNodePhy,
     IdealApPhy,
     QuadraticTrainer,
     replay_hash,
@@ -71,7 +71,7 @@ def _one_round_where_node_1_vanishes(tmp_path: Path, vanish) -> tuple[float, dic
     n1 = hub.client("n1")
     n1.send(encode(make(EXP, 0, Join(1, MANIFEST, "", "", 0))))
     node0 = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0, compute_delay_s=0.3),
-                     DigitalNodePhy(), heartbeat_s=1.0)
+                     BasebandNodePhy(), heartbeat_s=1.0)
     n_th, _ = _thread(node0.run, until_round=1)
     ap_th, ap_out = _thread(orch.run)
     while True:  # node 1 waits for ROUND 0, then vanishes while the others compute
@@ -148,7 +148,7 @@ def test_node_killed_mid_round_over_zeromq_costs_less_than_three_heartbeats(tmp_
                           min_nodes=2, start_timeout_s=60.0, node_count=2)
     orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(), metrics=rows.append)
     client = ZmqClient(server.endpoint, heartbeat_s=hb)
-    node0 = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=hb)
+    node0 = EdgeNode(0, EXP, client, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=hb)
     victim = subprocess.Popen(
         [sys.executable, "-m", "pairzero.protocol.testing", "node", "--endpoint", server.endpoint,
          "--experiment", EXP, "--node-id", "1", "--heartbeat", str(hb), "--delay", "3.0"],

@@ -5,8 +5,9 @@
   (the two-point SPSA estimate of a quadratic has no bias: (L(θ+εz) − L(θ−εz)) / 2ε equals it
   up to rounding), and the update theta <- theta - lr * g_hat * z is exact and cheap, so node
   states can be compared bit for bit.
-* :class:`IdealApPhy` / :class:`DigitalNodePhy`: the *digital* loopback path, no radios; the
-  scalars travel inside READY and the AP forms g_hat = (eta * sum_k g_k + n) / (|S| eta),
+* :class:`IdealApPhy`: the AP side of the *digital* path, no radios (the node side is the
+  baseband mode's :class:`pairzero.phy.baseband.BasebandNodePhy`); the scalars travel inside
+  READY and the AP forms g_hat = (eta * sum_k g_k + n) / (|S| eta),
   n ~ N(0, noise_std^2 + sigma_a^2) seeded per round.
 * :class:`ConstantPlanner`: the same (eta, sigma_a) every round.
 
@@ -29,9 +30,9 @@ from typing import cast
 import numpy as np
 
 from pairzero.protocol.interfaces import Idle, PhyResult, ReadyTiming, RoundPlan
-from pairzero.protocol.messages import RoundRecord, Schedule, TxEvent
+from pairzero.protocol.messages import RoundRecord
 
-__all__ = ["QuadraticTrainer", "IdealApPhy", "DigitalNodePhy", "ConstantPlanner", "replay_hash"]
+__all__ = ["QuadraticTrainer", "IdealApPhy", "ConstantPlanner", "replay_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,13 @@ class ConstantPlanner:
 
 
 class IdealApPhy:
-    """Digital 'over-the-air' sum of the scalars carried in READY (see module docstring)."""
+    """Digital 'over-the-air' sum of the scalars carried in READY (see module docstring).
+
+    Takes a READY without a scalar as absent (``digital`` False: the orchestrator does not
+    refuse it), bounds no scalar, accounts no privacy."""
+
+    digital = False
+    scalar_bound: float | None = None
 
     def __init__(self, noise_std: float = 0.0, seed: int = 0):
         if noise_std < 0:
@@ -118,22 +125,20 @@ class IdealApPhy:
             y += float(np.random.default_rng([self.seed, t]).normal(0.0, sigma))
         return PhyResult(y / (len(present) * plan.eta), present)
 
+    def restore_accounting(self, records: Sequence[RoundRecord]) -> None:
+        """No privacy account to restore."""
 
-class DigitalNodePhy:
-    """Node side of the digital path: nothing goes over the air; remembers what it 'sent'."""
+    def eps_spent(self) -> float | None:
+        return None
 
-    digital = True
-    last_prep_s = 0.0
+    def round_metrics(self) -> dict[str, float | int | None]:
+        return {}
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, float]] = []
+    def attach_ledger(self, path: str) -> None:
+        """No ledger."""
 
-    def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> None:
-        if scalar is not None:
-            self.sent.append((t, scalar))
-
-    def take_events(self) -> tuple[TxEvent, ...]:
-        return ()
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 # ----------------------------------------------------------------------------- processes
@@ -172,13 +177,14 @@ def _ap_main(a: argparse.Namespace) -> int:
 
 def _node_main(a: argparse.Namespace) -> int:
     from edge_node.runtime import EdgeNode
+    from pairzero.phy.baseband import BasebandNodePhy
     from pairzero.protocol.keys import load_client_keys
     from pairzero.protocol.transport import ZmqClient
 
     curve = load_client_keys(a.keys, a.node_id) if a.keys else None
     tx = ZmqClient(a.endpoint, curve=curve, heartbeat_s=a.heartbeat)
     trainer = QuadraticTrainer(a.node_id, a.dim, compute_delay_s=a.delay)
-    node = EdgeNode(a.node_id, a.experiment, tx, trainer, DigitalNodePhy(),
+    node = EdgeNode(a.node_id, a.experiment, tx, trainer, BasebandNodePhy(),
                     key_id=curve.public.decode() if curve else "", heartbeat_s=a.heartbeat)
     try:
         n = node.run(until_round=a.until)
