@@ -66,6 +66,7 @@ from pairzero.protocol.interfaces import (
     RoundPlan,
     RoundPlanner,
 )
+from pairzero.protocol.keys import identity_refusal
 from pairzero.protocol.messages import (
     AP_NODE_ID,
     MAX_INT,
@@ -95,7 +96,7 @@ from pairzero.runinfo import open_jsonl_for_append
 from pairzero.seeds import round_seed
 
 __all__ = [
-    "round_seed", "ApSettings", "Orchestrator", "JsonlMetrics", "MetricsCallback", "identity_refusal",
+    "round_seed", "ApSettings", "Orchestrator", "JsonlMetrics", "MetricsCallback",
     "open_jsonl_for_append", "logged_round_rows", "record_row",
 ]
 
@@ -171,23 +172,6 @@ class _Member:
     next_round: int
     last_seen: float
     key_id: str = ""
-
-
-def identity_refusal(node: int, inbound: Inbound, node_count: int | None,
-                     key_ids: Mapping[bytes, int] | None) -> str:
-    """Why a JOIN claiming ``node`` cannot be who it says (empty: it can): an id outside the
-    enrolled 0..node_count-1, or, with CurveZMQ (``key_ids``: public key -> node id), a key
-    enrolled for another node. Every role that acts as the AP (training, calibration) asks."""
-    if node < 0:
-        return f"node id {node} is invalid"
-    if node_count is not None and node >= node_count:
-        return (f"node id {node} is not enrolled: this experiment has nodes "
-                f"0..{node_count - 1} (nodes.count = {node_count})")
-    if key_ids is not None:
-        owner = key_ids.get((inbound.user_id or "").encode())
-        if owner != node:
-            return f"the authenticated key is enrolled for node {owner}, not node {node}"
-    return ""
 
 
 def logged_round_rows(path: str | Path) -> list[dict[str, Any]]:

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from access_point.orchestrator import identity_refusal
 from pairzero.config import ExperimentConfig
 from pairzero.errors import OperationalError
 from pairzero.phy.calibration import MAX_TIMING_ADVANCE
 from pairzero.phy.rx import NodeEstimate
 from pairzero.protocol.interfaces import ReadyTiming
+from pairzero.protocol.keys import identity_refusal
 from pairzero.protocol.messages import (
     AP_NODE_ID,
     Body,

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _spawn(*args: str, hb: float = HB) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pairzero.protocol.testing", *args, "--experiment", EXP,
+        [sys.executable, "-m", "tests.roles", *args, "--experiment", EXP,
          "--heartbeat", str(hb)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )

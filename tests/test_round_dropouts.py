@@ -150,7 +150,7 @@ def test_node_killed_mid_round_over_zeromq_costs_less_than_three_heartbeats(tmp_
     client = ZmqClient(server.endpoint, heartbeat_s=hb)
     node0 = EdgeNode(0, EXP, client, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=hb)
     victim = subprocess.Popen(
-        [sys.executable, "-m", "pairzero.protocol.testing", "node", "--endpoint", server.endpoint,
+        [sys.executable, "-m", "tests.roles", "node", "--endpoint", server.endpoint,
          "--experiment", EXP, "--node-id", "1", "--heartbeat", str(hb), "--delay", "3.0"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ap_th, ap_out = _thread(orch.run, linger_s=0.0)
