@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from access_point.orchestrator import logged_round_rows, open_jsonl_for_append
 from pairzero.config import ExperimentConfig, load_config
 from pairzero.errors import OperationalError, RunDirUnwritable
+from pairzero.metrics import METRICS_FILE, MetricsWriter, progress_line
 from pairzero.protocol.interfaces import ApPhy
-from pairzero.report import progress_line
 from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
 
 __all__ = ["cmd_ap", "ApProgress"]
@@ -44,17 +43,16 @@ log = logging.getLogger(__name__)
 
 
 class ApProgress:
-    """Metrics callback: evaluation every ``eval_every`` rounds, JSONL row, progress line."""
+    """The AP's metrics: the orchestrator's row of each committed round plus the PHY's privacy
+    (eps spent) and channel fields and an evaluation every ``task.eval_every`` rounds, written
+    by the run's :class:`~pairzero.metrics.MetricsWriter`, and a progress line."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path, replica: Any, phy: ApPhy) -> None:
         self.cfg = cfg
         self.replica = replica
         self.phy = phy
-        self.path = run_dir / "metrics.jsonl"
-        try:
-            self.f = open_jsonl_for_append(self.path)
-        except OSError as e:
-            raise _unwritable(self.path, e) from None
+        self.writer = MetricsWriter(run_dir / METRICS_FILE)
+        self.where = self.writer.where
         self.t0 = time.monotonic()
         self.last: dict[str, Any] = {}
 
@@ -63,23 +61,17 @@ class ApProgress:
         return {"round": round_no, "val_loss": ev["loss"], "val_accuracy": ev["accuracy"]}
 
     def write(self, row: dict[str, Any]) -> None:
-        try:
-            self.f.write(json.dumps(row, allow_nan=False) + "\n")
-            self.f.flush()
-        except OSError as e:
-            raise _unwritable(self.path, e) from None
+        self.writer.write(row)
 
     def logged_rounds(self) -> set[int]:
-        """Rounds (the orchestrator's t) that have a row."""
-        return {int(r["round"]) - 1 for r in logged_round_rows(self.path)}
+        return self.writer.logged_rounds()
 
     def backfill(self, row: dict[str, Any]) -> None:
         """Write the row of a committed round rebuilt from the round log (no evaluation)."""
-        self.write({**row, "round": row["round"] + 1})
+        self.writer.backfill(row)
 
     def __call__(self, row: dict[str, Any]) -> None:
         out = dict(row)
-        out["round"] = row["round"] + 1  # rounds completed, as in simulate's metrics
         eps = self.phy.eps_spent()
         if eps is not None:
             # JSON has no infinity: baseband's "no privacy against the AP" is null + a note.
@@ -97,17 +89,11 @@ class ApProgress:
             print(progress_line(out, self.cfg.run.rounds), flush=True)
 
     def close(self) -> None:
-        try:
-            self.f.close()
-        except OSError as e:  # a full disk on the last flush; the row is rebuilt on resume
-            log.warning("%s: %s", self.path, e)
+        self.writer.close()
 
 
 def _unwritable(path: Path, e: OSError) -> RunDirUnwritable:
-    return RunDirUnwritable(
-        f"{path}: cannot write: {e.strerror or e} (full disk or read-only run directory?); "
-        "the round log is consistent: free space or make the run directory writable, then "
-        "restart the AP on this run directory")
+    return RunDirUnwritable.at(path, e)
 
 
 def _finite(x: float) -> float | None:
@@ -174,7 +160,7 @@ def cmd_ap(args: argparse.Namespace) -> int:
     except OSError as e:
         raise _unwritable(summary_path, e) from None
     if done and cfg.output.plots:
-        from pairzero.report import plot_run
+        from pairzero.plots import plot_run
 
         for p in plot_run(run_dir):
             print(f"plot: {p}", flush=True)

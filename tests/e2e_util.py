@@ -18,6 +18,7 @@ import yaml
 
 from access_point.roundlog import RoundLog
 from pairzero.config import ExperimentConfig, config_from_dict
+from pairzero.metrics import read_metrics
 from pairzero.protocol.messages import RoundRecord
 from pairzero.runinfo import experiment_id
 from pairzero.trainer import ZOTrainer
@@ -54,12 +55,6 @@ def _scan(p: int, n: int, stop: int) -> int | None:
         if ok:
             return p
     return None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete lines only: a process may be appending the last one while we read."""
-    lines = path.read_text().split("\n")[:-1]  # the part after the last newline is unfinished
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def load_cfg(run_dir: Path) -> ExperimentConfig:
@@ -114,5 +109,5 @@ def run_loopback(sets: Sequence[str], config: Path | None = None, ports: int = 8
                      f"{res.stderr[-2000:]}")
         (run_dir,) = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.is_symlink()]
         nodes = [json.loads(p.read_text()) for p in sorted((run_dir / "nodes").glob("edge*.json"))]
-        return LoopbackRun(cmd[3:], wall, read_jsonl(run_dir / "metrics.jsonl"), nodes,
+        return LoopbackRun(cmd[3:], wall, read_metrics(run_dir), nodes,
                            (run_dir / "config.yaml").read_text())

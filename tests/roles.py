@@ -18,9 +18,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator
+from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode
+from pairzero.metrics import MetricsWriter
 from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.keys import load_client_keys, load_server_keys
 from pairzero.protocol.testing import ConstantPlanner, IdealApPhy, QuadraticTrainer
@@ -31,7 +32,7 @@ def _ap_main(a: argparse.Namespace) -> int:
     curve, ids = load_server_keys(a.keys) if a.keys else (None, None)
     rl = RoundLog.open(a.log, a.experiment)
     tx = ZmqServer(a.endpoint, curve=curve, heartbeat_s=a.heartbeat)
-    metrics = JsonlMetrics(a.metrics) if a.metrics else None
+    metrics = MetricsWriter(a.metrics) if a.metrics else None
     settings = ApSettings(
         experiment=a.experiment, master_seed=a.seed, rounds=a.rounds,
         manifest_digest=QuadraticTrainer(0, a.dim).manifest_digest(), lr=a.lr,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_util import free_port_block, read_jsonl, replay_hash, round_log
+from pairzero.metrics import read_metrics
+from tests.e2e_util import free_port_block, replay_hash, round_log
 
 pytest.importorskip("gnuradio.uhd")
 
@@ -53,7 +54,7 @@ def test_the_radios_are_the_usrp_front_ends_on_emulated_devices(emulated_run: Pa
 def test_every_round_is_committed_once(emulated_run: Path) -> None:
     recs = round_log(emulated_run)
     assert [r.t for r in recs] == list(range(ROUNDS))
-    rows = [r for r in read_jsonl(emulated_run / "metrics.jsonl") if "g_hat" in r]
+    rows = [r for r in read_metrics(emulated_run / "metrics.jsonl") if "g_hat" in r]
     assert [r["round"] for r in rows] == list(range(1, ROUNDS + 1))
     # frames are timed on the radios' clock, in order
     samples = [r["tx_sample"] for r in rows]
@@ -67,7 +68,7 @@ def test_after_one_pilot_frame_every_round_carries_every_node(emulated_run: Path
 
 
 def test_validation_loss_decreases(emulated_run: Path) -> None:
-    evals = [r for r in read_jsonl(emulated_run / "metrics.jsonl") if "val_loss" in r]
+    evals = [r for r in read_metrics(emulated_run / "metrics.jsonl") if "val_loss" in r]
     assert [r["round"] for r in evals] == [0, ROUNDS // 2, ROUNDS]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_util import free_port_block, read_jsonl, replay_hash, round_log
+from pairzero.metrics import read_metrics
+from tests.e2e_util import free_port_block, replay_hash, round_log
 
 ROUNDS = 12
 
@@ -44,7 +45,7 @@ def gnuradio_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_round_is_committed_once(gnuradio_run: Path) -> None:
     recs = round_log(gnuradio_run)
     assert [r.t for r in recs] == list(range(ROUNDS))
-    rows = [r for r in read_jsonl(gnuradio_run / "metrics.jsonl") if "g_hat" in r]
+    rows = [r for r in read_metrics(gnuradio_run / "metrics.jsonl") if "g_hat" in r]
     assert [r["round"] for r in rows] == list(range(1, ROUNDS + 1))
 
 
@@ -58,7 +59,7 @@ def test_over_the_air_rounds_include_every_node(gnuradio_run: Path) -> None:
 
 
 def test_validation_loss_decreases(gnuradio_run: Path) -> None:
-    evals = [r for r in read_jsonl(gnuradio_run / "metrics.jsonl") if "val_loss" in r]
+    evals = [r for r in read_metrics(gnuradio_run / "metrics.jsonl") if "val_loss" in r]
     assert [r["round"] for r in evals] == [0, ROUNDS // 2, ROUNDS]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator, round_seed
+from access_point.orchestrator import ApSettings, Orchestrator, round_seed
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, JoinRejected
+from pairzero.metrics import MetricsWriter
 from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.testing import (
     ConstantPlanner,
@@ -59,7 +60,7 @@ def test_orchestrator_three_nodes_identical_state_equal_to_log_replay(tmp_path: 
     rounds = 6
     hub = InProcHub()
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
-    metrics = JsonlMetrics(tmp_path / "metrics.jsonl")
+    metrics = MetricsWriter(tmp_path / "metrics.jsonl")
     orch = Orchestrator(_settings(rounds), hub.server(), rl, ConstantPlanner(), IdealApPhy(),
                         metrics=metrics, replica=QuadraticTrainer(0))
     nodes = [_node(hub, k) for k in range(3)]
@@ -85,7 +86,7 @@ def test_orchestrator_three_nodes_identical_state_equal_to_log_replay(tmp_path: 
     expected0 = np.mean([z0 @ (0 - QuadraticTrainer(k).target) for k in range(3)])
     assert recs[0].g_hat == pytest.approx(expected0, rel=1e-12)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rows] == list(range(rounds))
+    assert [r["round"] for r in rows] == list(range(1, rounds + 1))  # rounds completed
     assert rows[0]["missing"] == []
     rl.close()
 

@@ -15,6 +15,7 @@ from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, JoinRejected
 from pairzero.config import config_from_dict
+from pairzero.metrics import MemoryMetrics
 from pairzero.phy.baseband import BasebandApPhy, BasebandNodePhy
 from pairzero.protocol.keys import cmd_keys, load_client_keys, load_server_keys
 from pairzero.protocol.messages import (
@@ -347,8 +348,9 @@ def test_hostile_joined_node_leaves_the_baseband_ap_serving_and_finishing(tmp_pa
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     settings = ApSettings(EXP, 1, rounds, manifest, 0.05, ready_timeout_s=20.0, heartbeat_s=HB,
                           min_nodes=2, hash_every=1, node_count=2)
-    rows: list[dict] = []
-    orch = Orchestrator(settings, server, rl, phy, phy, metrics=rows.append,
+    metrics = MemoryMetrics()
+    rows = metrics.rows
+    orch = Orchestrator(settings, server, rl, phy, phy, metrics=metrics,
                         replica=QuadraticTrainer(0))
     hostile = _HostileNode(server.endpoint, 1, manifest)
     outsider_ctx = zmq.Context()

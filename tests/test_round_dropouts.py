@@ -19,6 +19,7 @@ import zmq
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode
+from pairzero.metrics import MemoryMetrics
 from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.messages import (
     Heartbeat,
@@ -63,11 +64,12 @@ def _one_round_where_node_1_vanishes(tmp_path: Path, vanish) -> tuple[float, dic
     READY deadline 30 s. Returns the round's wall time and its metrics row."""
     hub = InProcHub()
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
-    rows: list[dict] = []
+    metrics = MemoryMetrics()
+    rows = metrics.rows
     settings = ApSettings(EXP, 1, 1, MANIFEST, 0.05, ready_timeout_s=30.0, heartbeat_s=1.0,
                           min_nodes=2, node_count=2)
     orch = Orchestrator(settings, hub.server(), rl, ConstantPlanner(), IdealApPhy(),
-                        metrics=rows.append)
+                        metrics=metrics)
     n1 = hub.client("n1")
     n1.send(encode(make(EXP, 0, Join(1, MANIFEST, "", "", 0))))
     node0 = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0, compute_delay_s=0.3),
@@ -143,10 +145,11 @@ def test_node_killed_mid_round_over_zeromq_costs_less_than_three_heartbeats(tmp_
     hb, rounds = 0.5, 3
     server = ZmqServer("tcp://127.0.0.1:*", heartbeat_s=hb)
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
-    rows: list[dict] = []
+    metrics = MemoryMetrics()
+    rows = metrics.rows
     settings = ApSettings(EXP, 1, rounds, MANIFEST, 0.05, ready_timeout_s=30.0, heartbeat_s=hb,
                           min_nodes=2, start_timeout_s=60.0, node_count=2)
-    orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(), metrics=rows.append)
+    orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(), metrics=metrics)
     client = ZmqClient(server.endpoint, heartbeat_s=hb)
     node0 = EdgeNode(0, EXP, client, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=hb)
     victim = subprocess.Popen(

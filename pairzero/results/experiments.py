@@ -205,7 +205,7 @@ def _curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_simulate(point: Point, preset: Preset, work: Path) -> Result:
     """A ``pairzero simulate`` run; its run directory is removed, the curve is kept."""
-    from pairzero.report import read_metrics
+    from pairzero.metrics import read_metrics
     from pairzero.simulate import run_simulation
 
     cfg = load_config_dict(point.params["config"])
@@ -248,7 +248,7 @@ def run_loopback(point: Point, preset: Preset, work: Path) -> Result:
     resolved config, so every process uses the same G (see :mod:`pairzero.clip`).
     """
     from pairzero.clip import resolve_clip
-    from pairzero.report import read_metrics
+    from pairzero.metrics import read_metrics
     from pairzero.tasks import with_task_prompt
 
     t0 = time.monotonic()
