@@ -15,9 +15,7 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
 import socket
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -192,8 +190,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     of the running ``pairzero edge`` processes. Writes ``--output`` (or, with ``--verify``,
     measures with ``radio.calibration_file`` applied). Returns 0, or 1 when the nodes did not
     converge / are out of tolerance (the nodes named)."""
-    from pairzero.loopback import busy_ports
-    from pairzero.procs import Child, Supervisor
+    from pairzero.launch import Testbed, launch_testbed, ports_in_use
     from pairzero.protocol.keys import generate_keys, load_server_keys
     from pairzero.protocol.transport import ZmqServer
     from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
@@ -225,9 +222,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if cfg.network.ap_host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"network.ap_host: {cfg.network.ap_host!r}; a local calibration runs "
                              "on 127.0.0.1")
-        ports = [cfg.network.control_port] + [cfg.network.sample_port_base + i
-                                               for i in range(cfg.nodes.count + 1)]
-        busy = busy_ports(cfg.network.ap_host, ports)
+        busy = ports_in_use(cfg)
         if busy:
             raise OSError(f"ports {busy} on {cfg.network.ap_host} are in use (another run?); pick "
                           "others with --set network.control_port=... --set network.sample_port_base=...")
@@ -239,22 +234,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                                                    keys_dir=str(run_dir / "keys")))
         write_provenance(cfg, run_dir)
     curve, key_ids = load_server_keys(cfg.network.keys_dir) if cfg.network.curve else (None, None)
-    sup = Supervisor(grace_s=10.0)
+    bed: Testbed | None = None
     transport = phy = None
     try:
         endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
         transport = ZmqServer(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
-        if local:
-            exe = [sys.executable, "-m", "pairzero.cli"]
-            common = ["--config", str(run_dir / "config.yaml"), "--log-level",
-                      getattr(args, "log_level", "INFO")]
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1"}
-            logs = run_dir / "logs"
-            sup.start(Child("channel", [*exe, "channel", *common], logs / "channel.log"), env)
-            for k in range(cfg.nodes.count):
-                sup.start(Child(f"edge{k}", [*exe, "edge", *common, "--node-id", str(k),
-                                             "--run-dir", str(run_dir)], logs / f"edge{k}.log"), env)
+        if local:  # this command is the AP of the edge processes it starts
+            bed = launch_testbed(cfg, run_dir, ap=False, log_level=getattr(args, "log_level", "INFO"),
+                                 grace_s=10.0)
         from radio.factory import build_ap_round_phy
 
         phy = build_ap_round_phy(cfg)
@@ -315,7 +302,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             return 1
         return 0
     finally:
-        sup.stop()
+        if bed is not None:
+            bed.stop()
         if phy is not None:
             phy.close()
         if transport is not None:

@@ -39,7 +39,7 @@ log = logging.getLogger("pairzero.cli")
 # subcommand -> (one-line help, "module:function" implementing it, or None if not yet built)
 COMMANDS: dict[str, tuple[str, str | None]] = {
     "loopback": ("run AP, channel emulator and K edge nodes as processes on this machine",
-                 "pairzero.loopback:cmd_loopback"),
+                 "pairzero.launch:cmd_loopback"),
     "ap": ("run the access-point process", "access_point.main:cmd_ap"),
     "edge": ("run one edge-node process", "edge_node.main:cmd_edge"),
     "channel": ("run the loopback channel emulator process", "radio.channel_cli:cmd_channel"),
@@ -99,7 +99,7 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name in ("loopback", "simulate", "ap"):
         p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
     if name == "loopback":
-        p.add_argument("--ap-restarts", type=int, default=3, metavar="N",  # loopback.AP_RESTARTS
+        p.add_argument("--ap-restarts", type=int, default=3, metavar="N",  # launch.AP_RESTARTS
                        help="restart a crashed AP on the run directory up to N times "
                             "(default: %(default)s; 0: never)")
     if name in ("ap", "channel", "edge"):

@@ -8,29 +8,20 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pairzero.metrics import read_metrics
-from tests.e2e_util import free_port_block, replay_hash, round_log
+from tests.e2e_util import replay_hash, round_log, run_loopback
 
 ROUNDS = 12
 
 
 def _run_loopback(tmp_path: Path, *overrides: str, timeout: float = 300) -> Path:
-    base = free_port_block(6)
-    cmd = [sys.executable, "-m", "pairzero.cli", "loopback", "--out", str(tmp_path),
-           "--set", f"network.control_port={base}", "--set", f"network.sample_port_base={base + 1}",
-           "--set", "output.plots=false", "--set", "nodes.count=3"]
-    for o in overrides:
-        cmd += ["--set", o]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]
-    return run_dir
+    run = run_loopback(["nodes.count=3", *overrides], out=tmp_path, timeout_s=timeout)
+    assert run.run_dir is not None
+    return run.run_dir
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pairzero.config import config_to_dict, load_config
-from pairzero.loopback import ap_crashed
+from pairzero.launch import ap_crashed
 from pairzero.metrics import read_metrics
 from tests.e2e_util import free_port_block, replay_hash, round_log
 
