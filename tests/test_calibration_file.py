@@ -189,17 +189,17 @@ def _pilot_estimates(cfg, ap, nodes):
 
 
 def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
-    """The calibration measured in one process (loopback) on a 27 dB path-loss spread, then the
-    AP and the nodes
-    started with its file send a pilot frame through the emulator: levels, phases and delays at
-    the AP are aligned. Bounds: level and phase spread from the two independent pilot errors
-    (tests.test_calibration_alignment._spread_bounds: pass 1 sets the correction, this frame
-    verifies it); the issue's limits (0.5 dB, 5 deg, 0.25 sample) on top."""
+    """The control-plane calibration (run in one process, loopback) on a 27 dB path-loss
+    spread, then the AP and the nodes started with its file send a pilot frame through the
+    emulator: levels, phases and delays at the AP are aligned. Bounds: level and phase spread
+    from the two independent pilot errors (tests.test_calibration_alignment._spread_bounds: the
+    last pass measured the correction, this frame verifies it); the issue's limits (0.5 dB,
+    5 deg, 0.25 sample) on top."""
     pytest.importorskip("gnuradio.gr")
-    from calibration.cli import write_loopback_calibration
     from pairzero.phy import FrameLayout
     from radio.emulator import ChannelEmulator, draw_node_channels
     from radio.factory import build_ap_phy, build_node_phy
+    from tests.calibration_util import calibrate_in_process
     from tests.e2e_util import free_port_block
     from tests.test_calibration_alignment import _spread_bounds
 
@@ -209,7 +209,7 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
             "run.seed=4", "privacy.enabled=false", f"network.sample_port_base={base}",
             f"network.control_port={base - 1}"]
     out = tmp_path / "cal.yaml"
-    write_loopback_calibration(load_config(None, over), out)
+    calibrate_in_process(load_config(None, over), out)
     cfg = load_config(None, [*over, f"radio.calibration_file={out}"])
     cal = read_calibration_file(out)
     amps = [abs(c.gain) for c in draw_node_channels(cfg.channel, cfg.nodes, cfg.run.seed)]
@@ -253,8 +253,15 @@ def test_emulated_usrp_nodes_apply_the_file(tmp_path):
     pytest.importorskip("gnuradio.uhd")
     import threading
 
-    from calibration.core import calibration_entries, compute_calibration
+    from calibration.session import (
+        Measurement,
+        Setting,
+        calibration_entries,
+        default_target,
+        next_settings,
+    )
     from pairzero.phy import FrameLayout
+    from pairzero.phy.mode import phy_mode
     from pairzero.phy.rx import NodeEstimate
     from pairzero.protocol.interfaces import ReadyTiming
     from radio.emulator import ChannelEmulator, draw_node_channels
@@ -267,10 +274,14 @@ def test_emulated_usrp_nodes_apply_the_file(tmp_path):
             f"network.sample_port_base={free_port_block(5)}"]
     cfg = load_config("configs/emulated_usrp.yaml", over)
     chans = draw_node_channels(cfg.channel, cfg.nodes, cfg.run.seed)
-    exact = [NodeEstimate(k, True, c.gain, 0.0, c.delay, 0.0, 50.0, 1e3) for k, c in enumerate(chans)]
-    corr = compute_calibration(exact, cfg.radio.tx_gain_db, gain_step_db=1.0)
+    ref, gains_range = cfg.radio.tx_gain_db, phy_mode(cfg).tx_gain_range_db
+    exact = [Measurement(k, NodeEstimate(k, True, c.gain, 0.0, c.delay, 0.0, 50.0, 1e3), Setting(ref))
+             for k, c in enumerate(chans)]
+    new = next_settings(exact, default_target(exact, ref, gains_range), ref, gains_range, 1.0)
+    corr = [new[k] for k in range(4)]
     path = write_calibration_file(tmp_path / "cal.yaml", CalibrationFile(
-        utc_now(), "test", "usrp", tuple(calibration_entries(cfg, corr)), {}))
+        utc_now(), "test", "usrp", tuple(calibration_entries(cfg, [
+            Measurement(k, m.estimate, new[k]) for k, m in enumerate(exact)])), {}))
     cfg = load_config("configs/emulated_usrp.yaml", [*over, f"radio.calibration_file={path}"])
     amps = [abs(c.gain) for c in chans]
     tp = FrameLayout(cfg.phy, 4).pilot_template
