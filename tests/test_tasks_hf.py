@@ -21,7 +21,8 @@ import pytest
 datasets = pytest.importorskip("datasets")  # scripts/setup.sh installs it (extra `hf`)
 
 from pairzero.config import TaskConfig  # noqa: E402
-from pairzero.tasks import Example, TaskUnavailableError, _parse_hf_spec, load_task  # noqa: E402
+from pairzero.tasks import Example, TaskUnavailableError, load_task  # noqa: E402
+from pairzero.tasks.data import _parse_hf_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LOAD_SST2 = """
