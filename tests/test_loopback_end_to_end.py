@@ -15,12 +15,16 @@ import pytest
 from pairzero.metrics import read_metrics
 from tests.e2e_util import replay_hash, round_log, run_loopback
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 ROUNDS = 12
 
 
 def _run_loopback(tmp_path: Path, *overrides: str, timeout: float = 300) -> Path:
     run = run_loopback(["nodes.count=3", *overrides], out=tmp_path, timeout_s=timeout)
     assert run.run_dir is not None
+    # A quiet run: none of GNU Radio's INFO lines (one per block buffer) reach the terminal
+    assert ":info:" not in run.stdout and "set_min_output_buffer" not in run.stdout, run.stdout
     return run.run_dir
 
 
