@@ -74,3 +74,31 @@ def test_every_module_the_architecture_page_names_exists() -> None:
             "access_point/orchestrator.py", "edge_node/runtime.py", "pairzero/metrics.py",
             "radio/factory.py"} <= named
     assert sorted(p for p in named if not (ROOT / p).exists()) == []
+
+
+#: What a test body does when it starts processes or runs the channel emulator.
+_E2E_WORDS = re.compile(r"\b(subprocess|Popen|run_loopback|launch_testbed|tests\.roles|ChannelEmulator|"
+                        r"calibrate_in_process)\b")
+
+
+def _unmarked_e2e(path: Path) -> list[str]:
+    """Test functions of ``path`` whose body starts processes or the emulator, without the
+    ``e2e`` mark (on the function, or ``pytestmark`` on the module)."""
+    src = path.read_text()
+    tree = ast.parse(src)
+    if any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+           and "e2e" in ast.unparse(n.value) for n in tree.body):
+        return []
+    out = []
+    for n in tree.body:
+        if isinstance(n, ast.FunctionDef) and n.name.startswith("test_"):
+            marked = any("e2e" in ast.unparse(d) for d in n.decorator_list)
+            body = "\n".join(ast.unparse(s) for s in n.body)
+            if not marked and _E2E_WORDS.search(body):
+                out.append(f"{path.name}::{n.name}")
+    return out
+
+
+def test_tests_that_start_processes_or_the_emulator_are_marked_e2e() -> None:
+    files = [p for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_architecture.py"]
+    assert [t for p in sorted(files) for t in _unmarked_e2e(p)] == []

@@ -7,6 +7,8 @@ import yaml
 
 from pairzero.phy.calibration import read_calibration_file
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 K_SIGMA = 5.0  # P(|Z| > 5) = 5.7e-7 per Gaussian check
 GAIN_BIAS = 3e-4  # noiseless relative bias of |h_hat| (<= 2.7e-4: tests/test_phy_loopback_flowgraph.py)
 

@@ -26,6 +26,8 @@ from pairzero.config import load_config  # noqa: E402
 from pairzero.phy.calibration import read_calibration_file  # noqa: E402
 from tests.e2e_util import free_port_block  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 GEOMETRY = ["channel.fading=none", "channel.path_loss_exponent=3", "nodes.distances_m=[10,20,40,80]",
             "channel.snr_db=40", "privacy.enabled=false"]
 LOOPBACK = ["nodes.count=4", "channel.max_cfo=0", *GEOMETRY]

@@ -188,6 +188,7 @@ def _pilot_estimates(cfg, ap, nodes):
     return {e.node: e for e in ap.last_rx.nodes}
 
 
+@pytest.mark.e2e
 def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
     """The control-plane calibration (run in one process, loopback) on a 27 dB path-loss
     spread, then the AP and the nodes started with its file send a pilot frame through the
@@ -245,6 +246,7 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
     np.testing.assert_allclose(lv, [cal.entry(k).level_db for k in range(4)], atol=level_bound)
 
 
+@pytest.mark.e2e
 def test_emulated_usrp_nodes_apply_the_file(tmp_path):
     """On emulated USRPs (configs/emulated_usrp.yaml, 27 dB path-loss spread) a file made from
     the emulator's own channel draw (exact gains and delays) sets every radio's analog gain (the

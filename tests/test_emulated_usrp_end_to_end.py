@@ -19,6 +19,8 @@ from tests.e2e_util import replay_hash, round_log, run_loopback
 
 pytest.importorskip("gnuradio.uhd")
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 12
 K = 4

@@ -15,12 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pairzero.config import config_to_dict, load_config
 from pairzero.metrics import read_metrics
 from pairzero.protocol.keys import generate_keys
 from tests.e2e_util import free_port_block, replay_hash, round_log
+
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
 
 ROUNDS = 200
 PY = [sys.executable, "-m", "pairzero.cli"]

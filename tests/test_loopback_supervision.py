@@ -23,6 +23,8 @@ from pairzero.launch import ap_crashed
 from pairzero.metrics import read_metrics
 from tests.e2e_util import free_port_block, replay_hash, round_log
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 PY = [sys.executable, "-m", "pairzero.cli"]
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from access_point.orchestrator import ApSettings, Orchestrator, round_seed
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode
@@ -23,6 +25,8 @@ from pairzero.protocol.testing import (
 )
 from pairzero.protocol.transport import ZmqClient, ZmqServer
 from tests.e2e_util import free_port_block
+
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
 
 EXP = "exp-crash"
 HB = 0.5  # peers drop each other after 3 silent heartbeats

@@ -110,6 +110,7 @@ def test_node_with_give_up_zero_keeps_waiting_for_the_ap() -> None:
     assert not node.joined
 
 
+@pytest.mark.e2e
 def test_edge_cli_without_an_ap_stops_with_one_line_and_status_1(tmp_path: Path) -> None:
     # Prepare: a port nothing listens on; baseband PHY (no sample sockets)
     with socket.socket() as s:

@@ -28,6 +28,8 @@ from radio.emulated import EmulatedUhd  # noqa: E402
 from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
 from radio.usrp import UsrpFrontEnd  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 RATE = 250e3  # a rate a B200's 32 MHz master clock divides to (x 1/128)
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
 from access_point.orchestrator import ApSettings, Orchestrator
@@ -139,6 +140,7 @@ def test_a_leave_queued_before_the_connection_closes_is_a_clean_leave(tmp_path: 
     assert orch.dropped == 0
 
 
+@pytest.mark.e2e
 def test_node_killed_mid_round_over_zeromq_costs_less_than_three_heartbeats(tmp_path: Path) -> None:
     # Prepare: real sockets; node 1 is a separate process whose rounds take 3 s of compute;
     # heartbeat 0.5 s, READY deadline 30 s
@@ -191,6 +193,7 @@ def test_node_killed_mid_round_over_zeromq_costs_less_than_three_heartbeats(tmp_
     assert node0.trainer.model_hash() == replay_hash(recs)
 
 
+@pytest.mark.e2e
 def test_edge_node_says_leave_when_terminated(tmp_path: Path) -> None:
     # Prepare: a scripted AP (ROUTER) and a real `pairzero edge` process (baseband)
     ctx = zmq.Context()

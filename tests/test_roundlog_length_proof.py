@@ -297,6 +297,7 @@ def test_metrics_rows_beyond_the_log_are_refused(tmp_path: Path) -> None:
     rl.close()
 
 
+@pytest.mark.e2e
 def test_ap_refuses_a_damaged_log_in_one_line_with_status_1(tmp_path: Path) -> None:
     # Prepare: a run directory whose log was truncated to zero length (its head says 3 rounds)
     port = free_port_block(2)
