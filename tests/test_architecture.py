@@ -102,3 +102,13 @@ def _unmarked_e2e(path: Path) -> list[str]:
 def test_tests_that_start_processes_or_the_emulator_are_marked_e2e() -> None:
     files = [p for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_architecture.py"]
     assert [t for p in sorted(files) for t in _unmarked_e2e(p)] == []
+
+
+def test_every_relative_link_of_the_readme_and_the_docs_exists() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert broken == []

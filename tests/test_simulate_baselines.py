@@ -79,7 +79,7 @@ def test_third_party_progress_bars_are_off_unless_asked(monkeypatch: pytest.Monk
 
 @pytest.mark.slow
 def test_topic_pairzero_within_2_points_of_noiseless_on_average(tmp_path: Path) -> None:
-    # The README's claim on builtin-topic (configs/topic.yaml: K = 50, 60 rounds, 10 dB,
+    # The claim of docs/benchmarks.md on builtin-topic (configs/topic.yaml: K = 50, 60 rounds, 10 dB,
     # eps = 8), mean over the three seeds docs/results.md uses (about 5 min on 2 cores):
     # pAirZero ends within 2 points of noiseless federated ZO, spends its whole budget and
     # never more, and digital ZO under the same per-node guarantee ends far below both.

@@ -87,7 +87,7 @@ def test_cli_simulate_prints_progress(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.slow
 def test_default_config_pairzero_within_2_points_of_noiseless(tmp_path: Path) -> None:
-    # The README's claim: on the embedded default (30 nodes, Rayleigh at 10 dB, epsilon = 8),
+    # The claim of docs/benchmarks.md: on the embedded default (30 nodes, Rayleigh at 10 dB, epsilon = 8),
     # over-the-air aggregation with privacy ends within 2 points of exact aggregation.
     base = ["output.plots=false"]
     ota = run_simulation(load_config(None, base), tmp_path / "ota", echo=False)
