@@ -310,9 +310,16 @@ def run_phy(point: Point, preset: Preset, work: Path) -> Result:
             if key not in data:
                 raise PointFailed(f"bench/phy_nmse.py: {path.name} has no {key!r}")
         return data, {"command": cmd[1:]}, None
+    from pairzero.launch import free_port_block
+
     yaml_out = out / "calibration.yaml"
+    base = free_port_block(int(p["nodes"]) + 2)
+    # Its run directory in the scratch directory, on free ports (not the config's, which another
+    # run on this machine may hold).
     cmd = [sys.executable, "-m", "pairzero.cli", "calibrate", "--config", p["config"],
-           "--output", str(yaml_out), "--set", f"nodes.count={p['nodes']}", "--set", f"run.seed={p['seed']}"]
+           "--output", str(yaml_out), "--out", str(out), "--set", f"nodes.count={p['nodes']}",
+           "--set", f"run.seed={p['seed']}", "--set", f"network.control_port={base}",
+           "--set", f"network.sample_port_base={base + 1}"]
     _subprocess(cmd, preset.timeout_s, "pairzero calibrate")
     meta = (yaml.safe_load(yaml_out.read_text()) or {}).get("meta") or {}
     try:
