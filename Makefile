@@ -3,7 +3,7 @@ VENV ?= .venv
 export PAIRZERO_VENV := $(VENV)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint bench grc simulate results results-quick clean
+.PHONY: setup demo test test-fast test-slow lint bench grc simulate results results-quick clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,10 @@ demo: setup
 # (faulthandler_timeout) and the whole run is stopped after 40.
 test: setup
 	timeout --signal=TERM --kill-after=30 2400 $(BIN)/python -m pytest
+
+# The unit tier only (no processes, no channel emulator): under 2 minutes on 2 cores.
+test-fast: setup
+	timeout --signal=TERM --kill-after=30 600 $(BIN)/python -m pytest -m "unit and not slow"
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

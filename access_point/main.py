@@ -31,29 +31,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from access_point.orchestrator import logged_round_rows, open_jsonl_for_append
 from pairzero.config import ExperimentConfig, load_config
 from pairzero.errors import OperationalError, RunDirUnwritable
-from pairzero.report import progress_line
+from pairzero.metrics import METRICS_FILE, MetricsWriter, progress_line
+from pairzero.protocol.interfaces import ApPhy
 from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
 
-__all__ = ["cmd_ap", "ApProgress", "build_phy"]
+__all__ = ["cmd_ap", "ApProgress"]
 
 log = logging.getLogger(__name__)
 
 
 class ApProgress:
-    """Metrics callback: evaluation every ``eval_every`` rounds, JSONL row, progress line."""
+    """The AP's metrics: the orchestrator's row of each committed round plus the PHY's privacy
+    (eps spent) and channel fields and an evaluation every ``task.eval_every`` rounds, written
+    by the run's :class:`~pairzero.metrics.MetricsWriter`, and a progress line."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, replica: Any, ota: Any) -> None:
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, replica: Any, phy: ApPhy) -> None:
         self.cfg = cfg
         self.replica = replica
-        self.ota = ota
-        self.path = run_dir / "metrics.jsonl"
-        try:
-            self.f = open_jsonl_for_append(self.path)
-        except OSError as e:
-            raise _unwritable(self.path, e) from None
+        self.phy = phy
+        self.writer = MetricsWriter(run_dir / METRICS_FILE)
+        self.where = self.writer.where
         self.t0 = time.monotonic()
         self.last: dict[str, Any] = {}
 
@@ -62,33 +61,25 @@ class ApProgress:
         return {"round": round_no, "val_loss": ev["loss"], "val_accuracy": ev["accuracy"]}
 
     def write(self, row: dict[str, Any]) -> None:
-        try:
-            self.f.write(json.dumps(row, allow_nan=False) + "\n")
-            self.f.flush()
-        except OSError as e:
-            raise _unwritable(self.path, e) from None
+        self.writer.write(row)
 
     def logged_rounds(self) -> set[int]:
-        """Rounds (the orchestrator's t) that have a row."""
-        return {int(r["round"]) - 1 for r in logged_round_rows(self.path)}
+        return self.writer.logged_rounds()
 
     def backfill(self, row: dict[str, Any]) -> None:
         """Write the row of a committed round rebuilt from the round log (no evaluation)."""
-        self.write({**row, "round": row["round"] + 1})
+        self.writer.backfill(row)
 
     def __call__(self, row: dict[str, Any]) -> None:
         out = dict(row)
-        out["round"] = row["round"] + 1  # rounds completed, as in simulate's metrics
-        eps = getattr(self.ota, "eps_spent", lambda: None)()
+        eps = self.phy.eps_spent()
         if eps is not None:
             # JSON has no infinity: baseband's "no privacy against the AP" is null + a note.
             out["eps_spent"] = _finite(eps)
             if not math.isfinite(eps):
                 out["privacy"] = "none against the AP (radio.mode baseband: exact scalars in READY)"
-        last = getattr(self.ota, "last", None)
-        if last is not None:
-            out.update(sq_err=_finite(last.sq_err), g_true_mean=_finite(last.true_mean),
-                       mse_closed_form=_finite(last.mse_closed_form), n_active=int(last.n_active))
+        out.update({k: _finite(v) if isinstance(v, float) else v
+                    for k, v in self.phy.round_metrics().items()})
         if out["round"] % self.cfg.task.eval_every == 0 or out["round"] == self.cfg.run.rounds:
             out.update({k: v for k, v in self.evaluate(out["round"]).items() if k != "round"})
         out["elapsed_s"] = round(time.monotonic() - self.t0, 3)
@@ -98,35 +89,15 @@ class ApProgress:
             print(progress_line(out, self.cfg.run.rounds), flush=True)
 
     def close(self) -> None:
-        try:
-            self.f.close()
-        except OSError as e:  # a full disk on the last flush; the row is rebuilt on resume
-            log.warning("%s: %s", self.path, e)
+        self.writer.close()
 
 
 def _unwritable(path: Path, e: OSError) -> RunDirUnwritable:
-    return RunDirUnwritable(
-        f"{path}: cannot write: {e.strerror or e} (full disk or read-only run directory?); "
-        "the round log is consistent: free space or make the run directory writable, then "
-        "restart the AP on this run directory")
+    return RunDirUnwritable.at(path, e)
 
 
 def _finite(x: float) -> float | None:
     return float(x) if x == x and abs(x) != float("inf") else None
-
-
-def build_phy(cfg: ExperimentConfig) -> Any:
-    """The AP's planner + receive chain for ``radio.mode`` (one object implementing both)."""
-    mode = cfg.radio.mode
-    if mode == "baseband":
-        from access_point.baseband import BasebandOTA
-
-        return BasebandOTA(cfg)
-    if mode in ("loopback", "usrp"):
-        import radio
-
-        return radio.ap_phy(cfg)
-    raise ValueError(f"radio.mode: {mode!r} is not supported by the AP")
 
 
 def cmd_ap(args: argparse.Namespace) -> int:
@@ -136,6 +107,7 @@ def cmd_ap(args: argparse.Namespace) -> int:
     from pairzero.protocol.keys import load_server_keys
     from pairzero.protocol.transport import ZmqServer
     from pairzero.trainer import ZOTrainer
+    from radio.factory import build_ap_phy
 
     cfg = load_config(args.config, args.overrides)
     exp = experiment_id(cfg)
@@ -153,12 +125,10 @@ def cmd_ap(args: argparse.Namespace) -> int:
         rl = RoundLog.open(run_dir / "rounds.sqlite", exp)
         stack.callback(rl.close)
         replica = ZOTrainer(cfg, node_ids=[])
-        phy = build_phy(cfg)
-        if hasattr(phy, "close"):
-            stack.callback(phy.close)
-        attach = getattr(phy, "attach_ledger", None)
-        if attach is not None:  # privacy charges, durable before any frame goes out
-            attach(str(run_dir / "privacy.jsonl"))
+        phy = build_ap_phy(cfg)
+        stack.callback(phy.close)
+        # privacy charges, durable before any frame goes out (a no-op without accounting)
+        phy.attach_ledger(str(run_dir / "privacy.jsonl"))
         progress = ApProgress(cfg, run_dir, replica, phy)
         stack.callback(progress.close)
         settings = ApSettings.from_config(cfg, exp, replica.manifest_digest())
@@ -190,7 +160,7 @@ def cmd_ap(args: argparse.Namespace) -> int:
     except OSError as e:
         raise _unwritable(summary_path, e) from None
     if done and cfg.output.plots:
-        from pairzero.report import plot_run
+        from pairzero.plots import plot_run
 
         for p in plot_run(run_dir):
             print(f"plot: {p}", flush=True)

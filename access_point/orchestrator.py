@@ -16,7 +16,7 @@ One round t:
 6. the optional AP model replica applies the update and hashes it;
 7. **commit** the record to the round log (fsynced);
 8. broadcast UPDATE (with the expected model hash every ``hash_every`` rounds);
-9. the metrics callback gets one dict (e.g. :class:`JsonlMetrics`).
+9. the metrics get one row (:mod:`pairzero.metrics`: ``round`` = t + 1, rounds completed).
 
 Commit (7) happens after the content is decided (5, 6) and before anything leaves (8): a
 crash before 7 re-runs round t from scratch after restart (no node has applied it); a crash
@@ -45,20 +45,18 @@ the consecutive count starts again at each start (a restart is a new attempt).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
 
 from access_point.roundlog import RoundLog, RoundLogCorrupt
 from pairzero.config import ExperimentConfig
 from pairzero.errors import OperationalError
+from pairzero.metrics import RoundMetrics, record_row
 from pairzero.protocol.interfaces import (
     ApPhy,
     ModelReplica,
@@ -67,6 +65,7 @@ from pairzero.protocol.interfaces import (
     RoundPlan,
     RoundPlanner,
 )
+from pairzero.protocol.keys import identity_refusal
 from pairzero.protocol.messages import (
     AP_NODE_ID,
     MAX_INT,
@@ -94,17 +93,11 @@ from pairzero.protocol.messages import (
     make,
 )
 from pairzero.protocol.transport import Inbound, ServerTransport, drain_queued
-from pairzero.runinfo import open_jsonl_for_append
 from pairzero.seeds import round_seed
 
-__all__ = [
-    "round_seed", "ApSettings", "Orchestrator", "JsonlMetrics", "MetricsCallback", "identity_refusal",
-    "open_jsonl_for_append", "logged_round_rows", "record_row",
-]
+__all__ = ["round_seed", "ApSettings", "Orchestrator"]
 
 log = logging.getLogger(__name__)
-
-MetricsCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -186,62 +179,6 @@ class _Member:
     clock_check: tuple[int, float, float] | None = None
 
 
-def identity_refusal(node: int, inbound: Inbound, node_count: int | None,
-                     key_ids: Mapping[bytes, int] | None) -> str:
-    """Why a JOIN claiming ``node`` cannot be who it says (empty: it can): an id outside the
-    enrolled 0..node_count-1, or, with CurveZMQ (``key_ids``: public key -> node id), a key
-    enrolled for another node. Every role that acts as the AP (training, calibration) asks."""
-    if node < 0:
-        return f"node id {node} is invalid"
-    if node_count is not None and node >= node_count:
-        return (f"node id {node} is not enrolled: this experiment has nodes "
-                f"0..{node_count - 1} (nodes.count = {node_count})")
-    if key_ids is not None:
-        owner = key_ids.get((inbound.user_id or "").encode())
-        if owner != node:
-            return f"the authenticated key is enrolled for node {owner}, not node {node}"
-    return ""
-
-
-def logged_round_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The per-round rows (those with ``g_hat``) of a metrics JSONL file."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return [r for r in rows if "g_hat" in r]
-
-
-def record_row(rec: RoundRecord) -> dict[str, Any]:
-    """The metrics fields a round record holds (a row rebuilt from the round log has these)."""
-    return {"round": rec.t, "seed": rec.seed, "g_hat": rec.g_hat, "active": list(rec.active),
-            "eta": rec.eta, "sigma_a": rec.sigma_a, "mu": rec.mu, "lr": rec.lr,
-            "model_hash": rec.model_hash, "time": rec.timestamp}
-
-
-class JsonlMetrics:
-    """Metrics callback writing one JSON object per line (flushed each round)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._f: TextIO = open_jsonl_for_append(self.path)
-
-    def __call__(self, row: dict[str, Any]) -> None:
-        self._f.write(json.dumps(row, allow_nan=False) + "\n")
-        self._f.flush()
-
-    def logged_rounds(self) -> set[int]:
-        """Rounds that have a row."""
-        return {int(r["round"]) for r in logged_round_rows(self.path)}
-
-    def backfill(self, row: dict[str, Any]) -> None:
-        """Write the row of a committed round rebuilt from the round log."""
-        self(row)
-
-    def close(self) -> None:
-        self._f.close()
-
-
 #: TX events a node reports that mean its frame was not on the air in time.
 _LATE_KINDS = frozenset({"late_burst", "underflow", "late_schedule"})
 
@@ -286,7 +223,7 @@ class Orchestrator:
         roundlog: RoundLog,
         planner: RoundPlanner,
         phy: ApPhy,
-        metrics: MetricsCallback | None = None,
+        metrics: RoundMetrics | None = None,
         replica: ModelReplica | None = None,
         key_ids: Mapping[bytes, int] | None = None,
     ):
@@ -355,9 +292,7 @@ class Orchestrator:
         lost in the crash."""
         if records:
             log.info("resuming experiment %s at round %d", self.s.experiment, len(records))
-        restore = getattr(self._phy, "restore_accounting", None)
-        if restore is not None:
-            restore(records)
+        self._phy.restore_accounting(records)
         if self._replica is not None:
             self._replica.replay(records)
             log.info("AP replica replayed %d rounds: hash %s", len(records), self._replica.model_hash())
@@ -369,12 +304,11 @@ class Orchestrator:
         """Refuse to run when the metrics hold rows of rounds the round log lacks: the log lost
         committed rounds (a row is written only after its round's commit), and redoing them
         would apply and charge them twice."""
-        logged = getattr(self._metrics, "logged_rounds", None)
-        if logged is None:
+        if self._metrics is None:
             return
-        beyond = sorted(t for t in logged() if t >= self._log.next_round)
+        beyond = sorted(t for t in self._metrics.logged_rounds() if t >= self._log.next_round)
         if beyond:
-            where = getattr(self._metrics, "path", "the metrics")
+            where = self._metrics.where
             shown = ", ".join(map(str, beyond[:5])) + (", ..." if len(beyond) > 5 else "")
             raise RoundLogCorrupt(
                 f"{self._log.path}: the round log holds {self._log.next_round} rounds but {where} "
@@ -384,8 +318,7 @@ class Orchestrator:
     def _backfill_metrics(self, records: list[RoundRecord]) -> None:
         """Rows for committed rounds the metrics lack: an AP killed between the commit and the
         metrics write. The round log is the record; the row is rebuilt from it."""
-        if (self._metrics is None or not hasattr(self._metrics, "backfill")
-                or not hasattr(self._metrics, "logged_rounds")):
+        if self._metrics is None:
             return
         have = self._metrics.logged_rounds()
         lost = [r for r in records if r.t not in have]
@@ -689,10 +622,10 @@ class Orchestrator:
         (baseband) says so with ``digital = True`` and may bound them with ``scalar_bound``."""
         if not b.scalar_ready:
             return "it has no scalar for this round (scalar_ready false)"
-        if getattr(self._phy, "digital", False) and b.digital_scalar is None:
+        if self._phy.digital and b.digital_scalar is None:
             return ("READY without its scalar, which this PHY takes from READY (is the node "
                     "running with the same radio.mode?)")
-        bound = getattr(self._phy, "scalar_bound", None)
+        bound = self._phy.scalar_bound
         if bound is not None and b.digital_scalar is not None and abs(b.digital_scalar) > bound:
             return f"scalar {b.digital_scalar!r} outside the clip bound +-{bound!r}"
         return ""

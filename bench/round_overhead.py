@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pairzero.launch import LoopbackFailed, run_loopback  # noqa: E402
 from pairzero.runinfo import git_revision  # noqa: E402
-from tests.e2e_util import run_loopback  # noqa: E402
 
 
 def main() -> None:
@@ -40,9 +40,12 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--batch", type=int, default=16)
     a = ap.parse_args()
-    run = run_loopback([f"model.name={a.model}", f"run.rounds={a.rounds}", f"nodes.count={a.nodes}",
-                        f"task.batch_size={a.batch}", "task.eval_every=100000",
-                        "network.ready_timeout_s=120"], ports=a.nodes + 3)
+    try:
+        run = run_loopback([f"model.name={a.model}", f"run.rounds={a.rounds}", f"nodes.count={a.nodes}",
+                            f"task.batch_size={a.batch}", "task.eval_every=100000",
+                            "network.ready_timeout_s=120"])
+    except LoopbackFailed as e:
+        sys.exit(f"{e}\n{e.output}")
     rows = {r["round"] - 1: r for r in run.rows if "g_hat" in r}  # keyed by round index t
     nodes, wall = run.nodes, run.wall_s
     per_round = []

@@ -28,19 +28,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pairzero.launch import LoopbackFailed, LoopbackRun, run_loopback  # noqa: E402
 from pairzero.runinfo import git_revision  # noqa: E402
-from tests.e2e_util import run_loopback  # noqa: E402
 
 CONFIG = ROOT / "configs" / "emulated_usrp.yaml"
 SKIP = 3  # rounds 1..3 (pilots, first payload, first update) are not counted
 TARGET = 1.5
 
 
+def _loopback(sets: list[str], config: Path | None = None) -> LoopbackRun:
+    """``pairzero loopback`` with ``sets``; exit with its output if it fails."""
+    try:
+        return run_loopback(sets, config)
+    except LoopbackFailed as e:
+        sys.exit(f"{e}\n{e.output}")
+
+
 def _run(mode: str, rounds: int, extra: list[str]) -> dict:
     sets = [f"run.rounds={rounds}", f"task.eval_every={rounds}",
             *(["radio.mode=loopback"] if mode == "loopback" else []), *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    run = run_loopback(sets, CONFIG)
+    run = _loopback(sets, CONFIG)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     rows, cmd, wall, config = run.rows, run.command, run.wall_s, run.config

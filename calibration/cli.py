@@ -4,9 +4,8 @@
     pairzero calibrate --config configs/loopback.yaml --verify --set radio.calibration_file=runs/cal.yaml
 
 :func:`cmd_calibrate` is the AP of the running ``pairzero edge`` processes
-(:mod:`calibration.session`); in loopback and on emulated USRPs it starts them and the channel
-emulator itself. :func:`write_loopback_calibration` is the same measurement in one process,
-without edge processes (two passes through the emulator; tests and benchmarks).
+(:mod:`calibration.session`, the one calibration path); in loopback and on emulated USRPs it
+starts them and the channel emulator itself (:func:`pairzero.launch.launch_testbed`).
 """
 
 from __future__ import annotations
@@ -15,123 +14,25 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
-import socket
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from calibration.core import CalibrationReport, calibration_entries, run_calibration
-from calibration.session import ControlPlaneCalibrator, Measurement, spreads
-from pairzero.config import ExperimentConfig, config_to_dict, load_config
-from pairzero.errors import OperationalError
-from pairzero.phy import BurstReceiver, FrameLayout, build_node_burst
-from pairzero.phy.calibration import (
-    CalibrationFile,
-    NodeCalibration,
-    calibrate_burst,
-    load_ap_calibration,
-    radio_identity,
-    utc_now,
-    write_calibration_file,
-)
-from pairzero.phy.rx import NodeEstimate
-from pairzero.phy.schedule import TX_TAIL, capture_window, frame_stride
+from calibration.session import ControlPlaneCalibrator, Measurement, calibration_file, spreads
+from pairzero.config import ExperimentConfig, load_config
+from pairzero.phy.calibration import CalibrationFile, load_ap_calibration, write_calibration_file
+from pairzero.phy.mode import PhyMode, phy_mode
 from pairzero.runinfo import git_revision
 
-__all__ = ["cmd_calibrate", "calibrate_loopback", "write_loopback_calibration"]
+__all__ = ["cmd_calibrate"]
 
 log = logging.getLogger(__name__)
 
-
-def _free_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-def calibrate_loopback(cfg: ExperimentConfig) -> CalibrationReport:
-    """Both calibration passes through the loopback channel emulator (seeded from ``run.seed``),
-    over the same radio front ends and frame schedule as the testbed's rounds.
-
-    The emulated radio has no analog TX gain stage: the TX-gain change is applied as the
-    equivalent linear factor on the node's samples.
-    """
-    from radio.emulator import ChannelEmulator
-    from radio.loopback import LoopbackFrontEnd
-
-    k = cfg.nodes.count
-    layout = FrameLayout(cfg.phy, k)
-    rx = BurstReceiver(layout)
-    nodes, ap_addr = [_free_address() for _ in range(k)], _free_address()
-    emu = ChannelEmulator.from_config(cfg.channel, cfg.nodes, cfg.run.seed, nodes, ap_addr, node_timeout_s=0.5)
-    stride = frame_stride(layout)
-    clock = {"next": stride}
-    emu.start()
-    ap = LoopbackFrontEnd(rx_address=ap_addr, sample_rate=cfg.phy.sample_rate)
-    txs = [LoopbackFrontEnd(tx_address=a, sample_rate=cfg.phy.sample_rate) for a in nodes]
-    try:
-
-        def measure(node: int, factor: complex, advance: float) -> NodeEstimate:
-            n0 = clock["next"]
-            clock["next"] += stride
-            burst, at = calibrate_burst(build_node_burst(layout, node, frame_start=n0), n0, factor,
-                                        advance)
-            txs[node].send(burst, at, timeout_s=1.0)
-            for j, t in enumerate(txs):  # the others stay silent but keep the clock moving
-                if j != node:
-                    t.advance(n0 + layout.length + TX_TAIL)
-            start, length = capture_window(layout, n0)
-            cap = ap.capture(start, length, timeout_s=10.0)
-            if not cap.ok or cap.samples is None:
-                raise OperationalError(f"calibration: no AP samples for node {node} at index {n0}: "
-                                       + "; ".join(str(e) for e in cap.events))
-            res = rx.process(cap.samples, start, expected_start=n0)
-            if not res.detected:
-                # With signal the preamble metric is about SNR / (1 + SNR) (pairzero.phy.rx).
-                m = min(max(res.metric, 1e-12), 1 - 1e-12)
-                raise OperationalError(
-                    f"calibration: node {node}'s pilot frame was not detected at the AP (preamble "
-                    f"metric {res.metric:.3g} < threshold {res.threshold:.3g}: about "
-                    f"{10 * math.log10(m / (1 - m)):.1f} dB SNR per sample); raise radio.tx_gain_db "
-                    "or channel.snr_db, or bring the node closer")
-            est = res.nodes[node]
-            if not est.present:
-                raise OperationalError(
-                    f"calibration: node {node}'s pilot was not detected at the AP (pilot statistic "
-                    f"{est.statistic:.1f}, SNR {est.snr_db:.1f} dB); raise radio.tx_gain_db or "
-                    "channel.snr_db, or bring the node closer")
-            return est
-
-        return run_calibration(measure, k, cfg.radio.tx_gain_db)
-    finally:
-        emu.stop()
-        emu.wait()
-        for t in txs:
-            t.close()
-        ap.close()
-
-
-def write_loopback_calibration(cfg: ExperimentConfig, out: str | Path) -> Path:
-    """:func:`calibrate_loopback` for ``cfg``, written as a calibration file to ``out``."""
-    report = calibrate_loopback(cfg)
-    meta: dict[str, object] = {
-        "mode": cfg.radio.mode,
-        "measured_tx_gain_db": cfg.radio.tx_gain_db,
-        "spread_before_db": report.spread_before_db,
-        "spread_after_db": report.spread_after_db,
-        "amplitudes_after": [float(a) for a in report.amplitudes_after],
-        "config": config_to_dict(cfg),
-    }
-    entries = calibration_entries(cfg, report.calibrations, report.verified)
-    path = write_calibration_file(out, CalibrationFile(utc_now(), git_revision(), cfg.radio.mode,
-                                                       tuple(entries), meta))
-    log.info("calibration written to %s: spread %.2f dB -> %.2f dB over %d nodes (target amplitude "
-             "%.3g)", path, report.spread_before_db, report.spread_after_db, cfg.nodes.count,
-             float(np.min(report.amplitudes_after)))
-    return path
+#: Delay tolerance of the table (samples).
+TIMING_TOL = 0.25
+#: Phase tolerance (deg) where phases hold from frame to frame.
+PHASE_TOL_DEG = 5.0
 
 
 def _table(ms: Sequence[Measurement], target_db: float, tol_db: float, phase_tol_deg: float | None,
@@ -183,12 +84,111 @@ def _plot(ms: Sequence[Measurement], target_db: float, tol_db: float, path: Path
     plt.close(fig)
 
 
-def _gain_range(cfg: ExperimentConfig) -> tuple[float, float]:
-    if cfg.radio.mode == "loopback":
-        from radio.loopback import LOOPBACK_GAIN_RANGE_DB
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """The command's arguments, checked."""
 
-        return LOOPBACK_GAIN_RANGE_DB
-    return (0.0, 90.0)  # each radio checks its own range and reports what it set
+    verify: bool
+    tol: float
+    max_iter: int
+    step: float
+    target_db: float | None
+    output: str | None
+    out: str | None
+    log_level: str
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> _Options:
+        o = cls(verify=bool(getattr(args, "verify", False)), tol=float(getattr(args, "tol", 0.5)),
+                max_iter=int(getattr(args, "max_iter", 4)), step=float(getattr(args, "gain_step", 1.0)),
+                target_db=getattr(args, "target_db", None), output=getattr(args, "output", None),
+                out=getattr(args, "out", None), log_level=getattr(args, "log_level", "INFO"))
+        if not (math.isfinite(o.tol) and o.tol > 0):
+            raise ValueError(f"--tol: {o.tol!r} must be > 0 (dB)")
+        if not 0 <= o.max_iter <= 50:
+            raise ValueError(f"--max-iter: {o.max_iter!r} must be in 0..50")
+        if not (math.isfinite(o.step) and o.step > 0):
+            raise ValueError(f"--gain-step: {o.step!r} must be > 0 (dB)")
+        return o
+
+
+def _prepare(cfg: ExperimentConfig, o: _Options, mode: PhyMode) -> tuple[ExperimentConfig, Path]:
+    """The config the session runs (the nodes uncalibrated unless verifying; one thread per
+    process on this machine) and its run directory (with keys of its own on this machine)."""
+    from pairzero.launch import ports_in_use
+    from pairzero.protocol.keys import generate_keys
+    from pairzero.runinfo import make_run_dir, write_provenance
+
+    if o.verify:
+        if cfg.radio.calibration_file is None:
+            raise ValueError("--verify measures with radio.calibration_file applied: set it "
+                             "(--set radio.calibration_file=FILE)")
+    else:  # the nodes start uncalibrated, at radio.tx_gain_db
+        cfg = dataclasses.replace(cfg, radio=dataclasses.replace(cfg.radio, calibration_file=None))
+    if mode.needs_emulator:
+        if cfg.network.ap_host not in ("127.0.0.1", "localhost"):
+            raise ValueError(f"network.ap_host: {cfg.network.ap_host!r}; a local calibration runs "
+                             "on 127.0.0.1")
+        busy = ports_in_use(cfg)
+        if busy:
+            raise OSError(f"ports {busy} on {cfg.network.ap_host} are in use (another run?); pick "
+                          "others with --set network.control_port=... --set network.sample_port_base=...")
+        cfg = dataclasses.replace(cfg, zo=dataclasses.replace(cfg.zo, threads=1))
+    run_dir = make_run_dir(cfg, "verify" if o.verify else "calibrate", o.out)
+    if mode.needs_emulator and cfg.network.curve:
+        generate_keys(run_dir / "keys", cfg.nodes.count)
+        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network,
+                                                                   keys_dir=str(run_dir / "keys")))
+        write_provenance(cfg, run_dir)
+    return cfg, run_dir
+
+
+def _verify(cfg: ExperimentConfig, cal: ControlPlaneCalibrator, o: _Options, run_dir: Path,
+            cal_file: CalibrationFile | None, phase_tol: float | None) -> int:
+    """``--verify``: one pass as the nodes run, the table against the file's target."""
+    ms = cal.measure(0, None)
+    meta_t = cal_file.meta.get("target_level_db") if cal_file is not None else None
+    tgt = float(meta_t) if isinstance(meta_t, int | float) else float(np.median([m.level_db for m in ms]))
+    table, bad = _table(ms, tgt, o.tol, phase_tol, TIMING_TOL)
+    if phase_tol is None:
+        table += "\n(phases not judged: channel.max_cfo > 0 turns them between frames)"
+    png = run_dir / "calibration_verify.png"
+    _plot(ms, tgt, o.tol, png, f"verify {cfg.radio.calibration_file}")
+    print(f"calibration verify ({cfg.radio.calibration_file}, target {tgt:.2f} dB):\n{table}\n"
+          f"plot: {png}", flush=True)
+    if bad:
+        print(f"calibrate --verify: node(s) {bad} out of tolerance (level +-{o.tol:g} dB"
+              + (f", phase +-{PHASE_TOL_DEG:g} deg" if phase_tol is not None else "")
+              + f", delay +-{TIMING_TOL:g} sample); re-run `pairzero calibrate`", flush=True)
+        return 1
+    return 0
+
+
+def _calibrate(cfg: ExperimentConfig, cal: ControlPlaneCalibrator, o: _Options, run_dir: Path,
+               mode: PhyMode, phase_tol: float | None) -> int:
+    """Passes until within tolerance; the file of the last pass, its table and plot."""
+    target = None if o.target_db is None else 10 ** (float(o.target_db) / 20)
+    first, last, target, iters, ok = cal.run(o.tol, o.max_iter, target, mode.tx_gain_range_db, o.step,
+                                             phase_tol_deg=phase_tol if phase_tol else 360.0)
+    tgt = 20 * math.log10(target)
+    lv0, _, _ = spreads(first)
+    lv, ph, dl = spreads(last)
+    out = Path(o.output) if o.output else run_dir / "calibration.yaml"
+    write_calibration_file(out, calibration_file(cfg, first, last, target, iters, ok, o.tol,
+                                                 git_revision()))
+    table, bad = _table(last, tgt, o.tol, phase_tol, TIMING_TOL)
+    if phase_tol is None:
+        table += ("\n(phases not judged: with channel.max_cfo > 0 they turn between frames; "
+                  "the round pilots re-measure them every frame)")
+    _plot(last, tgt, o.tol, run_dir / "calibration.png", f"calibration {out}")
+    print(f"calibration: {cfg.nodes.count} nodes, {iters} correction pass(es): level spread "
+          f"{lv0:.2f} dB -> {lv:.2f} dB, phase spread {ph:.1f} deg, timing spread {dl:.3f} "
+          f"samples (target {tgt:.2f} dB)\n{table}\nwritten to {out}", flush=True)
+    if not ok:
+        print(f"calibrate: not within tolerance after {iters} pass(es) (--max-iter); node(s) "
+              f"{bad or 'all'} off; the file holds the last pass", flush=True)
+        return 1
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -199,129 +199,38 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     of the running ``pairzero edge`` processes. Writes ``--output`` (or, with ``--verify``,
     measures with ``radio.calibration_file`` applied). Returns 0, or 1 when the nodes did not
     converge / are out of tolerance (the nodes named)."""
-    from pairzero.loopback import busy_ports, needs_emulator
-    from pairzero.procs import Child, Supervisor
-    from pairzero.protocol.keys import generate_keys, load_server_keys
+    from pairzero.launch import Testbed, launch_testbed
+    from pairzero.protocol.keys import load_server_keys
     from pairzero.protocol.transport import ZmqServer
-    from pairzero.runinfo import experiment_id, make_run_dir, write_provenance
+    from pairzero.runinfo import experiment_id
+    from radio.factory import build_ap_round_phy
 
     cfg = load_config(args.config, list(getattr(args, "overrides", None) or []))
-    verify = bool(getattr(args, "verify", False))
-    tol = float(getattr(args, "tol", 0.5))
-    max_iter = int(getattr(args, "max_iter", 4))
-    step = float(getattr(args, "gain_step", 1.0))
-    target_db = getattr(args, "target_db", None)
-    if not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"--tol: {tol!r} must be > 0 (dB)")
-    if not 0 <= max_iter <= 50:
-        raise ValueError(f"--max-iter: {max_iter!r} must be in 0..50")
-    if not (math.isfinite(step) and step > 0):
-        raise ValueError(f"--gain-step: {step!r} must be > 0 (dB)")
-    if cfg.radio.mode == "baseband":
+    o = _Options.of(args)
+    mode = phy_mode(cfg)
+    if not mode.over_the_air:
         raise ValueError("radio.mode: 'baseband' has no radio to calibrate; use 'loopback' or 'usrp'")
-    if verify:
-        if cfg.radio.calibration_file is None:
-            raise ValueError("--verify measures with radio.calibration_file applied: set it "
-                             "(--set radio.calibration_file=FILE)")
-        cal_file = load_ap_calibration(cfg)
-    else:  # the nodes start uncalibrated, at radio.tx_gain_db
-        cfg = dataclasses.replace(cfg, radio=dataclasses.replace(cfg.radio, calibration_file=None))
-    local = needs_emulator(cfg)
-    if local:
-        if cfg.network.ap_host not in ("127.0.0.1", "localhost"):
-            raise ValueError(f"network.ap_host: {cfg.network.ap_host!r}; a local calibration runs "
-                             "on 127.0.0.1")
-        ports = [cfg.network.control_port] + [cfg.network.sample_port_base + i
-                                               for i in range(cfg.nodes.count + 1)]
-        busy = busy_ports(cfg.network.ap_host, ports)
-        if busy:
-            raise OSError(f"ports {busy} on {cfg.network.ap_host} are in use (another run?); pick "
-                          "others with --set network.control_port=... --set network.sample_port_base=...")
-        cfg = dataclasses.replace(cfg, zo=dataclasses.replace(cfg.zo, threads=1))
-    run_dir = make_run_dir(cfg, "verify" if verify else "calibrate", getattr(args, "out", None))
-    if local and cfg.network.curve:
-        generate_keys(run_dir / "keys", cfg.nodes.count)
-        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network,
-                                                                   keys_dir=str(run_dir / "keys")))
-        write_provenance(cfg, run_dir)
+    cal_file = load_ap_calibration(cfg) if o.verify and cfg.radio.calibration_file else None
+    cfg, run_dir = _prepare(cfg, o, mode)
     curve, key_ids = load_server_keys(cfg.network.keys_dir) if cfg.network.curve else (None, None)
-    sup = Supervisor(grace_s=10.0)
+    bed: Testbed | None = None
     transport = phy = None
     try:
         endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
         transport = ZmqServer(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
-        if local:
-            exe = [sys.executable, "-m", "pairzero.cli"]
-            common = ["--config", str(run_dir / "config.yaml"), "--log-level",
-                      getattr(args, "log_level", "INFO")]
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1"}
-            logs = run_dir / "logs"
-            sup.start(Child("channel", [*exe, "channel", *common], logs / "channel.log"), env)
-            for k in range(cfg.nodes.count):
-                sup.start(Child(f"edge{k}", [*exe, "edge", *common, "--node-id", str(k),
-                                             "--run-dir", str(run_dir)], logs / f"edge{k}.log"), env)
-        import radio
-
-        phy = radio.ap_phy(cfg)
+        if mode.needs_emulator:  # this command is the AP of the edge processes it starts
+            bed = launch_testbed(cfg, run_dir, ap=False, log_level=o.log_level, grace_s=10.0)
+        phy = build_ap_round_phy(cfg)
         cal = ControlPlaneCalibrator(cfg, transport, phy, experiment_id(cfg), key_ids)
         cal.wait_for_nodes(cfg.network.start_timeout_s)
         # Phases hold from frame to frame only without carrier offsets (a shared reference).
-        cfo_free = cfg.radio.mode == "usrp" or cfg.channel.max_cfo == 0.0
-        phase_tol = 5.0 if cfo_free else None
-        if verify:
-            ms = cal.measure(0, None)
-            meta_t = cal_file.meta.get("target_level_db") if cal_file is not None else None
-            tgt = float(meta_t) if isinstance(meta_t, int | float) else float(
-                np.median([m.level_db for m in ms]))
-            table, bad = _table(ms, tgt, tol, phase_tol, 0.25)
-            if phase_tol is None:
-                table += "\n(phases not judged: channel.max_cfo > 0 turns them between frames)"
-            png = run_dir / "calibration_verify.png"
-            _plot(ms, tgt, tol, png, f"verify {cfg.radio.calibration_file}")
-            print(f"calibration verify ({cfg.radio.calibration_file}, target {tgt:.2f} dB):\n{table}\n"
-                  f"plot: {png}", flush=True)
-            if bad:
-                print(f"calibrate --verify: node(s) {bad} out of tolerance (level +-{tol:g} dB"
-                      + (", phase +-5 deg" if phase_tol is not None else "") + ", delay +-0.25 "
-                      "sample); re-run `pairzero calibrate`", flush=True)
-                return 1
-            return 0
-        target = None if target_db is None else 10 ** (float(target_db) / 20)
-        first, last, target, iters, ok = cal.run(tol, max_iter, target, _gain_range(cfg), step,
-                                                 phase_tol_deg=phase_tol if phase_tol else 360.0)
-        tgt = 20 * math.log10(target)
-        lv0, _, _ = spreads(first)
-        lv, ph, dl = spreads(last)
-        entries = [NodeCalibration(
-            node=m.node, radio=radio_identity(cfg, m.node), center_freq_hz=cfg.radio.center_freq_hz,
-            sample_rate=cfg.phy.sample_rate, tx_gain_db=m.setting.tx_gain_db,
-            digital_scale=m.setting.digital_scale, phase_rad=m.setting.phase_rad,
-            timing_advance_samples=m.setting.timing_advance_samples, level_db=m.level_db,
-            snr_db=float(m.estimate.snr_db)) for m in last]
-        meta: dict[str, object] = {
-            "target_level_db": tgt, "spread_before_db": lv0, "spread_after_db": lv,
-            "phase_spread_deg": ph, "timing_spread_samples": dl, "passes": iters, "converged": ok,
-            "tol_db": tol, "levels_before_db": [m.level_db for m in first],
-            "config": config_to_dict(cfg)}
-        out = Path(args.output) if getattr(args, "output", None) else run_dir / "calibration.yaml"
-        write_calibration_file(out, CalibrationFile(utc_now(), git_revision(), cfg.radio.mode,
-                                                    tuple(entries), meta))
-        table, bad = _table(last, tgt, tol, phase_tol, 0.25)
-        if phase_tol is None:
-            table += ("\n(phases not judged: with channel.max_cfo > 0 they turn between frames; "
-                      "the round pilots re-measure them every frame)")
-        _plot(last, tgt, tol, run_dir / "calibration.png", f"calibration {out}")
-        print(f"calibration: {cfg.nodes.count} nodes, {iters} correction pass(es): level spread "
-              f"{lv0:.2f} dB -> {lv:.2f} dB, phase spread {ph:.1f} deg, timing spread {dl:.3f} "
-              f"samples (target {tgt:.2f} dB)\n{table}\nwritten to {out}", flush=True)
-        if not ok:
-            print(f"calibrate: not within tolerance after {iters} pass(es) (--max-iter); node(s) "
-                  f"{bad or 'all'} off; the file holds the last pass", flush=True)
-            return 1
-        return 0
+        phase_tol = PHASE_TOL_DEG if mode.radios or cfg.channel.max_cfo == 0.0 else None
+        if o.verify:
+            return _verify(cfg, cal, o, run_dir, cal_file, phase_tol)
+        return _calibrate(cfg, cal, o, run_dir, mode, phase_tol)
     finally:
-        sup.stop()
+        if bed is not None:
+            bed.stop()
         if phy is not None:
             phy.close()
         if transport is not None:

@@ -22,16 +22,22 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from access_point.orchestrator import identity_refusal
-from pairzero.config import ExperimentConfig
+from pairzero.config import ExperimentConfig, config_to_dict
 from pairzero.errors import OperationalError
-from pairzero.phy.calibration import MAX_TIMING_ADVANCE
+from pairzero.phy.calibration import (
+    MAX_TIMING_ADVANCE,
+    CalibrationFile,
+    NodeCalibration,
+    radio_identity,
+    utc_now,
+)
+from pairzero.phy.round import ApRoundPhy
 from pairzero.phy.rx import NodeEstimate
 from pairzero.protocol.interfaces import ReadyTiming
+from pairzero.protocol.keys import identity_refusal
 from pairzero.protocol.messages import (
     AP_NODE_ID,
     Body,
@@ -57,6 +63,8 @@ __all__ = [
     "default_target",
     "spreads",
     "ControlPlaneCalibrator",
+    "calibration_entries",
+    "calibration_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -157,11 +165,11 @@ def next_settings(ms: Sequence[Measurement], target: float, reference_gain_db: f
 class ControlPlaneCalibrator:
     """The AP side: JOINs of the edge processes, CALIBRATE passes, their pilot frames.
 
-    ``phy``: the AP's round protocol on its radio (:func:`radio.ap_phy`: its frame timing and
-    receiver); ``key_ids``: CurveZMQ public key -> node id (None without CurveZMQ).
+    ``phy``: the AP's round protocol on its radio (:func:`radio.factory.build_ap_round_phy`:
+    its frame timing and receiver); ``key_ids``: CurveZMQ public key -> node id (None without CurveZMQ).
     """
 
-    def __init__(self, cfg: ExperimentConfig, transport: ServerTransport, phy: Any,
+    def __init__(self, cfg: ExperimentConfig, transport: ServerTransport, phy: ApRoundPhy,
                  experiment: str, key_ids: Mapping[bytes, int] | None = None) -> None:
         self.cfg = cfg
         self.k = cfg.nodes.count
@@ -323,3 +331,31 @@ class ControlPlaneCalibrator:
             settings = next_settings(last, target, ref, gain_range_db, gain_step_db)
             it += 1
             last = self.measure(it, settings)
+
+
+def calibration_entries(cfg: ExperimentConfig, ms: Sequence[Measurement]) -> list[NodeCalibration]:
+    """The calibration file's entries: what each node ran in pass ``ms`` (its setting) under
+    ``cfg`` (radio identity, centre frequency, sample rate), with the level and SNR measured."""
+    return [NodeCalibration(
+        node=m.node, radio=radio_identity(cfg, m.node), center_freq_hz=cfg.radio.center_freq_hz,
+        sample_rate=cfg.phy.sample_rate, tx_gain_db=m.setting.tx_gain_db,
+        digital_scale=m.setting.digital_scale, phase_rad=m.setting.phase_rad,
+        timing_advance_samples=m.setting.timing_advance_samples, level_db=m.level_db,
+        snr_db=float(m.estimate.snr_db)) for m in ms]
+
+
+def calibration_file(cfg: ExperimentConfig, first: Sequence[Measurement],
+                     last: Sequence[Measurement], target: float, passes: int, converged: bool,
+                     tol_db: float, git_revision: str) -> CalibrationFile:
+    """The file of a calibration run (:meth:`ControlPlaneCalibrator.run`'s result): the last
+    pass's settings, and in ``meta`` the target level (dB), the spreads before and after, the
+    passes made and whether they converged within ``tol_db``."""
+    lv0, _, _ = spreads(first)
+    lv, ph, dl = spreads(last)
+    meta: dict[str, object] = {
+        "target_level_db": 20 * math.log10(target), "spread_before_db": lv0,
+        "spread_after_db": lv, "phase_spread_deg": ph, "timing_spread_samples": dl,
+        "passes": passes, "converged": converged, "tol_db": tol_db,
+        "levels_before_db": [m.level_db for m in first], "config": config_to_dict(cfg)}
+    return CalibrationFile(utc_now(), git_revision, cfg.radio.mode,
+                           tuple(calibration_entries(cfg, last)), meta)

@@ -17,44 +17,13 @@ import json
 import logging
 import signal
 from pathlib import Path
-from typing import Any
 
 from pairzero.config import ExperimentConfig, load_config
-from pairzero.protocol.messages import Schedule, TxEvent
 from pairzero.runinfo import experiment_id
 
-__all__ = ["cmd_edge", "BasebandNodePhy", "build_node_phy", "node_ledger_path"]
+__all__ = ["cmd_edge", "node_ledger_path"]
 
 log = logging.getLogger(__name__)
-
-
-class BasebandNodePhy:
-    """Baseband mode: nothing goes over the air; the scalar travels in READY."""
-
-    digital = True
-    last_prep_s = 0.0
-
-    def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> None:
-        return None
-
-    def take_events(self) -> tuple[TxEvent, ...]:
-        return ()
-
-    def spent_mu(self) -> float | None:
-        return None
-
-    def clock_report(self) -> tuple[float, float] | None:
-        return None
-
-
-def build_node_phy(cfg: ExperimentConfig, node: int) -> Any:
-    """The node's transmit chain for ``radio.mode``: the round protocol on its radio front end
-    (loopback emulator, USRP or emulated USRP), or nothing in baseband mode."""
-    if cfg.radio.mode == "baseband":
-        return BasebandNodePhy()
-    import radio
-
-    return radio.node_phy(cfg, node)
 
 
 def node_ledger_path(cfg: ExperimentConfig, node: int, run_dir: str | None) -> Path:
@@ -71,6 +40,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     from pairzero.protocol.keys import load_client_keys
     from pairzero.protocol.transport import ZmqClient
     from pairzero.trainer import ZOTrainer
+    from radio.factory import build_node_phy
 
     cfg = load_config(args.config, args.overrides)
     k = args.node_id
@@ -79,9 +49,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
     curve = load_client_keys(cfg.network.keys_dir, k) if cfg.network.curve else None
     trainer = ZOTrainer(cfg, node_ids=[k])
     phy = build_node_phy(cfg, k)
-    attach = getattr(phy, "attach_ledger", None)
-    if attach is not None:  # the node's own privacy account, kept across restarts
-        attach(str(node_ledger_path(cfg, k, args.run_dir)))
+    # the node's own privacy account, kept across restarts (a no-op without one)
+    phy.attach_ledger(str(node_ledger_path(cfg, k, args.run_dir)))
     endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
     transport = ZmqClient(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
     node = EdgeNode(k, experiment_id(cfg), transport, trainer, phy,
@@ -99,9 +68,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         n = node.run(until_round=cfg.run.rounds)
     finally:
         transport.close()
-        close = getattr(phy, "close", None)
-        if close is not None:
-            close()
+        phy.close()
     model_hash = trainer.model_hash()
     log.info("node %d: stopped at round %d (%d rounds participated), model %s", k, n,
              node.rounds_participated, model_hash[:16])
@@ -109,7 +76,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         report = {"node": k, "next_round": n, "rounds_participated": node.rounds_participated,
                   "model_hash": model_hash, "compute_s": {str(t): s for t, s in trainer.compute_s.items()},
                   "update_s": {str(t): s for t, s in trainer.update_s.items()},
-                  "tx_s": {str(t): s for t, s in getattr(phy, "tx_s", {}).items()}}
+                  "tx_s": {str(t): s for t, s in phy.tx_s.items()}}
         out = Path(args.run_dir) / "nodes"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"edge{k}.json").write_text(json.dumps(report, indent=1) + "\n")

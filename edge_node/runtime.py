@@ -35,7 +35,6 @@ from pairzero.protocol.interfaces import NodePhy, Trainer
 from pairzero.protocol.messages import (
     Body,
     Calibrate,
-    CalResult,
     CatchupRequest,
     CatchupResponse,
     ClockCheck,
@@ -271,11 +270,11 @@ class EdgeNode:
         t0 = time.monotonic()
         scalar = float(self.trainer.compute_scalar(r.t, r.seed))
         digital = scalar if self._phy.digital else None
-        last = getattr(self._phy, "last_slack", None)  # (round, slack s) of its last frame
+        last = self._phy.last_slack  # (round, slack s) of its last frame
         slack = min(max(last[1], -86400.0), 86400.0) if last is not None and last[0] == r.t - 1 else None
         ready = Ready(t=r.t, node=self.node_id, scalar_ready=True, digital_scalar=digital,
                       compute_s=min(time.monotonic() - t0, 86400.0),
-                      tx_prep_s=min(float(getattr(self._phy, "last_prep_s", 0.0)), 86400.0),
+                      tx_prep_s=min(float(self._phy.last_prep_s), 86400.0),
                       tx_slack_s=slack, tx_events=tuple(self._phy.take_events()),
                       spent_mu=self._phy.spent_mu())
         try:
@@ -312,14 +311,7 @@ class EdgeNode:
         if c.node != self.node_id:
             self.dropped += 1
             return
-        calibrate = getattr(self._phy, "calibrate", None)
-        if calibrate is None:
-            self._send(CalResult(node=self.node_id, iteration=c.iteration, tx_gain_db=0.0,
-                                 digital_scale=1.0, phase_rad=0.0, timing_advance_samples=0.0,
-                                 sent=False, detail="this node runs without a radio PHY "
-                                                    "(radio.mode: baseband)"))
-            return
-        self._send(calibrate(c))
+        self._send(self._phy.calibrate(c))
 
     def _on_update(self, u: Update) -> None:
         if u.t < self.next_round:

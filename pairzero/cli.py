@@ -39,13 +39,13 @@ log = logging.getLogger("pairzero.cli")
 # subcommand -> (one-line help, "module:function" implementing it, or None if not yet built)
 COMMANDS: dict[str, tuple[str, str | None]] = {
     "loopback": ("run AP, channel emulator and K edge nodes as processes on this machine",
-                 "pairzero.loopback:cmd_loopback"),
+                 "pairzero.launch:cmd_loopback"),
     "ap": ("run the access-point process", "access_point.main:cmd_ap"),
     "edge": ("run one edge-node process", "edge_node.main:cmd_edge"),
     "channel": ("run the loopback channel emulator process", "radio.channel_cli:cmd_channel"),
     "calibrate": ("align the power the AP receives from each node", "calibration.cli:cmd_calibrate"),
     "simulate": ("train in one process with simulated nodes and channel", "pairzero.simulate:cmd_simulate"),
-    "report": ("plots and summary from run directories", "pairzero.report:cmd_report"),
+    "report": ("plots and summary from run directories", "pairzero.plots:cmd_report"),
     "results": ("run the experiment set and write docs/results.md from its result files",
                 "pairzero.results:cmd_results"),
     "keys": ("generate CurveZMQ key pairs for the AP and nodes", "pairzero.protocol.keys:cmd_keys"),
@@ -99,7 +99,7 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name in ("loopback", "simulate", "ap"):
         p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
     if name == "loopback":
-        p.add_argument("--ap-restarts", type=int, default=3, metavar="N",  # loopback.AP_RESTARTS
+        p.add_argument("--ap-restarts", type=int, default=3, metavar="N",  # launch.AP_RESTARTS
                        help="restart a crashed AP on the run directory up to N times "
                             "(default: %(default)s; 0: never)")
     if name in ("ap", "channel", "edge"):

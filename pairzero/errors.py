@@ -32,3 +32,11 @@ class OperationalError(RuntimeError):
 
 class RunDirUnwritable(OperationalError):
     """A result file in the run directory cannot be written (full disk, read-only directory)."""
+
+    @classmethod
+    def at(cls, path: object, e: OSError) -> RunDirUnwritable:
+        """The one-line error for a failed write of ``path``."""
+        return cls(
+            f"{path}: cannot write: {e.strerror or e} (full disk or read-only run directory?); "
+            "the round log is consistent: free space or make the run directory writable, then "
+            "restart the AP on this run directory")

@@ -1,4 +1,6 @@
-"""One logging format for every pAirZero process (AP, edge nodes, channel, CLI)."""
+"""One logging format for every pAirZero process (AP, edge nodes, channel, CLI); third-party
+chatter (Hugging Face progress bars, GNU Radio's INFO lines) stays out of the terminal unless
+asked for (``PAIRZERO_PROGRESS_BARS=1``, ``--log-level DEBUG`` or ``GR_CONF_LOG_LOG_LEVEL``)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def setup_logging(level: str = "INFO", process: str | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     quiet_third_party()
+    quiet_gnuradio(level)
 
 
 #: Set to 1 to keep third-party progress bars (Hugging Face, tqdm, datasets).
@@ -51,3 +54,25 @@ def quiet_third_party() -> None:
         import datasets
 
         datasets.disable_progress_bars()
+
+
+#: GNU Radio's own log level (its preference ``[LOG] log_level``, read from this variable).
+GR_LOG_LEVEL_ENV = "GR_CONF_LOG_LOG_LEVEL"
+
+
+def quiet_gnuradio(level: str = "INFO") -> None:
+    """Keep GNU Radio's INFO lines (one ``set_min_output_buffer`` line per block and flowgraph,
+    63 in a loopback run) out of the terminal: GNU Radio logs at WARN unless pAirZero runs at
+    ``--log-level DEBUG``. A ``GR_CONF_LOG_LOG_LEVEL`` set by the user wins.
+
+    The variable reaches GNU Radio imported later and every child process; a GNU Radio already
+    imported is set directly. Idempotent and cheap.
+    """
+    gr_level = "info" if level.upper() == "DEBUG" else "warn"
+    gr_level = os.environ.setdefault(GR_LOG_LEVEL_ENV, gr_level)
+    if "gnuradio.gr" in sys.modules:
+        from gnuradio import gr
+
+        chosen = getattr(gr.log_levels, gr_level.lower(), None)
+        if chosen is not None:
+            gr.logging().set_default_level(chosen)

@@ -27,7 +27,7 @@ training and the last evaluation.
 
 Outputs in the run directory: ``metrics.jsonl`` (one JSON object per round), ``summary.json``,
 ``config.yaml`` (resolved), ``provenance.json`` (git revision, seeds), and the plots of
-:mod:`pairzero.report`.
+:mod:`pairzero.plots`.
 
 Example::
 
@@ -50,10 +50,10 @@ import torch
 
 from pairzero.clip import resolve_clip
 from pairzero.config import ExperimentConfig, load_config
+from pairzero.metrics import METRICS_FILE, MetricsWriter, progress_line, row_round
 from pairzero.ota.comm import downlink_cost, uplink_cost
 from pairzero.ota.pipeline import OTARoundRunner
 from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration
-from pairzero.report import progress_line
 from pairzero.runinfo import make_run_dir
 from pairzero.seeds import round_seed
 from pairzero.tasks import with_task_prompt
@@ -152,15 +152,15 @@ def run_simulation(
         + f", run dir {run_dir}")
     start = trainer.evaluate()
     say(f"round    0  val loss {start['loss']:.4f}  val acc {start['accuracy']:.3f}")
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics = MetricsWriter(run_dir / METRICS_FILE)
     t0 = time.monotonic()
     history: list[dict[str, Any]] = []
-    with metrics_path.open("w") as mf:
-        mf.write(json.dumps({"round": 0, "val_loss": start["loss"], "val_accuracy": start["accuracy"],
-                             "elapsed_s": 0.0}) + "\n")
+    try:
+        metrics.write({"round": 0, "val_loss": start["loss"], "val_accuracy": start["accuracy"],
+                       "elapsed_s": 0.0})
         for t in range(cfg.run.rounds):
             seed = round_seed(cfg.run.seed, t)
-            row: dict[str, Any] = {"round": t + 1, "seed": seed}
+            row: dict[str, Any] = {"round": row_round(t), "seed": seed}
             if fo is not None:
                 row["train_loss"], row["grad_norm"] = fo.round(seed)
             else:
@@ -176,11 +176,12 @@ def run_simulation(
                 ev = trainer.evaluate()
                 row["val_loss"], row["val_accuracy"] = ev["loss"], ev["accuracy"]
             row["elapsed_s"] = round(time.monotonic() - t0, 3)
-            mf.write(json.dumps(row) + "\n")
-            mf.flush()
+            metrics.write(row)
             history.append(row)
             if (t + 1) % cfg.output.log_every == 0 or "val_accuracy" in row:
                 say(progress_line(row, cfg.run.rounds))
+    finally:
+        metrics.close()
 
     final = history[-1]
     sq = [r["sq_err"] for r in history if isinstance(r.get("sq_err"), float) and math.isfinite(r["sq_err"])]
@@ -205,7 +206,7 @@ def run_simulation(
         "run_dir": str(run_dir),
     }
     if cfg.output.plots:
-        from pairzero.report import plot_run
+        from pairzero.plots import plot_run
 
         for p in plot_run(run_dir):
             say(f"plot: {p}")

@@ -20,7 +20,7 @@ import signal
 import threading
 
 from pairzero.config import ConfigError, load_config
-from pairzero.loopback import busy_ports
+from pairzero.launch import busy_ports
 from pairzero.phy.schedule import sample_addresses
 from radio.emulator import ChannelEmulator
 

@@ -24,6 +24,7 @@ import numpy as np
 from gnuradio import blocks, gr
 
 from pairzero.config import ChannelConfig, ExperimentConfig, NodesConfig
+from pairzero.phy.mode import phy_mode
 from radio.blocks import (
     DEMAND_GUARD_S,
     FIR_TAPS,
@@ -161,24 +162,25 @@ def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
     precoding assumes), a radio silent for 1 s (of its clock) is zero-filled, with every
     radio silent the AP stream runs on at the radios' clock rate, and only the windows the
     AP's radio commanded are computed (``on_demand``)."""
+    mode = phy_mode(cfg)
+    if not mode.needs_emulator:
+        raise ValueError(f"radio.mode: {cfg.radio.mode!r} has no channel emulator; it needs "
+                         "'loopback', or 'usrp' with every radio type=emulated")
     channel = cfg.channel
-    if cfg.radio.mode == "usrp":  # radios on one 10 MHz reference: no carrier offset
+    if mode.radios:  # radios on one 10 MHz reference: no carrier offset
         channel = dataclasses.replace(channel, max_cfo=0.0)
     args: dict[str, Any] = {
         "node_channels": draw_node_channels(channel, cfg.nodes, cfg.run.seed),
         "noise_var": 10 ** (-cfg.channel.snr_db / 10), "seed": cfg.run.seed,
         "fading_doppler": cfg.channel.fading_doppler, "sample_rate": cfg.phy.sample_rate,
     }
-    if cfg.radio.mode == "usrp" and cfg.radio.emulated():
-        rate = cfg.phy.sample_rate * cfg.radio.emulated_rate_factor  # device samples per host s
+    if mode.radios:
+        rate = cfg.phy.sample_rate * mode.rate_factor  # device samples per host s
         args.update(origin=None, lockstep=True, throttle=False, free_run_rate=rate,
-                    node_timeout_s=1.0 / cfg.radio.emulated_rate_factor, on_demand=True)
-    elif cfg.radio.mode == "loopback":
+                    node_timeout_s=mode.host_seconds(1.0), on_demand=True)
+    else:
         args.update(origin=0, lockstep=not cfg.phy.throttle, throttle=cfg.phy.throttle,
                     node_timeout_s=cfg.network.ready_timeout_s)
-    else:
-        raise ValueError(f"radio.mode: {cfg.radio.mode!r} has no channel emulator; it needs "
-                         "'loopback', or 'usrp' with every radio type=emulated")
     return args
 
 

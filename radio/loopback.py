@@ -24,12 +24,11 @@ import zmq
 
 from pairzero.config import ExperimentConfig
 from pairzero.phy.frontend import Capture, EventKind, Idle, RadioEvent, SendReport
+from pairzero.phy.mode import LOOPBACK_GAIN_RANGE_DB
 from pairzero.phy.schedule import TX_TAIL, sample_addresses
 
 __all__ = ["EdgeTx", "ApRx", "LoopbackFrontEnd", "LOOPBACK_GAIN_RANGE_DB"]
 
-#: Analog TX gain range of the loopback radio (dB; that of ``radio.tx_gain_db``), any step.
-LOOPBACK_GAIN_RANGE_DB = (0.0, 90.0)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +131,8 @@ class LoopbackFrontEnd:
     ``tx_gain_db``: the transmitter's emulated analog gain; its samples leave scaled by
     10^((tx_gain_db - reference_gain_db)/20) (the emulator's channel gains hold at the
     reference, ``radio.tx_gain_db``; both 0 by default: no scaling)."""
+
+    rate_factor = 1.0  # the lockstep emulator's clock: no real time to fall behind
 
     def __init__(self, tx_address: str | None = None, rx_address: str | None = None,
                  sample_rate: float = 1e6, tx_gain_db: float = 0.0,

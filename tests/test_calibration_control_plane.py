@@ -26,6 +26,8 @@ from pairzero.config import load_config  # noqa: E402
 from pairzero.phy.calibration import read_calibration_file  # noqa: E402
 from tests.e2e_util import free_port_block  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 GEOMETRY = ["channel.fading=none", "channel.path_loss_exponent=3", "nodes.distances_m=[10,20,40,80]",
             "channel.snr_db=40", "privacy.enabled=false"]
 LOOPBACK = ["nodes.count=4", "channel.max_cfo=0", *GEOMETRY]
@@ -110,14 +112,14 @@ def test_verify_refuses_a_file_for_another_frequency_in_one_line(calibrated: tup
 def _round_errors(cfg, rounds: int = 8) -> np.ndarray:
     """g_hat - mean(g) of ``rounds`` rounds of the round protocol through the emulator, every
     node precoded from round 2 on (the AP and nodes as `pairzero ap` / `edge` build them)."""
-    import radio
     from radio.emulator import ChannelEmulator
+    from radio.factory import build_ap_phy, build_node_phy
 
     k = cfg.nodes.count
     g = np.random.default_rng(9).uniform(-1, 1, (rounds, k))
     emu = ChannelEmulator.for_experiment(cfg)
     emu.start()
-    ap, nodes = radio.ap_phy(cfg), [radio.node_phy(cfg, i) for i in range(k)]
+    ap, nodes = build_ap_phy(cfg), [build_node_phy(cfg, i) for i in range(k)]
     err = []
     try:
         for t in range(rounds):
@@ -177,13 +179,14 @@ def test_a_node_that_has_trained_rounds_joins_a_calibration_session() -> None:
     # round log (it commits no rounds)
     from calibration.session import ControlPlaneCalibrator
     from edge_node.runtime import EdgeNode
-    from pairzero.protocol.testing import DigitalNodePhy, QuadraticTrainer
+    from pairzero.phy.baseband import BasebandNodePhy
+    from pairzero.protocol.testing import QuadraticTrainer
     from pairzero.protocol.transport import InProcHub
 
     cfg = load_config(None, ["nodes.count=2"])
     hub = InProcHub()
     cal = ControlPlaneCalibrator(cfg, hub.server(), None, "exp-cal")
-    node = EdgeNode(1, "exp-cal", hub.client("n1"), QuadraticTrainer(0), DigitalNodePhy(),
+    node = EdgeNode(1, "exp-cal", hub.client("n1"), QuadraticTrainer(0), BasebandNodePhy(),
                     next_round=5)
     # Execute: JOIN, JOIN_ACK
     node.step(0.0)

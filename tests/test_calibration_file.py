@@ -91,20 +91,20 @@ def test_a_missing_file_is_one_clear_error(tmp_path):
 ])
 def test_the_ap_refuses_a_file_for_another_frequency_rate_or_radio_in_one_line(tmp_path, change, field):
     pytest.importorskip("gnuradio.gr")
-    import radio
+    from radio.factory import build_ap_phy, build_node_phy
 
     cfg = load_config(None, ["nodes.count=3"])
     path = write_calibration_file(tmp_path / "cal.yaml", _file(cfg, **change))
     cfg = load_config(None, ["nodes.count=3", f"radio.calibration_file={path}"])
-    # Execute: the AP's start (radio.ap_phy) checks the file before it opens its radio
+    # Execute: the AP's start (build_ap_phy) checks the file before it opens its radio
     with pytest.raises(CalibrationError) as e:
-        radio.ap_phy(cfg)
+        build_ap_phy(cfg)
     msg = str(e.value)
     assert "\n" not in msg and f"node 1's {field}" in msg and str(path) in msg
     # ... and so does node 1 itself; node 0's entry is fine
     with pytest.raises(CalibrationError, match=f"node 1's {field}"):
-        radio.node_phy(cfg, 1)
-    radio.node_phy(cfg, 0).close()
+        build_node_phy(cfg, 1)
+    build_node_phy(cfg, 0).close()
 
 
 def test_serials_of_the_device_args_must_match(tmp_path):
@@ -155,13 +155,13 @@ def test_calibrated_burst_is_scaled_rotated_and_sent_early():
 
 def test_nodes_apply_the_file_at_start_and_log_it(tmp_path, caplog):
     pytest.importorskip("gnuradio.gr")
-    import radio
+    from radio.factory import build_node_phy
 
     cfg = load_config(None, ["nodes.count=3"])
     path = write_calibration_file(tmp_path / "cal.yaml", _file(cfg))
     cfg = load_config(None, ["nodes.count=3", f"radio.calibration_file={path}"])
     with caplog.at_level(logging.INFO, logger="pairzero.phy.calibration"):
-        phys = [radio.node_phy(cfg, k) for k in range(3)]
+        phys = [build_node_phy(cfg, k) for k in range(3)]
     try:
         for k, phy in enumerate(phys):
             assert phy.frontend.tx_gain_db == 40.0 + k  # the file's, not radio.tx_gain_db (40)
@@ -173,7 +173,7 @@ def test_nodes_apply_the_file_at_start_and_log_it(tmp_path, caplog):
         for phy in phys:
             phy.close()
     # Without a file: every node at radio.tx_gain_db, nothing applied
-    plain = radio.node_phy(load_config(None, ["nodes.count=3"]), 1)
+    plain = build_node_phy(load_config(None, ["nodes.count=3"]), 1)
     assert plain.frontend.tx_gain_db == 40.0 and plain.calibration is None
     plain.close()
 
@@ -188,18 +188,19 @@ def _pilot_estimates(cfg, ap, nodes):
     return {e.node: e for e in ap.last_rx.nodes}
 
 
+@pytest.mark.e2e
 def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
-    """The calibration measured in one process (loopback) on a 27 dB path-loss spread, then the
-    AP and the nodes
-    started with its file send a pilot frame through the emulator: levels, phases and delays at
-    the AP are aligned. Bounds: level and phase spread from the two independent pilot errors
-    (tests.test_calibration_alignment._spread_bounds: pass 1 sets the correction, this frame
-    verifies it); the issue's limits (0.5 dB, 5 deg, 0.25 sample) on top."""
+    """The control-plane calibration (run in one process, loopback) on a 27 dB path-loss
+    spread, then the AP and the nodes started with its file send a pilot frame through the
+    emulator: levels, phases and delays at the AP are aligned. Bounds: level and phase spread
+    from the two independent pilot errors (tests.test_calibration_alignment._spread_bounds: the
+    last pass measured the correction, this frame verifies it); the issue's limits (0.5 dB,
+    5 deg, 0.25 sample) on top."""
     pytest.importorskip("gnuradio.gr")
-    import radio
-    from calibration.cli import write_loopback_calibration
     from pairzero.phy import FrameLayout
     from radio.emulator import ChannelEmulator, draw_node_channels
+    from radio.factory import build_ap_phy, build_node_phy
+    from tests.calibration_util import calibrate_in_process
     from tests.e2e_util import free_port_block
     from tests.test_calibration_alignment import _spread_bounds
 
@@ -209,7 +210,7 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
             "run.seed=4", "privacy.enabled=false", f"network.sample_port_base={base}",
             f"network.control_port={base - 1}"]
     out = tmp_path / "cal.yaml"
-    write_loopback_calibration(load_config(None, over), out)
+    calibrate_in_process(load_config(None, over), out)
     cfg = load_config(None, [*over, f"radio.calibration_file={out}"])
     cal = read_calibration_file(out)
     amps = [abs(c.gain) for c in draw_node_channels(cfg.channel, cfg.nodes, cfg.run.seed)]
@@ -220,7 +221,7 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
     def run(c):
         emu = ChannelEmulator.for_experiment(c)
         emu.start()
-        ap, nodes = radio.ap_phy(c), [radio.node_phy(c, k) for k in range(4)]
+        ap, nodes = build_ap_phy(c), [build_node_phy(c, k) for k in range(4)]
         try:
             return _pilot_estimates(c, ap, nodes), [n.frontend.tx_gain_db for n in nodes]
         finally:
@@ -245,6 +246,7 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
     np.testing.assert_allclose(lv, [cal.entry(k).level_db for k in range(4)], atol=level_bound)
 
 
+@pytest.mark.e2e
 def test_emulated_usrp_nodes_apply_the_file(tmp_path):
     """On emulated USRPs (configs/emulated_usrp.yaml, 27 dB path-loss spread) a file made from
     the emulator's own channel draw (exact gains and delays) sets every radio's analog gain (the
@@ -253,12 +255,19 @@ def test_emulated_usrp_nodes_apply_the_file(tmp_path):
     pytest.importorskip("gnuradio.uhd")
     import threading
 
-    import radio
-    from calibration.core import calibration_entries, compute_calibration
+    from calibration.session import (
+        Measurement,
+        Setting,
+        calibration_entries,
+        default_target,
+        next_settings,
+    )
     from pairzero.phy import FrameLayout
+    from pairzero.phy.mode import phy_mode
     from pairzero.phy.rx import NodeEstimate
     from pairzero.protocol.interfaces import ReadyTiming
     from radio.emulator import ChannelEmulator, draw_node_channels
+    from radio.factory import build_ap_phy, build_node_phy
     from tests.e2e_util import free_port_block
     from tests.test_calibration_alignment import _spread_bounds
 
@@ -267,17 +276,21 @@ def test_emulated_usrp_nodes_apply_the_file(tmp_path):
             f"network.sample_port_base={free_port_block(5)}"]
     cfg = load_config("configs/emulated_usrp.yaml", over)
     chans = draw_node_channels(cfg.channel, cfg.nodes, cfg.run.seed)
-    exact = [NodeEstimate(k, True, c.gain, 0.0, c.delay, 0.0, 50.0, 1e3) for k, c in enumerate(chans)]
-    corr = compute_calibration(exact, cfg.radio.tx_gain_db, gain_step_db=1.0)
+    ref, gains_range = cfg.radio.tx_gain_db, phy_mode(cfg).tx_gain_range_db
+    exact = [Measurement(k, NodeEstimate(k, True, c.gain, 0.0, c.delay, 0.0, 50.0, 1e3), Setting(ref))
+             for k, c in enumerate(chans)]
+    new = next_settings(exact, default_target(exact, ref, gains_range), ref, gains_range, 1.0)
+    corr = [new[k] for k in range(4)]
     path = write_calibration_file(tmp_path / "cal.yaml", CalibrationFile(
-        utc_now(), "test", "usrp", tuple(calibration_entries(cfg, corr)), {}))
+        utc_now(), "test", "usrp", tuple(calibration_entries(cfg, [
+            Measurement(k, m.estimate, new[k]) for k, m in enumerate(exact)])), {}))
     cfg = load_config("configs/emulated_usrp.yaml", [*over, f"radio.calibration_file={path}"])
     amps = [abs(c.gain) for c in chans]
     tp = FrameLayout(cfg.phy, 4).pilot_template
     _, _, level_bound = _spread_bounds(amps, 10 ** (-cfg.channel.snr_db / 10), np.vdot(tp, tp).real)
     emu = ChannelEmulator.for_experiment(cfg)
     emu.start()
-    ap, nodes = radio.ap_phy(cfg), [radio.node_phy(cfg, k) for k in range(4)]
+    ap, nodes = build_ap_phy(cfg), [build_node_phy(cfg, k) for k in range(4)]
     try:
         plan = ap.plan(0, list(range(4)), ReadyTiming(control_s=0.1))
         sends = [threading.Thread(target=n.transmit, args=(0, None, plan.schedule_for(0, i)))

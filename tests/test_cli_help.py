@@ -14,6 +14,7 @@ from pairzero.cli import COMMANDS, main
 SCRIPT = shutil.which("pairzero", path=str(Path(sys.executable).parent))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_subcommand_help(command: str) -> None:
     assert SCRIPT, "the pairzero console script is not installed in this environment"
@@ -23,6 +24,7 @@ def test_subcommand_help(command: str) -> None:
     assert "--log-level" in res.stdout
 
 
+@pytest.mark.e2e
 def test_top_level_help_lists_every_subcommand() -> None:
     res = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0

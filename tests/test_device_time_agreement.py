@@ -19,7 +19,8 @@ import pytest
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, JoinRejected
-from pairzero.protocol.testing import ConstantPlanner, DigitalNodePhy, IdealApPhy, QuadraticTrainer
+from pairzero.phy.baseband import BasebandNodePhy
+from pairzero.protocol.testing import ConstantPlanner, IdealApPhy, QuadraticTrainer
 from pairzero.protocol.transport import InProcHub
 
 EXP = "exp-clock"
@@ -37,7 +38,7 @@ class _ApPhy(IdealApPhy):
         return _device_time(), time.time()
 
 
-class _NodePhy(DigitalNodePhy):
+class _NodePhy(BasebandNodePhy):
     """A node whose radio labelled its PPS edge ``offset_s`` off (its host clock ``host_s`` off)."""
 
     def __init__(self, offset_s: float, host_s: float) -> None:

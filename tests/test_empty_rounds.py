@@ -12,31 +12,22 @@ from pathlib import Path
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode
+from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.interfaces import PhyResult, RoundPlan
-from pairzero.protocol.messages import RoundRecord, Schedule, TxEvent
-from pairzero.protocol.testing import ConstantPlanner, DigitalNodePhy, IdealApPhy, QuadraticTrainer
+from pairzero.protocol.messages import RoundRecord, Schedule
+from pairzero.protocol.testing import ConstantPlanner, IdealApPhy, QuadraticTrainer
 from pairzero.protocol.transport import InProcHub
 
 EXP = "exp-empty"
 MANIFEST = QuadraticTrainer(0).manifest_digest()
 
 
-class _DeadChannelNodePhy:
+class _DeadChannelNodePhy(BasebandNodePhy):
     """A node radio whose frames never reach the AP (the channel emulator is dead)."""
 
     digital = False
-    last_prep_s = 0.0
 
     def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> None:
-        return None
-
-    def take_events(self) -> tuple[TxEvent, ...]:
-        return ()
-
-    def spent_mu(self) -> float | None:
-        return None
-
-    def clock_report(self) -> tuple[float, float] | None:
         return None
 
 
@@ -57,7 +48,7 @@ class _FlakyChannel(IdealApPhy):
         return super().receive(t, seed, plan, ready)
 
 
-def _run(tmp_path: Path, rounds: int, max_empty: int, phy: IdealApPhy, node_phy=DigitalNodePhy,
+def _run(tmp_path: Path, rounds: int, max_empty: int, phy: IdealApPhy, node_phy=BasebandNodePhy,
          log: RoundLog | None = None) -> tuple[Orchestrator, int, RoundLog]:
     hub = InProcHub()
     rl = log or RoundLog.open(tmp_path / "log.sqlite", EXP)

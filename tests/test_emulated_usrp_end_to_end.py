@@ -10,15 +10,16 @@ The run must finish, commit every round once, carry every node's payload after t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_util import free_port_block, read_jsonl, replay_hash, round_log
+from pairzero.metrics import read_metrics
+from tests.e2e_util import replay_hash, round_log, run_loopback
 
 pytest.importorskip("gnuradio.uhd")
+
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 12
@@ -30,18 +31,12 @@ def emulated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Prepare / Execute: the shipped config, short, at high SNR and with privacy off, so the
     # over-the-air estimate is close to exact; 50 ms TX lead (5 ms shipped) for a CI machine's
     # scheduling jitter with 6 processes on 2 cores
-    out = tmp_path_factory.mktemp("emulated-usrp")
-    base = free_port_block(K + 2)
-    cmd = [sys.executable, "-m", "pairzero.cli", "loopback",
-           "--config", str(ROOT / "configs" / "emulated_usrp.yaml"), "--out", str(out),
-           "--set", f"network.control_port={base}", "--set", f"network.sample_port_base={base + 1}",
-           "--set", "output.plots=false", "--set", f"run.rounds={ROUNDS}",
-           "--set", "privacy.enabled=false", "--set", "channel.snr_db=30.0",
-           "--set", f"task.eval_every={ROUNDS // 2}", "--set", "radio.tx_lead_s=0.05"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink()]
-    return run_dir
+    run = run_loopback([f"run.rounds={ROUNDS}", "privacy.enabled=false", "channel.snr_db=30.0",
+                        f"task.eval_every={ROUNDS // 2}", "radio.tx_lead_s=0.05"],
+                       ROOT / "configs" / "emulated_usrp.yaml",
+                       out=tmp_path_factory.mktemp("emulated-usrp"), timeout_s=400)
+    assert run.run_dir is not None
+    return run.run_dir
 
 
 def test_the_radios_are_the_usrp_front_ends_on_emulated_devices(emulated_run: Path) -> None:
@@ -53,7 +48,7 @@ def test_the_radios_are_the_usrp_front_ends_on_emulated_devices(emulated_run: Pa
 def test_every_round_is_committed_once(emulated_run: Path) -> None:
     recs = round_log(emulated_run)
     assert [r.t for r in recs] == list(range(ROUNDS))
-    rows = [r for r in read_jsonl(emulated_run / "metrics.jsonl") if "g_hat" in r]
+    rows = [r for r in read_metrics(emulated_run / "metrics.jsonl") if "g_hat" in r]
     assert [r["round"] for r in rows] == list(range(1, ROUNDS + 1))
     # frames are timed on the radios' clock, in order
     samples = [r["tx_sample"] for r in rows]
@@ -67,7 +62,7 @@ def test_after_one_pilot_frame_every_round_carries_every_node(emulated_run: Path
 
 
 def test_validation_loss_decreases(emulated_run: Path) -> None:
-    evals = [r for r in read_jsonl(emulated_run / "metrics.jsonl") if "val_loss" in r]
+    evals = [r for r in read_metrics(emulated_run / "metrics.jsonl") if "val_loss" in r]
     assert [r["round"] for r in evals] == [0, ROUNDS // 2, ROUNDS]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
 

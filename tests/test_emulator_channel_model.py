@@ -47,6 +47,7 @@ def test_default_channel_has_no_path_loss_and_unit_mean_power():
     assert abs(p.mean() - 1.0) < 5 / np.sqrt(1000)
 
 
+@pytest.mark.e2e
 def test_emulator_received_levels_follow_the_path_loss():
     """Each node alone sends a constant unit amplitude through the running emulator; the AP's
     level per node is 20 log10 |h_k| = -10 alpha log10(d_k / d_ref) dB.

@@ -50,6 +50,7 @@ def test_python_is_debians_with_system_site_packages() -> None:
     assert "/usr/bin" in text
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(os.environ.get("PAIRZERO_VENV") is None, reason="run through `make test`")
 def test_setup_second_run_is_fast_and_installs_nothing() -> None:
     res = subprocess.run(
@@ -60,6 +61,7 @@ def test_setup_second_run_is_fast_and_installs_nothing() -> None:
     assert "ready in" in res.stdout
 
 
+@pytest.mark.e2e
 def test_docker_compose_file_is_valid() -> None:
     exe = shutil.which("docker-compose")
     if exe is None:

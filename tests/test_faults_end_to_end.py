@@ -15,11 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pairzero.config import config_to_dict, load_config
+from pairzero.metrics import read_metrics
 from pairzero.protocol.keys import generate_keys
-from tests.e2e_util import free_port_block, read_jsonl, replay_hash, round_log
+from tests.e2e_util import free_port_block, replay_hash, round_log
+
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
 
 ROUNDS = 200
 PY = [sys.executable, "-m", "pairzero.cli"]
@@ -48,7 +52,7 @@ def _start(role: list[str], cfg: Path, run_dir: Path, log: Path) -> subprocess.P
 
 def _rounds_done(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
-    return [r for r in read_jsonl(path) if "g_hat" in r] if path.exists() else []
+    return [r for r in read_metrics(path) if "g_hat" in r] if path.exists() else []
 
 
 def _wait(cond, timeout: float, what: str, alive: subprocess.Popen[bytes], log: Path) -> None:

@@ -26,6 +26,8 @@ import yaml
 
 pytest.importorskip("gnuradio.uhd")
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 ROOT = Path(__file__).resolve().parent.parent
 GRC_DIR = ROOT / "grc_flowgraphs"
 GRC_FILES = sorted(GRC_DIR.glob("*.grc"))

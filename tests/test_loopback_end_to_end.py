@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_util import free_port_block, read_jsonl, replay_hash, round_log
+from pairzero.metrics import read_metrics
+from tests.e2e_util import replay_hash, round_log, run_loopback
+
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
 
 ROUNDS = 12
 
 
 def _run_loopback(tmp_path: Path, *overrides: str, timeout: float = 300) -> Path:
-    base = free_port_block(6)
-    cmd = [sys.executable, "-m", "pairzero.cli", "loopback", "--out", str(tmp_path),
-           "--set", f"network.control_port={base}", "--set", f"network.sample_port_base={base + 1}",
-           "--set", "output.plots=false", "--set", "nodes.count=3"]
-    for o in overrides:
-        cmd += ["--set", o]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]
-    return run_dir
+    run = run_loopback(["nodes.count=3", *overrides], out=tmp_path, timeout_s=timeout)
+    assert run.run_dir is not None
+    # A quiet run: none of GNU Radio's INFO lines (one per block buffer) reach the terminal
+    assert ":info:" not in run.stdout and "set_min_output_buffer" not in run.stdout, run.stdout
+    return run.run_dir
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +40,7 @@ def gnuradio_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_round_is_committed_once(gnuradio_run: Path) -> None:
     recs = round_log(gnuradio_run)
     assert [r.t for r in recs] == list(range(ROUNDS))
-    rows = [r for r in read_jsonl(gnuradio_run / "metrics.jsonl") if "g_hat" in r]
+    rows = [r for r in read_metrics(gnuradio_run / "metrics.jsonl") if "g_hat" in r]
     assert [r["round"] for r in rows] == list(range(1, ROUNDS + 1))
 
 
@@ -58,7 +54,7 @@ def test_over_the_air_rounds_include_every_node(gnuradio_run: Path) -> None:
 
 
 def test_validation_loss_decreases(gnuradio_run: Path) -> None:
-    evals = [r for r in read_jsonl(gnuradio_run / "metrics.jsonl") if "val_loss" in r]
+    evals = [r for r in read_metrics(gnuradio_run / "metrics.jsonl") if "val_loss" in r]
     assert [r["round"] for r in evals] == [0, ROUNDS // 2, ROUNDS]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
 

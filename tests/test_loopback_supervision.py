@@ -19,8 +19,11 @@ import pytest
 import yaml
 
 from pairzero.config import config_to_dict, load_config
-from pairzero.loopback import ap_crashed
-from tests.e2e_util import free_port_block, read_jsonl, replay_hash, round_log
+from pairzero.launch import ap_crashed
+from pairzero.metrics import read_metrics
+from tests.e2e_util import free_port_block, replay_hash, round_log
+
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
 
 PY = [sys.executable, "-m", "pairzero.cli"]
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +69,7 @@ def _run_dir(tmp_path: Path) -> Path | None:
 
 def _committed(run_dir: Path) -> int:
     path = run_dir / "metrics.jsonl"
-    return sum(1 for r in read_jsonl(path) if "g_hat" in r) if path.exists() else 0
+    return sum(1 for r in read_metrics(path) if "g_hat" in r) if path.exists() else 0
 
 
 def _ap_pid(run_dir: Path) -> int | None:
@@ -111,7 +114,7 @@ def test_loopback_restarts_a_killed_ap_and_commits_every_round_once(tmp_path: Pa
     con.close()
     assert ts == list(range(rounds))
     assert [r.t for r in round_log(run_dir)] == list(range(rounds))
-    rows = [r["round"] for r in read_jsonl(run_dir / "metrics.jsonl") if "g_hat" in r]
+    rows = [r["round"] for r in read_metrics(run_dir / "metrics.jsonl") if "g_hat" in r]
     assert sorted(rows) == list(range(1, rounds + 1)), "a metrics row is missing or repeated"
     # Nodes bit-identical to the AP's model and to a replay of the log
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -164,7 +167,7 @@ def _pid_of(role: str, run_dir: Path) -> int | None:
 
 def _present_rounds(run_dir: Path) -> int:
     path = run_dir / "metrics.jsonl"
-    return sum(1 for r in read_jsonl(path) if r.get("active")) if path.exists() else 0
+    return sum(1 for r in read_metrics(path) if r.get("active")) if path.exists() else 0
 
 
 def test_loopback_with_the_channel_emulator_killed_fails_with_the_reason(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ def test_from_pretrained_local_dir(tmp_path) -> None:
     assert tok2("It was")["input_ids"] == tok("It was")["input_ids"]
 
 
+@pytest.mark.e2e
 def test_hub_id_offline_gives_clear_error() -> None:
     # HF_HUB_OFFLINE is read at import: run in a fresh interpreter.
     code = (
@@ -98,6 +99,7 @@ def test_trainable_modes_select_right_params(tiny) -> None:
         trainable_parameters(tiny, "lora")
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # ~45 s on an idle 2-core machine, minutes on a loaded one
 def test_pretraining_script_reproduces_the_shipped_checkpoint_bit_for_bit(tmp_path) -> None:
     # Execute: scripts/pretrain_opt_tiny.py with its defaults, into tmp_path

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator, round_seed
+from access_point.orchestrator import ApSettings, Orchestrator, round_seed
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, JoinRejected
+from pairzero.metrics import MetricsWriter
+from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.testing import (
     ConstantPlanner,
-    DigitalNodePhy,
     IdealApPhy,
     QuadraticTrainer,
     replay_hash,
@@ -37,7 +38,7 @@ def _settings(rounds: int, **kw) -> ApSettings:
 
 def _node(hub: InProcHub, k: int, **kw) -> EdgeNode:
     trainer = QuadraticTrainer(k, compute_delay_s=kw.pop("delay", 0.0))
-    return EdgeNode(k, EXP, hub.client(f"n{k}"), trainer, DigitalNodePhy(), heartbeat_s=HB, **kw)
+    return EdgeNode(k, EXP, hub.client(f"n{k}"), trainer, BasebandNodePhy(), heartbeat_s=HB, **kw)
 
 
 def _thread(fn, *args, **kw) -> tuple[threading.Thread, dict]:
@@ -59,7 +60,7 @@ def test_orchestrator_three_nodes_identical_state_equal_to_log_replay(tmp_path: 
     rounds = 6
     hub = InProcHub()
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
-    metrics = JsonlMetrics(tmp_path / "metrics.jsonl")
+    metrics = MetricsWriter(tmp_path / "metrics.jsonl")
     orch = Orchestrator(_settings(rounds), hub.server(), rl, ConstantPlanner(), IdealApPhy(),
                         metrics=metrics, replica=QuadraticTrainer(0))
     nodes = [_node(hub, k) for k in range(3)]
@@ -85,7 +86,7 @@ def test_orchestrator_three_nodes_identical_state_equal_to_log_replay(tmp_path: 
     expected0 = np.mean([z0 @ (0 - QuadraticTrainer(k).target) for k in range(3)])
     assert recs[0].g_hat == pytest.approx(expected0, rel=1e-12)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rows] == list(range(rounds))
+    assert [r["round"] for r in rows] == list(range(1, rounds + 1))  # rounds completed
     assert rows[0]["missing"] == []
     rl.close()
 
@@ -109,7 +110,7 @@ def test_orchestrator_dead_node_does_not_hang_and_rejoins_to_identical_state(tmp
     hub.drop("n2")
     # Execute: while the survivors go on, a fresh node 2 (initial weights) joins later
     time.sleep(0.6)
-    reborn = EdgeNode(2, EXP, hub.client("n2b"), QuadraticTrainer(2), DigitalNodePhy(),
+    reborn = EdgeNode(2, EXP, hub.client("n2b"), QuadraticTrainer(2), BasebandNodePhy(),
                       heartbeat_s=HB)
     tr, orr = _thread(reborn.run, until_round=rounds)
     for th in (t0, t1, tr):
@@ -133,7 +134,7 @@ def test_orchestrator_refuses_manifest_mismatch_with_reason(tmp_path: Path) -> N
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     orch = Orchestrator(_settings(1, min_nodes=1, start_timeout_s=1.0), hub.server(), rl,
                         ConstantPlanner(), IdealApPhy())
-    bad = EdgeNode(0, EXP, hub.client("bad"), QuadraticTrainer(0, dim=9), DigitalNodePhy(),
+    bad = EdgeNode(0, EXP, hub.client("bad"), QuadraticTrainer(0, dim=9), BasebandNodePhy(),
                    heartbeat_s=HB)
     ap_th, _ = _thread(orch.run)
     # Execute / Assert

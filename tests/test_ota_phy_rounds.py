@@ -30,6 +30,8 @@ class Air:
     report as not received (a timeout)."""
 
     sample_rate = 1e6
+    rate_factor = 1.0  # a clock in step with the host's
+    tx_gain_db = 0.0
 
     def __init__(self, gains, delays, cfos, noise_var: float, seed: int = 0) -> None:
         self.gains, self.delays, self.cfos, self.noise_var = gains, delays, cfos, noise_var
@@ -41,11 +43,20 @@ class Air:
     def now_index(self) -> int:
         return self.now
 
+    def set_tx_gain(self, gain_db: float) -> float:
+        raise ValueError("set_tx_gain: the AP's side of Air is a receiver")
+
     def node(self, k: int) -> Air:
         air = self
 
         class NodeFrontEnd:
             sample_rate = 1e6
+            rate_factor = 1.0
+            tx_gain_db = 0.0
+
+            def set_tx_gain(self, gain_db: float) -> float:
+                self.tx_gain_db = gain_db
+                return gain_db
 
             def now_index(self) -> int:
                 return air.now

@@ -189,6 +189,7 @@ def test_indexed_sink_publishes_chunks_with_the_shared_sample_index():
     assert all(s + len(got[s]) == t for s, t in zip(starts, starts[1:], strict=False))
 
 
+@pytest.mark.e2e
 def test_free_running_emulator_is_throttled_to_the_sample_rate():
     from radio.emulator import ChannelEmulator, NodeChannelParams
 
@@ -213,6 +214,7 @@ def test_free_running_emulator_is_throttled_to_the_sample_rate():
     assert 0 < rate < 1.3 * 200e3
 
 
+@pytest.mark.e2e
 def test_emulator_on_a_busy_port_fails_at_construction_and_releases_its_ports():
     from radio.emulator import ChannelEmulator, NodeChannelParams
 

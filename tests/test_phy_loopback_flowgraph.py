@@ -17,6 +17,8 @@ from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
 from radio.loopback import LoopbackFrontEnd  # noqa: E402
 from sync.estimation import fractional_shift  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 K_SIGMA = 5.0  # P(|Z| > 5) = 5.7e-7 per check: <= 4.6e-6 for 4 nodes x (delay, gain), union bound
 MAX_DELAY, MAX_CFO = 4.0, 1e-4  # the channel draw of _run (samples, cycles/sample)
 

@@ -102,11 +102,11 @@ def test_bad_parameters_raise_value_error_naming_them(call, name: str) -> None:
 
 def test_baseband_mode_reports_no_privacy_against_the_ap() -> None:
     # Prepare: the baseband AP (the nodes' exact scalars arrive in READY)
-    from access_point.baseband import BasebandOTA
     from pairzero.config import load_config
+    from pairzero.phy.baseband import BasebandApPhy
 
     cfg = load_config(None, ["nodes.count=3", "run.rounds=4", "radio.mode=baseband"])
-    ap = BasebandOTA(cfg)
+    ap = BasebandApPhy(cfg)
     # Execute
     plan = ap.plan(0, [0, 1, 2])
     res = ap.receive(0, 7, plan, {0: 0.1, 1: -0.2, 2: 0.3})
@@ -114,7 +114,7 @@ def test_baseband_mode_reports_no_privacy_against_the_ap() -> None:
     assert ap.eps_spent() == math.inf
     assert plan.mu is None and res.mu is None
     off = load_config(None, ["nodes.count=3", "radio.mode=baseband", "privacy.enabled=false"])
-    assert BasebandOTA(off).eps_spent() is None
+    assert BasebandApPhy(off).eps_spent() is None
 
 
 def test_charge_logged_rounds_composes_mu_on_the_active_nodes_only() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from access_point.roundlog import RoundLog
 from pairzero.config import load_config
+from pairzero.launch import free_port_block
 from pairzero.ota.charging import (
     LedgerCorrupt,
     PrivacyLedger,
@@ -25,7 +26,6 @@ from pairzero.ota.charging import (
 from pairzero.ota.privacy import PrivacyCalibration
 from pairzero.protocol.messages import RoundRecord
 from pairzero.runinfo import experiment_id, write_provenance
-from tests.e2e_util import free_port_block
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -150,6 +150,7 @@ def test_an_ap_never_rebuilds_the_account_from_the_round_log_alone(tmp_path: Pat
     assert rp2.restore(records[:2]) == []
 
 
+@pytest.mark.e2e  # starts the AP process
 @pytest.mark.parametrize("damage, fragment", [
     ("deleted", "is missing"),
     ("truncated", "holds 5 entries but privacy.head records 7"),

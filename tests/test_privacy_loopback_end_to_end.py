@@ -15,12 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pairzero.config import config_to_dict, load_config
+from pairzero.launch import free_port_block
+from pairzero.metrics import round_rows
 from pairzero.ota.charging import PrivacyLedger, terms_of
 from pairzero.ota.privacy import PrivacyCalibration
-from tests.e2e_util import free_port_block, read_jsonl, replay_hash, round_log
+from tests.e2e_util import replay_hash, round_log
+
+pytestmark = pytest.mark.e2e  # starts processes and the channel emulator
 
 ROUNDS = 8
 PY = [sys.executable, "-m", "pairzero.cli"]
@@ -91,5 +96,4 @@ def test_a_node_with_a_spent_account_is_left_out_before_the_frame_and_never_in_s
     reports = [json.loads((run / "nodes" / f"edge{k}.json").read_text()) for k in range(3)]
     hashes = {r["model_hash"] for r in reports}
     assert hashes == {replay_hash(run)}
-    rows = [r for r in read_jsonl(run / "metrics.jsonl") if "g_hat" in r]
-    assert len(rows) == ROUNDS
+    assert len(round_rows(run)) == ROUNDS

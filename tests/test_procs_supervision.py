@@ -10,8 +10,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from pairzero.procs import Child, Supervisor
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
 
 def _alive(pid: int) -> bool:
     try:

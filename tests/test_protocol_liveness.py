@@ -19,8 +19,9 @@ import pytest
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, NodeError
+from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.messages import AP_NODE_ID, Heartbeat, encode, make
-from pairzero.protocol.testing import ConstantPlanner, DigitalNodePhy, IdealApPhy, QuadraticTrainer
+from pairzero.protocol.testing import ConstantPlanner, IdealApPhy, QuadraticTrainer
 from pairzero.protocol.transport import InProcHub
 
 EXP = "exp-liveness"
@@ -32,7 +33,7 @@ def _ap_and_joined_node(hub: InProcHub, tmp_path: Path) -> tuple[Orchestrator, E
     settings = ApSettings(EXP, 1, 5, QuadraticTrainer(0).manifest_digest(), 0.05, heartbeat_s=HB)
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     orch = Orchestrator(settings, hub.server(), rl, ConstantPlanner(), IdealApPhy())
-    node = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
+    node = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB)
     node.step(0.0)  # JOIN
     orch._pump(1.0)  # JOIN_ACK
     node.step(1.0)
@@ -88,7 +89,7 @@ def test_node_gives_up_on_a_silent_ap_after_give_up_s() -> None:
     # Prepare: nobody serves the AP side of the hub
     hub = InProcHub()
     hub.server()
-    node = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB,
+    node = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB,
                     give_up_s=0.5)
     # Execute
     t0 = time.monotonic()
@@ -102,13 +103,14 @@ def test_node_gives_up_on_a_silent_ap_after_give_up_s() -> None:
 def test_node_with_give_up_zero_keeps_waiting_for_the_ap() -> None:
     hub = InProcHub()
     hub.server()
-    node = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
+    node = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB)
     end = time.monotonic() + 1.0  # 10 heartbeats, 3x the re-join limit
     while time.monotonic() < end:
         node.step(HB / 4)  # would raise if it gave up
     assert not node.joined
 
 
+@pytest.mark.e2e
 def test_edge_cli_without_an_ap_stops_with_one_line_and_status_1(tmp_path: Path) -> None:
     # Prepare: a port nothing listens on; baseband PHY (no sample sockets)
     with socket.socket() as s:

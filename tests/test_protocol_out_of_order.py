@@ -12,6 +12,7 @@ import pytest
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, ModelHashMismatch
+from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.messages import (
     CatchupResponse,
     Join,
@@ -26,7 +27,6 @@ from pairzero.protocol.messages import (
 )
 from pairzero.protocol.testing import (
     ConstantPlanner,
-    DigitalNodePhy,
     IdealApPhy,
     QuadraticTrainer,
 )
@@ -48,7 +48,7 @@ def _next(ap, timeout: float = 1.0):
 
 def _joined_node(hub: InProcHub) -> tuple[EdgeNode, object]:
     ap = hub.server()
-    node = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0), DigitalNodePhy(),
+    node = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0), BasebandNodePhy(),
                     heartbeat_s=10.0)
     node.step(0.0)  # sends JOIN
     inbound = ap.recv(1.0)

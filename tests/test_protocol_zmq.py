@@ -11,11 +11,12 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from access_point.baseband import BasebandOTA
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, JoinRejected
 from pairzero.config import config_from_dict
+from pairzero.metrics import MemoryMetrics
+from pairzero.phy.baseband import BasebandApPhy, BasebandNodePhy
 from pairzero.protocol.keys import cmd_keys, load_client_keys, load_server_keys
 from pairzero.protocol.messages import (
     MAX_MESSAGE_BYTES,
@@ -37,7 +38,6 @@ from pairzero.protocol.messages import (
 )
 from pairzero.protocol.testing import (
     ConstantPlanner,
-    DigitalNodePhy,
     IdealApPhy,
     QuadraticTrainer,
     replay_hash,
@@ -131,7 +131,7 @@ def test_protocol_fuzz_leaves_ap_and_node_running(tmp_path: Path) -> None:
     # burst is still queued, and an AP that left then would never count it.
     ap_th, ap_out = _thread(orch.run, linger_s=120)
     client = ZmqClient(server.endpoint, heartbeat_s=HB)
-    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
+    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB)
     n_th, n_out = _thread(node.run, until_round=rounds)
     try:
         decoded_all = _wait(lambda: orch.dropped >= N_FUZZ, 60)
@@ -170,7 +170,7 @@ def test_protocol_fuzz_node_survives_and_completes_a_round() -> None:
     router.setsockopt(zmq.SNDHWM, 100000)  # a ROUTER drops (not blocks) beyond its HWM
     port = router.bind_to_random_port("tcp://127.0.0.1")
     client = ZmqClient(f"tcp://127.0.0.1:{port}", heartbeat_s=HB)
-    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=5.0)
+    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=5.0)
     n_th, n_out = _thread(node.run, until_round=1)
     seed = 4242
     try:
@@ -228,13 +228,13 @@ def test_protocol_curve_refuses_unenrolled_and_key_mismatch(tmp_path: Path) -> N
     outsider_keys = CurveClientKeys(opub, osec, server_keys.public)
     # Execute
     outsider = ZmqClient(server.endpoint, curve=outsider_keys, heartbeat_s=HB)
-    intruder = EdgeNode(0, EXP, outsider, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB,
+    intruder = EdgeNode(0, EXP, outsider, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB,
                         key_id=opub.decode())
     plain = ZmqClient(server.endpoint, heartbeat_s=HB)  # no CurveZMQ at all
-    plain_node = EdgeNode(0, EXP, plain, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
+    plain_node = EdgeNode(0, EXP, plain, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB)
     k1 = load_client_keys(keys, 1)
     thief = ZmqClient(server.endpoint, curve=k1, heartbeat_s=HB)  # node 1's key claiming id 0
-    thief_node = EdgeNode(0, EXP, thief, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB,
+    thief_node = EdgeNode(0, EXP, thief, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB,
                           key_id=k1.public.decode())
     ap_th, ap_out = _thread(orch.run, linger_s=0.2)
     i_th, i_out = _thread(intruder.run, until_round=2)
@@ -245,7 +245,7 @@ def test_protocol_curve_refuses_unenrolled_and_key_mismatch(tmp_path: Path) -> N
     members_before = orch.members
     k0 = load_client_keys(keys, 0)
     good_tx = ZmqClient(server.endpoint, curve=k0, heartbeat_s=HB)
-    good = EdgeNode(0, EXP, good_tx, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB,
+    good = EdgeNode(0, EXP, good_tx, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB,
                     key_id=k0.public.decode())
     g_th, g_out = _thread(good.run, until_round=2)
     g_th.join(20)
@@ -342,14 +342,15 @@ def test_hostile_joined_node_leaves_the_baseband_ap_serving_and_finishing(tmp_pa
     rounds = 4
     cfg = config_from_dict({"radio": {"mode": "baseband"}, "nodes": {"count": 2},
                             "run": {"rounds": rounds}, "zo": {"clip": 50.0}})
-    phy = BasebandOTA(cfg)
+    phy = BasebandApPhy(cfg)
     manifest = QuadraticTrainer(0).manifest_digest()
     server = ZmqServer("tcp://127.0.0.1:*", heartbeat_s=HB)
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     settings = ApSettings(EXP, 1, rounds, manifest, 0.05, ready_timeout_s=20.0, heartbeat_s=HB,
                           min_nodes=2, hash_every=1, node_count=2)
-    rows: list[dict] = []
-    orch = Orchestrator(settings, server, rl, phy, phy, metrics=rows.append,
+    metrics = MemoryMetrics()
+    rows = metrics.rows
+    orch = Orchestrator(settings, server, rl, phy, phy, metrics=metrics,
                         replica=QuadraticTrainer(0))
     hostile = _HostileNode(server.endpoint, 1, manifest)
     outsider_ctx = zmq.Context()
@@ -357,7 +358,7 @@ def test_hostile_joined_node_leaves_the_baseband_ap_serving_and_finishing(tmp_pa
     outsider.setsockopt(zmq.LINGER, 0)
     outsider.connect(server.endpoint)
     client = ZmqClient(server.endpoint, heartbeat_s=HB)
-    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=HB)
+    node = EdgeNode(0, EXP, client, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=HB)
     # Execute
     ap_th, ap_out = _thread(orch.run, linger_s=120)
     h_th, h_out = _thread(hostile.run)

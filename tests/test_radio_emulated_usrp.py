@@ -28,6 +28,8 @@ from radio.emulated import EmulatedUhd  # noqa: E402
 from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
 from radio.usrp import UsrpFrontEnd  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 RATE = 250e3  # a rate a B200's 32 MHz master clock divides to (x 1/128)
 
 
@@ -280,7 +282,7 @@ def test_rounds_of_an_emulated_usrp_experiment_add_the_nodes_scalars_over_the_ai
     # 30 dB, its emulator and the AP's and nodes' round protocol on their emulated radios
     from pairzero.config import load_config
     from pairzero.protocol.interfaces import ReadyTiming
-    from radio import ap_phy, node_phy
+    from radio.factory import build_ap_phy, build_node_phy
     from tests.e2e_util import free_port_block
 
     root = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -290,7 +292,7 @@ def test_rounds_of_an_emulated_usrp_experiment_add_the_nodes_scalars_over_the_ai
     k = cfg.nodes.count
     emu = ChannelEmulator.for_experiment(cfg)
     emu.start()
-    ap, nodes = ap_phy(cfg), [node_phy(cfg, i) for i in range(k)]
+    ap, nodes = build_ap_phy(cfg), [build_node_phy(cfg, i) for i in range(k)]
     g = np.array([0.4, -0.9, 0.7, 0.2])
     out = []
     try:

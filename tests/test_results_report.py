@@ -44,6 +44,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.e2e
 def test_every_point_has_a_result_file_with_config_and_revision(tiny_run: Path) -> None:
     for p in plan(TINY):
         rec = load_point(tiny_run, p)
@@ -62,6 +63,7 @@ def test_every_point_has_a_result_file_with_config_and_revision(tiny_run: Path) 
     assert mem["result"]["ratio_zo_over_fo_adam"] == pytest.approx(mem["result"]["zo_mb"] / mem["result"]["fo_adam_mb"])
 
 
+@pytest.mark.e2e
 def test_report_tables_follow_the_result_files(tiny_run: Path, tmp_path: Path) -> None:
     report = tmp_path / "results.md"
     text = write_report(TINY, tiny_run, report).read_text()
@@ -89,6 +91,7 @@ def test_report_tables_follow_the_result_files(tiny_run: Path, tmp_path: Path) -
     assert "not available: not run yet" in _row(gone, "noiseless federated ZO")
 
 
+@pytest.mark.e2e
 def test_rerun_skips_points_already_done(tiny_run: Path, tmp_path: Path) -> None:
     counts = run_results(TINY, tiny_run, tmp_path / "r.md", sections=("communication", "privacy", "memory"),
                          echo=False)

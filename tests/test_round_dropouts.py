@@ -14,11 +14,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
 from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode
+from pairzero.metrics import MemoryMetrics
+from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.messages import (
     Heartbeat,
     Join,
@@ -32,7 +35,6 @@ from pairzero.protocol.messages import (
 )
 from pairzero.protocol.testing import (
     ConstantPlanner,
-    DigitalNodePhy,
     IdealApPhy,
     QuadraticTrainer,
     replay_hash,
@@ -63,15 +65,16 @@ def _one_round_where_node_1_vanishes(tmp_path: Path, vanish) -> tuple[float, dic
     READY deadline 30 s. Returns the round's wall time and its metrics row."""
     hub = InProcHub()
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
-    rows: list[dict] = []
+    metrics = MemoryMetrics()
+    rows = metrics.rows
     settings = ApSettings(EXP, 1, 1, MANIFEST, 0.05, ready_timeout_s=30.0, heartbeat_s=1.0,
                           min_nodes=2, node_count=2)
     orch = Orchestrator(settings, hub.server(), rl, ConstantPlanner(), IdealApPhy(),
-                        metrics=rows.append)
+                        metrics=metrics)
     n1 = hub.client("n1")
     n1.send(encode(make(EXP, 0, Join(1, MANIFEST, "", "", 0))))
     node0 = EdgeNode(0, EXP, hub.client("n0"), QuadraticTrainer(0, compute_delay_s=0.3),
-                     DigitalNodePhy(), heartbeat_s=1.0)
+                     BasebandNodePhy(), heartbeat_s=1.0)
     n_th, _ = _thread(node0.run, until_round=1)
     ap_th, ap_out = _thread(orch.run)
     while True:  # node 1 waits for ROUND 0, then vanishes while the others compute
@@ -137,20 +140,22 @@ def test_a_leave_queued_before_the_connection_closes_is_a_clean_leave(tmp_path: 
     assert orch.dropped == 0
 
 
+@pytest.mark.e2e
 def test_node_killed_mid_round_over_zeromq_costs_less_than_three_heartbeats(tmp_path: Path) -> None:
     # Prepare: real sockets; node 1 is a separate process whose rounds take 3 s of compute;
     # heartbeat 0.5 s, READY deadline 30 s
     hb, rounds = 0.5, 3
     server = ZmqServer("tcp://127.0.0.1:*", heartbeat_s=hb)
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
-    rows: list[dict] = []
+    metrics = MemoryMetrics()
+    rows = metrics.rows
     settings = ApSettings(EXP, 1, rounds, MANIFEST, 0.05, ready_timeout_s=30.0, heartbeat_s=hb,
                           min_nodes=2, start_timeout_s=60.0, node_count=2)
-    orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(), metrics=rows.append)
+    orch = Orchestrator(settings, server, rl, ConstantPlanner(), IdealApPhy(), metrics=metrics)
     client = ZmqClient(server.endpoint, heartbeat_s=hb)
-    node0 = EdgeNode(0, EXP, client, QuadraticTrainer(0), DigitalNodePhy(), heartbeat_s=hb)
+    node0 = EdgeNode(0, EXP, client, QuadraticTrainer(0), BasebandNodePhy(), heartbeat_s=hb)
     victim = subprocess.Popen(
-        [sys.executable, "-m", "pairzero.protocol.testing", "node", "--endpoint", server.endpoint,
+        [sys.executable, "-m", "tests.roles", "node", "--endpoint", server.endpoint,
          "--experiment", EXP, "--node-id", "1", "--heartbeat", str(hb), "--delay", "3.0"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ap_th, ap_out = _thread(orch.run, linger_s=0.0)
@@ -188,6 +193,7 @@ def test_node_killed_mid_round_over_zeromq_costs_less_than_three_heartbeats(tmp_
     assert node0.trainer.model_hash() == replay_hash(recs)
 
 
+@pytest.mark.e2e
 def test_edge_node_says_leave_when_terminated(tmp_path: Path) -> None:
     # Prepare: a scripted AP (ROUTER) and a real `pairzero edge` process (baseband)
     ctx = zmq.Context()

@@ -12,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from access_point.orchestrator import (
-    ApSettings,
-    JsonlMetrics,
-    Orchestrator,
-    logged_round_rows,
-    record_row,
-)
+from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog, RoundLogCorrupt, RoundLogError
+from pairzero.metrics import MetricsWriter, record_row, round_rows
 from pairzero.protocol.messages import RoundRecord
 from pairzero.protocol.testing import ConstantPlanner, IdealApPhy
 from pairzero.protocol.transport import InProcHub
@@ -129,7 +124,7 @@ def test_metrics_jsonl_torn_last_line_is_cut_before_appending(tmp_path: Path) ->
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"round": 0, "g_hat": 0.5}\n{"round": 1, "g_h')
     # Execute
-    m = JsonlMetrics(p)
+    m = MetricsWriter(p)
     m({"round": 1, "g_hat": 0.25})
     m.close()
     # Assert: every line is one JSON object; the torn one is gone
@@ -144,7 +139,7 @@ def test_resumed_ap_rebuilds_metrics_rows_of_committed_rounds_from_the_log(tmp_p
     for t in range(3):
         rl.append(_rec(t))
     metrics_path.write_text(json.dumps({**record_row(_rec(0)), "ready_wait_s": 0.1}) + "\n")
-    metrics = JsonlMetrics(metrics_path)
+    metrics = MetricsWriter(metrics_path)
     settings = ApSettings(EXP, 1, 5, "digest", 1e-4, heartbeat_s=0.2)
     orch = Orchestrator(settings, InProcHub().server(), rl, ConstantPlanner(), IdealApPhy(),
                         metrics=metrics)
@@ -152,14 +147,14 @@ def test_resumed_ap_rebuilds_metrics_rows_of_committed_rounds_from_the_log(tmp_p
     th = threading.Thread(target=orch.run, daemon=True)
     th.start()
     deadline = time.monotonic() + 30
-    while len(logged_round_rows(metrics_path)) < 3 and time.monotonic() < deadline:
+    while len(round_rows(metrics_path)) < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     orch.stop()
     th.join(30)
     metrics.close()
     rl.close()
     # Assert: one row per committed round, in order; the rebuilt ones are marked
-    rows = logged_round_rows(metrics_path)
-    assert [r["round"] for r in rows] == [0, 1, 2]
+    rows = round_rows(metrics_path)
+    assert [r["round"] for r in rows] == [1, 2, 3]  # rounds completed: round t's row is t + 1
     assert [r.get("recovered", False) for r in rows] == [False, True, True]
     assert rows[2]["g_hat"] == _rec(2).g_hat and rows[2]["model_hash"] == _rec(2).model_hash

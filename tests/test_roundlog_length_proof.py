@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator, record_row
+from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import (
     RoundLog,
     RoundLogCorrupt,
@@ -28,6 +28,7 @@ from access_point.roundlog import (
 )
 from pairzero.config import load_config
 from pairzero.errors import OperationalError
+from pairzero.metrics import MetricsWriter, record_row
 from pairzero.protocol.messages import RoundRecord
 from pairzero.protocol.testing import ConstantPlanner, IdealApPhy
 from pairzero.protocol.transport import InProcHub
@@ -270,7 +271,7 @@ def test_metrics_rows_beyond_the_log_are_refused(tmp_path: Path) -> None:
         rl.append(_rec(t))
     metrics_path = tmp_path / "metrics.jsonl"
     metrics_path.write_text("".join(json.dumps(record_row(_rec(t))) + "\n" for t in range(5)))
-    metrics = JsonlMetrics(metrics_path)
+    metrics = MetricsWriter(metrics_path)
     orch = Orchestrator(ApSettings(EXP, 1, 10, "digest", 1e-4, heartbeat_s=0.2),
                         InProcHub().server(), rl, ConstantPlanner(), IdealApPhy(), metrics=metrics)
     out: dict = {}
@@ -296,6 +297,7 @@ def test_metrics_rows_beyond_the_log_are_refused(tmp_path: Path) -> None:
     rl.close()
 
 
+@pytest.mark.e2e
 def test_ap_refuses_a_damaged_log_in_one_line_with_status_1(tmp_path: Path) -> None:
     # Prepare: a run directory whose log was truncated to zero length (its head says 3 rounds)
     port = free_port_block(2)

@@ -27,6 +27,8 @@ from pairzero.protocol.messages import RoundRecord
 from pairzero.runinfo import experiment_id, write_provenance
 from tests.e2e_util import free_port_block, replay_hash, round_log
 
+pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
+
 REPO = Path(__file__).resolve().parent.parent
 PY = [sys.executable, "-m", "pairzero.cli"]
 EXP = "exp-disk"

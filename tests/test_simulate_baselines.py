@@ -11,10 +11,10 @@ import pytest
 
 from pairzero.config import load_config
 from pairzero.log import quiet_third_party
+from pairzero.metrics import read_metrics
 from pairzero.ota.privacy import noise_multiplier
 from pairzero.simulate import run_simulation
 from pairzero.trainer import ZOTrainer
-from tests.e2e_util import read_jsonl
 
 TOPIC = Path(__file__).resolve().parent.parent / "configs" / "topic.yaml"
 
@@ -25,7 +25,7 @@ def test_digital_zo_with_privacy_adds_local_noise_of_the_calibrated_size(tmp_pat
                              "run.rounds=40", "task.eval_every=40", "zo.clip=1.0"])
     # Execute
     summary = run_simulation(cfg, tmp_path, echo=False)
-    rows = read_jsonl(Path(summary["run_dir"]) / "metrics.jsonl")[1:]
+    rows = read_metrics(Path(summary["run_dir"]) / "metrics.jsonl")[1:]
     # Assert: each node adds N(0, (2 G z*)^2), so g_hat - mean g ~ N(0, (2 G z*)^2 / K). The mean
     # of 40 squared errors over that variance is chi2_40 / 40: mean 1, sd sqrt(2/40) = 0.22,
     # so [0.2, 2.0] holds except with probability < 1e-4.
@@ -42,7 +42,7 @@ def test_digital_zo_without_privacy_is_exact_up_to_float32(tmp_path: Path) -> No
     cfg = load_config(None, ["output.plots=false", "run.method=zo_digital", "nodes.count=3",
                              "run.rounds=3", "privacy.enabled=false"])
     summary = run_simulation(cfg, tmp_path, echo=False)
-    rows = read_jsonl(Path(summary["run_dir"]) / "metrics.jsonl")[1:]
+    rows = read_metrics(Path(summary["run_dir"]) / "metrics.jsonl")[1:]
     assert all(r["sq_err"] < 1e-12 for r in rows) and summary["eps_spent"] is None
 
 
@@ -79,7 +79,7 @@ def test_third_party_progress_bars_are_off_unless_asked(monkeypatch: pytest.Monk
 
 @pytest.mark.slow
 def test_topic_pairzero_within_2_points_of_noiseless_on_average(tmp_path: Path) -> None:
-    # The README's claim on builtin-topic (configs/topic.yaml: K = 50, 60 rounds, 10 dB,
+    # The claim of docs/benchmarks.md on builtin-topic (configs/topic.yaml: K = 50, 60 rounds, 10 dB,
     # eps = 8), mean over the three seeds docs/results.md uses (about 5 min on 2 cores):
     # pAirZero ends within 2 points of noiseless federated ZO, spends its whole budget and
     # never more, and digital ZO under the same per-node guarantee ends far below both.

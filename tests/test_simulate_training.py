@@ -11,15 +11,15 @@ import pytest
 
 from pairzero.cli import main
 from pairzero.config import load_config
+from pairzero.metrics import read_metrics
 from pairzero.simulate import run_simulation
-from tests.e2e_util import read_jsonl
 
 
 def _sim(tmp_path: Path, *overrides: str) -> tuple[dict, list[dict], Path]:
     cfg = load_config(None, ["output.plots=false", "task.eval_every=5", "nodes.count=3", *overrides])
     summary = run_simulation(cfg, tmp_path, echo=False)
     run_dir = Path(summary["run_dir"])
-    return summary, read_jsonl(run_dir / "metrics.jsonl"), run_dir
+    return summary, read_metrics(run_dir / "metrics.jsonl"), run_dir
 
 
 def test_writes_metrics_summary_config_and_provenance(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_cli_simulate_prints_progress(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.slow
 def test_default_config_pairzero_within_2_points_of_noiseless(tmp_path: Path) -> None:
-    # The README's claim: on the embedded default (30 nodes, Rayleigh at 10 dB, epsilon = 8),
+    # The claim of docs/benchmarks.md: on the embedded default (30 nodes, Rayleigh at 10 dB, epsilon = 8),
     # over-the-air aggregation with privacy ends within 2 points of exact aggregation.
     base = ["output.plots=false"]
     ota = run_simulation(load_config(None, base), tmp_path / "ota", echo=False)

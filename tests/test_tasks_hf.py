@@ -21,7 +21,8 @@ import pytest
 datasets = pytest.importorskip("datasets")  # scripts/setup.sh installs it (extra `hf`)
 
 from pairzero.config import TaskConfig  # noqa: E402
-from pairzero.tasks import Example, TaskUnavailableError, _parse_hf_spec, load_task  # noqa: E402
+from pairzero.tasks import Example, TaskUnavailableError, load_task  # noqa: E402
+from pairzero.tasks.data import _parse_hf_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LOAD_SST2 = """
@@ -175,6 +176,7 @@ def test_malformed_spec_is_a_value_error_naming_task_name(spec: str) -> None:
         load_task(TaskConfig(name=f"hf:{spec}"))
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # ~25 s, nearly all of it huggingface_hub's fixed retry back-off
 def test_refused_hub_endpoint_gives_one_line_task_unavailable(tmp_path: Path, refusing_port: int) -> None:
     # Prepare: empty cache, hub endpoint refusing connections. huggingface_hub retries the
@@ -194,6 +196,7 @@ def test_refused_hub_endpoint_gives_one_line_task_unavailable(tmp_path: Path, re
     assert f"127.0.0.1:{refusing_port}" in res.stderr
 
 
+@pytest.mark.e2e
 def test_offline_mode_without_cache_gives_one_line_task_unavailable(tmp_path: Path) -> None:
     # Prepare
     env = _hub_env(tmp_path, HF_HUB_OFFLINE="1")
@@ -210,6 +213,7 @@ def test_offline_mode_without_cache_gives_one_line_task_unavailable(tmp_path: Pa
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.e2e
 def test_cli_reports_unavailable_hf_task_in_one_line_with_status_2(tmp_path: Path) -> None:
     # Prepare
     env = _hub_env(tmp_path, HF_HUB_OFFLINE="1")

@@ -85,6 +85,7 @@ print(build_manifest([("w", torch.zeros(3))], dist="{dist}").digest)
     torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
     reason="needs an x86 CPU with AVX2 to compare with the scalar (DEFAULT) path",
 )
+@pytest.mark.e2e
 def test_zo_gaussian_manifest_refuses_other_cpu_class() -> None:
     # Gaussian z differs between torch's DEFAULT and AVX2 kernels (measured), so a node forced
     # to ATEN_CPU_CAPABILITY=default must get another digest; Rademacher z does not differ.
@@ -101,6 +102,7 @@ def test_zo_gaussian_manifest_refuses_other_cpu_class() -> None:
     assert digest("rademacher", "default") == digest("rademacher", "avx2")
 
 
+@pytest.mark.e2e
 def test_zo_rademacher_z_identical_across_cpu_capability() -> None:
     # The claim behind the "rademacher/int" tag: the same bits on the scalar and vector paths.
     import os

@@ -41,6 +41,7 @@ print(h.hexdigest())
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
 def test_zo_z_same_across_processes_and_threads(dist: str) -> None:
     # Prepare / Execute: the digest of z in this process with 1 thread, and in two child

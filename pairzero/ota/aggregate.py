@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from pairzero.ota.channel import ChannelState
 from pairzero.ota.power import PowerPlan
@@ -26,6 +27,7 @@ __all__ = [
     "RoundResult",
     "receive",
     "analog_estimate",
+    "one_bit_symbol",
     "one_bit_vote",
     "estimate_g_hat",
     "closed_form_mse",
@@ -74,6 +76,12 @@ def analog_estimate(y: complex, n_active: int, eta: float) -> float:
     if not (math.isfinite(eta) and eta > 0):
         raise ValueError(f"eta: {eta!r} is invalid; allowed: a finite number > 0")
     return float(np.real(y)) / (n_active * eta)
+
+
+def one_bit_symbol(g: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """What a node sends in the one-bit scheme: sign(g_k) in {-1, +1}, a zero scalar sent as +1
+    (the same tie rule as the vote). The one rule of every path (simulation, baseband, radios)."""
+    return np.where(np.asarray(g, dtype=np.float64) >= 0.0, 1.0, -1.0)
 
 
 def one_bit_vote(y: complex) -> float:
@@ -175,7 +183,7 @@ def ota_round(
         raise ValueError(f"scheme: {scheme!r} is invalid; allowed: 'analog', 'one_bit'")
     a = plan.amplitude_bound
     # (K,) what each node multiplies b_k by: its clipped scalar, or its sign
-    sym = np.clip(g, -a, a) if scheme == "analog" else np.where(g >= 0.0, 1.0, -1.0)
+    sym = np.clip(g, -a, a) if scheme == "analog" else one_bit_symbol(g)
     true_mean = float(np.mean(np.clip(g, -a, a))) if scheme == "analog" else float(np.mean(g))
     x = plan.b * sym  # (K,) complex; zero for inactive nodes (b_k = 0)
     y = receive(x, state.h, state.noise_var, plan.sigma_a, rng)

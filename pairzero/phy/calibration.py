@@ -51,6 +51,7 @@ import numpy.typing as npt
 import yaml
 
 from pairzero.config import ExperimentConfig
+from pairzero.phy.mode import node_device_args, phy_mode
 
 __all__ = [
     "FORMAT",
@@ -301,10 +302,10 @@ def radio_identity(cfg: ExperimentConfig, node: int) -> str:
     """The radio node ``node`` transmits with, as a calibration file names it: the ``serial=``
     of its device args on USRPs (the whole args string when they name no serial), or
     ``loopback-<node>`` / ``emulated-<node>`` for the loopback and emulated radios."""
-    if cfg.radio.mode == "loopback":
-        return f"loopback-{node}"
-    r = cfg.radio
-    args = r.node_args[node] if r.node_args else ("type=emulated" if r.emulated() else "")
+    mode = phy_mode(cfg)
+    if not mode.radios:  # the loopback radio (baseband has none to calibrate)
+        return f"{mode.name}-{node}"
+    args = node_device_args(cfg, node)
     parts = dict(p.strip().partition("=")[::2] for p in args.split(",") if p.strip())
     parts = {k.strip().lower(): v.strip() for k, v in parts.items()}
     if parts.get("serial"):

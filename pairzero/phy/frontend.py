@@ -112,9 +112,25 @@ Idle = Callable[[float], None]
 
 
 class RadioFrontEnd(Protocol):
-    """One radio's sample clock; see the module docstring. Times in seconds of the host."""
+    """One radio's sample clock; see the module docstring. Times in seconds of the host.
+
+    ``rate_factor``: the radio's clock runs at this fraction of real time (1 for real radios and
+    loopback; below 1 for emulated USRPs on a loaded machine); ``tx_gain_db``: the transmitter's
+    analog gain (dB) as the radio runs it.
+    """
 
     sample_rate: float
+    rate_factor: float
+
+    @property
+    def tx_gain_db(self) -> float:
+        """The analog TX gain the radio runs at (dB)."""
+        ...
+
+    def set_tx_gain(self, gain_db: float) -> float:
+        """Set the analog TX gain (dB; calibration); returns the gain the radio really set.
+        Raises ValueError / :class:`RadioError` for a gain outside the radio's range."""
+        ...
 
     def now_index(self) -> int:
         """Sample index of the present moment on the shared clock."""

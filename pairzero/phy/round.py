@@ -54,13 +54,12 @@ import math
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pairzero.config import ExperimentConfig
-from pairzero.ota.aggregate import estimate_g_hat
+from pairzero.ota.aggregate import estimate_g_hat, one_bit_symbol
 from pairzero.ota.charging import (
     NodeBudget,
     NoiseFloor,
@@ -112,6 +111,9 @@ class ApRoundPhy:
     streams) frames simply follow each other.
     ``capture_slack_s``: how long after a window is due the capture gives up (s).
     """
+
+    digital = False  # the scalars come over the air, not in READY
+    scalar_bound: float | None = None  # READY carries no scalar to bound
 
     def __init__(
         self,
@@ -386,6 +388,10 @@ class ApRoundPhy:
             return None
         return float(np.max(self.charges.epsilon()))
 
+    def round_metrics(self) -> dict[str, float | int | None]:
+        """No extra metrics: the AP of a radio run does not know the nodes' scalars."""
+        return {}
+
     def close(self) -> None:
         self.frontend.close()
         if self.charges is not None and self.charges.ledger is not None:
@@ -400,7 +406,8 @@ class NodeRoundPhy:
     pre-compensation, where w_k ~ CN(0, 2 noise_std^2) (circular: noise_std per real
     dimension, as the accountant assumes) is its share of the artificial noise. The noise comes
     from the operating system's entropy, not from a seed: the AP must not be able to regenerate
-    it. One-bit mode sends sign(g_k) instead of g_k. What the radio reports (a late or
+    it. One-bit mode sends sign(g_k) instead of g_k (+1 for g_k = 0, the rule of every path:
+    :func:`pairzero.ota.aggregate.one_bit_symbol`). What the radio reports (a late or
     underflowed burst) is kept for the next READY (:meth:`take_events`).
 
     A node the AP precoded that does not send its payload (no scalar for the round, or its
@@ -466,7 +473,8 @@ class NodeRoundPhy:
             return build_node_burst(self.layout, self.node, None, None, frame_start=sched.tx_sample)
         if scalar is None:
             return np.zeros(self.layout.length, dtype=np.complex64)
-        value: complex = float(np.sign(scalar)) if self.cfg.ota.scheme == "one_bit" else float(scalar)
+        value: complex = (float(one_bit_symbol(scalar)) if self.cfg.ota.scheme == "one_bit"
+                          else float(scalar))
         if sched.noise_std > 0:
             value += complex(*self._noise.normal(0.0, sched.noise_std, 2))
         pre = NodePrecoding(node=self.node, b=complex(p.b_re, p.b_im), cfo=p.cfo, delay=p.delay,
@@ -504,7 +512,7 @@ class NodeRoundPhy:
         # (not the wait for the radio's acknowledgement, which comes after the frame's time).
         self.last_prep_s = built + report.handoff_s
         self.tx_s[t] = self.last_prep_s
-        self.last_slack = (t, ahead_s - self.last_prep_s * float(getattr(self.frontend, "rate_factor", 1.0)))
+        self.last_slack = (t, ahead_s - self.last_prep_s * self.frontend.rate_factor)
         log.debug("node %d round %d: frame built in %.1f ms, handed to the radio in %.1f ms, %.1f ms "
                   "before its time", self.node, t, built * 1e3, report.handoff_s * 1e3,
                   (sched.tx_sample - now) / self.frontend.sample_rate * 1e3)
@@ -546,13 +554,12 @@ class NodeRoundPhy:
         radio's analog TX gain and the digital scale, phase and timing advance of every later
         frame), then send a pilot-only frame at ``c.tx_sample`` with it. What the node runs
         now, the gain as the radio set it, goes back in the CAL_RESULT."""
-        fe: Any = self.frontend
-        gain = float(getattr(fe, "tx_gain_db", self.cfg.radio.tx_gain_db))
+        gain = float(self.frontend.tx_gain_db)
         detail = ""
         if c.apply:
             try:
-                gain = float(fe.set_tx_gain(c.tx_gain_db))
-            except (ValueError, AttributeError, RuntimeError) as e:  # RadioError: RuntimeError
+                gain = float(self.frontend.set_tx_gain(c.tx_gain_db))
+            except (ValueError, RuntimeError) as e:  # RadioError: RuntimeError
                 detail = f"TX gain {c.tx_gain_db:g} dB not set: {e}"
             self.calibration = NodeCalibration(
                 node=self.node, radio=radio_identity(self.cfg, self.node),

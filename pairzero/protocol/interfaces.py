@@ -4,8 +4,11 @@ The AP orchestrator and the edge-node runtime know nothing about models, OTA mat
 radios: they call these small Protocols. The ZO engine implements :class:`Trainer` (and
 :class:`ModelReplica` on the AP, optional), the OTA/privacy maths implement
 :class:`RoundPlanner`, and the GNU Radio PHY implements :class:`ApPhy` / :class:`NodePhy`.
-Reference implementations for tests and radio-free dry runs live in
-:mod:`pairzero.protocol.testing`.
+Every member the AP and the nodes use is declared here (nothing is probed with ``getattr``):
+the baseband PHYs (:mod:`pairzero.phy.baseband`), the radio round protocol
+(:mod:`pairzero.phy.round`) and the reference implementations for tests
+(:mod:`pairzero.protocol.testing`) implement all of it; :mod:`radio.factory` builds the one a
+run's mode needs.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pairzero.protocol.messages import Precoding, RoundRecord, Schedule, TxEvent
+from pairzero.protocol.messages import (
+    Calibrate,
+    CalResult,
+    Precoding,
+    RoundRecord,
+    Schedule,
+    TxEvent,
+)
 
 __all__ = [
-    "RoundPlan", "PhyResult", "ReadyTiming", "RoundPlanner", "ApPhy", "NodePhy", "ModelReplica",
-    "Trainer", "Idle",
+    "RoundPlan", "PhyResult", "ReadyTiming", "RoundPlanner", "ApPhy", "ApPhyPlanner", "NodePhy",
+    "ModelReplica", "Trainer", "Idle",
 ]
 
 #: Called by the PHY while it waits for samples (seconds to wait at most): the AP passes its
@@ -100,7 +110,14 @@ class ApPhy(Protocol):
 
     ``ready`` maps every node that sent READY to its digital scalar (ideal-PHY loopback) or
     None (radio path). Must return within bounded time even if a node never transmits.
+
+    ``digital``: the scalars come in READY (baseband, ideal-PHY tests): the orchestrator leaves
+    out a node whose READY has none; ``scalar_bound``: the largest |scalar| a READY may carry
+    (the clip bound G; None: not checked).
     """
+
+    digital: bool
+    scalar_bound: float | None
 
     def receive(
         self, t: int, seed: int, plan: RoundPlan, ready: Mapping[int, float | None],
@@ -114,6 +131,34 @@ class ApPhy(Protocol):
         set at a PPS edge (the AP then checks every joining node's: CLOCK_CHECK); else None."""
         ...
 
+    def restore_accounting(self, records: Sequence[RoundRecord]) -> None:
+        """After an AP (re)start, before any round: bring the privacy account up to the
+        committed ``records`` (and to what the privacy ledger says was planned)."""
+        ...
+
+    def eps_spent(self) -> float | None:
+        """Largest epsilon charged to any node so far (inf: no privacy against the AP; None:
+        privacy not accounted)."""
+        ...
+
+    def round_metrics(self) -> Mapping[str, float | int | None]:
+        """Extra fields of the last received round's metrics row (e.g. the simulated channel's
+        squared error, which only a PHY that knows the true scalars can tell); may be empty."""
+        ...
+
+    def attach_ledger(self, path: str) -> None:
+        """Keep the privacy charges durable in ``path`` (no-op without privacy accounting)."""
+        ...
+
+    def close(self) -> None:
+        """Release the radio and the ledger (idempotent)."""
+        ...
+
+
+class ApPhyPlanner(RoundPlanner, ApPhy, Protocol):
+    """The planner and the receive chain in one object, as :func:`radio.factory.build_ap_phy`
+    builds them for every mode: the plan and the receive of a round see the same channel."""
+
 
 class NodePhy(Protocol):
     """Edge-node transmit chain.
@@ -121,11 +166,20 @@ class NodePhy(Protocol):
     ``digital`` True means the digital path (baseband mode, ideal-PHY tests): the scalar
     travels inside READY; :meth:`transmit` is called once READY is sent, with no schedule, and
     sends nothing over the air. Otherwise :meth:`transmit` is called on SCHEDULE.
-    ``last_prep_s``: seconds the last frame took from SCHEDULE to the radio (reported in READY).
+    ``last_prep_s``: seconds the last frame took from SCHEDULE to the radio (reported in READY);
+    ``last_slack``: (round, device seconds from the frame being in the radio to its time;
+    negative: late) of the last frame, or None (reported in the next READY);
+    ``tx_s``: round -> seconds from SCHEDULE to the radio, per frame sent (the node's report).
     """
 
     digital: bool
     last_prep_s: float
+    last_slack: tuple[int, float] | None
+
+    @property
+    def tx_s(self) -> Mapping[int, float]:
+        """Round -> seconds from SCHEDULE to the radio, per frame sent."""
+        ...
 
     def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> object:
         """Transmit round t's frame: ``scalar`` (None: pilots only) as ``sched`` says."""
@@ -143,6 +197,19 @@ class NodePhy(Protocol):
     def clock_report(self) -> tuple[float, float] | None:
         """(device time s, host clock Unix s) of the node's radio now (CLOCK_REPORT); None
         without a device clock."""
+        ...
+
+    def calibrate(self, c: Calibrate) -> CalResult:
+        """Serve a CALIBRATE of ``pairzero calibrate``: apply its setting, send a pilot frame,
+        and say what was done (``sent`` False with the reason when there is no radio)."""
+        ...
+
+    def attach_ledger(self, path: str) -> None:
+        """Keep this node's privacy account durable in ``path`` (no-op without privacy)."""
+        ...
+
+    def close(self) -> None:
+        """Release the radio and the ledger (idempotent)."""
         ...
 
 

@@ -18,11 +18,12 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import zmq.auth
 
-from pairzero.protocol.transport import CurveClientKeys, CurveServerKeys
+from pairzero.protocol.transport import CurveClientKeys, CurveServerKeys, Inbound
 
 __all__ = [
     "AP_KEY_NAME",
@@ -30,6 +31,7 @@ __all__ = [
     "load_server_keys",
     "load_client_keys",
     "node_key_ids",
+    "identity_refusal",
     "cmd_keys",
 ]
 
@@ -107,6 +109,23 @@ def load_client_keys(keys_dir: str | Path, node: int) -> CurveClientKeys:
         raise ValueError(f"keys_dir: {str(sec)!r} holds no secret key")
     server_public, _ = zmq.auth.load_certificate(str(ap))
     return CurveClientKeys(public, secret, server_public)
+
+
+def identity_refusal(node: int, inbound: Inbound, node_count: int | None,
+                     key_ids: Mapping[bytes, int] | None) -> str:
+    """Why a JOIN claiming ``node`` cannot be who it says (empty: it can): an id outside the
+    enrolled 0..node_count-1, or, with CurveZMQ (``key_ids``: public key -> node id), a key
+    enrolled for another node. Every role that acts as the AP (training, calibration) asks."""
+    if node < 0:
+        return f"node id {node} is invalid"
+    if node_count is not None and node >= node_count:
+        return (f"node id {node} is not enrolled: this experiment has nodes "
+                f"0..{node_count - 1} (nodes.count = {node_count})")
+    if key_ids is not None:
+        owner = key_ids.get((inbound.user_id or "").encode())
+        if owner != node:
+            return f"the authenticated key is enrolled for node {owner}, not node {node}"
+    return ""
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -5,23 +5,20 @@
   (the two-point SPSA estimate of a quadratic has no bias: (L(θ+εz) − L(θ−εz)) / 2ε equals it
   up to rounding), and the update theta <- theta - lr * g_hat * z is exact and cheap, so node
   states can be compared bit for bit.
-* :class:`IdealApPhy` / :class:`DigitalNodePhy`: the *digital* loopback path, no radios; the
-  scalars travel inside READY and the AP forms g_hat = (eta * sum_k g_k + n) / (|S| eta),
+* :class:`IdealApPhy`: the AP side of the *digital* path, no radios (the node side is the
+  baseband mode's :class:`pairzero.phy.baseband.BasebandNodePhy`); the scalars travel inside
+  READY and the AP forms g_hat = (eta * sum_k g_k + n) / (|S| eta),
   n ~ N(0, noise_std^2 + sigma_a^2) seeded per round.
 * :class:`ConstantPlanner`: the same (eta, sigma_a) every round.
 
-``python -m pairzero.protocol.testing ap|node ...`` runs an AP or a node with these over
-ZeroMQ as a separate process (used by the crash/restart tests).
+They import nothing above the core: the AP and node processes that run them over ZeroMQ (the
+crash/restart tests) are ``python -m tests.roles ap|node`` (tests/roles.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import logging
-import signal
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import cast
@@ -29,9 +26,9 @@ from typing import cast
 import numpy as np
 
 from pairzero.protocol.interfaces import Idle, PhyResult, ReadyTiming, RoundPlan
-from pairzero.protocol.messages import RoundRecord, Schedule, TxEvent
+from pairzero.protocol.messages import RoundRecord
 
-__all__ = ["QuadraticTrainer", "IdealApPhy", "DigitalNodePhy", "ConstantPlanner", "replay_hash"]
+__all__ = ["QuadraticTrainer", "IdealApPhy", "ConstantPlanner", "replay_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +96,13 @@ class ConstantPlanner:
 
 
 class IdealApPhy:
-    """Digital 'over-the-air' sum of the scalars carried in READY (see module docstring)."""
+    """Digital 'over-the-air' sum of the scalars carried in READY (see module docstring).
+
+    Takes a READY without a scalar as absent (``digital`` False: the orchestrator does not
+    refuse it), bounds no scalar, accounts no privacy."""
+
+    digital = False
+    scalar_bound: float | None = None
 
     def __init__(self, noise_std: float = 0.0, seed: int = 0):
         if noise_std < 0:
@@ -119,112 +122,20 @@ class IdealApPhy:
         return PhyResult(y / (len(present) * plan.eta), present)
 
     def clock_report(self) -> tuple[float, float] | None:
+        """No radio, no device clock."""
         return None
 
+    def restore_accounting(self, records: Sequence[RoundRecord]) -> None:
+        """No privacy account to restore."""
 
-class DigitalNodePhy:
-    """Node side of the digital path: nothing goes over the air; remembers what it 'sent'."""
-
-    digital = True
-    last_prep_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, float]] = []
-
-    def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> None:
-        if scalar is not None:
-            self.sent.append((t, scalar))
-
-    def take_events(self) -> tuple[TxEvent, ...]:
-        return ()
-
-    def spent_mu(self) -> float | None:
+    def eps_spent(self) -> float | None:
         return None
 
-    def clock_report(self) -> tuple[float, float] | None:
-        return None
+    def round_metrics(self) -> dict[str, float | int | None]:
+        return {}
 
+    def attach_ledger(self, path: str) -> None:
+        """No ledger."""
 
-# ----------------------------------------------------------------------------- processes
-
-
-def _ap_main(a: argparse.Namespace) -> int:
-    from access_point.orchestrator import ApSettings, JsonlMetrics, Orchestrator
-    from access_point.roundlog import RoundLog
-    from pairzero.protocol.keys import load_server_keys
-    from pairzero.protocol.transport import ZmqServer
-
-    curve, ids = load_server_keys(a.keys) if a.keys else (None, None)
-    rl = RoundLog.open(a.log, a.experiment)
-    tx = ZmqServer(a.endpoint, curve=curve, heartbeat_s=a.heartbeat)
-    metrics = JsonlMetrics(a.metrics) if a.metrics else None
-    settings = ApSettings(
-        experiment=a.experiment, master_seed=a.seed, rounds=a.rounds,
-        manifest_digest=QuadraticTrainer(0, a.dim).manifest_digest(), lr=a.lr,
-        ready_timeout_s=a.ready_timeout, heartbeat_s=a.heartbeat, min_nodes=a.min_nodes,
-        start_timeout_s=a.start_timeout, hash_every=a.hash_every,
-    )
-    orch = Orchestrator(settings, tx, rl, ConstantPlanner(), IdealApPhy(),
-                        metrics=metrics, replica=QuadraticTrainer(0, a.dim), key_ids=ids)
-    signal.signal(signal.SIGTERM, lambda signum, frame: orch.stop())  # ends the linger cleanly
-    sys.stdout.write(f"AP listening on {tx.endpoint}\n")
-    sys.stdout.flush()
-    try:
-        orch.run(linger_s=a.linger)
-    finally:
-        tx.close()
-        rl.close()
-        if metrics:
-            metrics.close()
-    return 0
-
-
-def _node_main(a: argparse.Namespace) -> int:
-    from edge_node.runtime import EdgeNode
-    from pairzero.protocol.keys import load_client_keys
-    from pairzero.protocol.transport import ZmqClient
-
-    curve = load_client_keys(a.keys, a.node_id) if a.keys else None
-    tx = ZmqClient(a.endpoint, curve=curve, heartbeat_s=a.heartbeat)
-    trainer = QuadraticTrainer(a.node_id, a.dim, compute_delay_s=a.delay)
-    node = EdgeNode(a.node_id, a.experiment, tx, trainer, DigitalNodePhy(),
-                    key_id=curve.public.decode() if curve else "", heartbeat_s=a.heartbeat)
-    try:
-        n = node.run(until_round=a.until)
-    finally:
-        tx.close()
-    sys.stdout.write(json.dumps({"node": a.node_id, "next_round": n,
-                                 "model_hash": trainer.model_hash()}) + "\n")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m pairzero.protocol.testing``."""
-    p = argparse.ArgumentParser(prog="python -m pairzero.protocol.testing")
-    p.add_argument("role", choices=["ap", "node"])
-    p.add_argument("--endpoint", required=True)
-    p.add_argument("--experiment", default="test-exp")
-    p.add_argument("--keys", default=None)
-    p.add_argument("--dim", type=int, default=8)
-    p.add_argument("--heartbeat", type=float, default=0.2)
-    p.add_argument("--log", default="rounds.sqlite")
-    p.add_argument("--metrics", default=None)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--ready-timeout", type=float, default=0.5)
-    p.add_argument("--min-nodes", type=int, default=1)
-    p.add_argument("--start-timeout", type=float, default=5.0)
-    p.add_argument("--hash-every", type=int, default=1)
-    p.add_argument("--linger", type=float, default=1.0)
-    p.add_argument("--node-id", type=int, default=0)
-    p.add_argument("--until", type=int, default=None)
-    p.add_argument("--delay", type=float, default=0.0)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s [{a.role}] %(name)s: %(message)s")
-    return _ap_main(a) if a.role == "ap" else _node_main(a)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def close(self) -> None:
+        """Nothing to release."""

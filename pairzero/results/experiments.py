@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -205,7 +204,7 @@ def _curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_simulate(point: Point, preset: Preset, work: Path) -> Result:
     """A ``pairzero simulate`` run; its run directory is removed, the curve is kept."""
-    from pairzero.report import read_metrics
+    from pairzero.metrics import read_metrics
     from pairzero.simulate import run_simulation
 
     cfg = load_config_dict(point.params["config"])
@@ -223,24 +222,6 @@ def run_simulate(point: Point, preset: Preset, work: Path) -> Result:
     return result, resolved, cfg.run.seed
 
 
-def _free_port_block(n: int) -> int:
-    """First port of ``n`` consecutive free TCP ports on 127.0.0.1."""
-    for base in range(23000, 60000, 97):
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise PointFailed(f"no {n} consecutive free ports on 127.0.0.1")
-
-
 def run_loopback(point: Point, preset: Preset, work: Path) -> Result:
     """``pairzero loopback`` (AP + channel emulator + K node processes) on the point's config.
 
@@ -248,39 +229,33 @@ def run_loopback(point: Point, preset: Preset, work: Path) -> Result:
     resolved config, so every process uses the same G (see :mod:`pairzero.clip`).
     """
     from pairzero.clip import resolve_clip
-    from pairzero.report import read_metrics
+    from pairzero.launch import LoopbackFailed
+    from pairzero.launch import run_loopback as launch_loopback
     from pairzero.tasks import with_task_prompt
 
     t0 = time.monotonic()
     cfg = load_config_dict(point.params["config"])
     cfg = dataclasses.replace(cfg, task=with_task_prompt(cfg.task))
     cfg, cal = resolve_clip(cfg)
-    base = _free_port_block(cfg.nodes.count + 4)
-    cfg = dataclasses.replace(cfg, network=dataclasses.replace(
-        cfg.network, control_port=base, sample_port_base=base + 1))
     path = dump_config(cfg, work / f"{point.name}.yaml")
     out = work / f"{point.name}-runs"
-    proc = _subprocess([sys.executable, "-m", "pairzero.cli", "loopback", "--config", str(path),
-                        "--out", str(out), "--log-level", "WARNING"],
-                       preset.loopback_timeout_s, "pairzero loopback")
-    run_dirs = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink()]
-    if len(run_dirs) != 1:
-        raise PointFailed(f"pairzero loopback left {len(run_dirs)} run directories in {out}")
-    run_dir = run_dirs[0]
-    rows = read_metrics(run_dir)
-    curve = _curve(rows)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    if not curve or not summary.get("finished"):
-        raise PointFailed(f"pairzero loopback did not finish: {proc.stdout.strip().splitlines()[-1:]}")
-    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    try:
+        run = launch_loopback(config=path, out=out, timeout_s=preset.loopback_timeout_s,
+                              log_level="WARNING", plots=cfg.output.plots)
+    except LoopbackFailed as e:
+        raise PointFailed(f"pairzero loopback: {e}") from None
+    curve = _curve(run.rows)
+    if not curve or not run.summary.get("finished"):
+        raise PointFailed(f"pairzero loopback did not finish: {run.stdout.strip().splitlines()[-1:]}")
+    resolved = yaml.safe_load(run.config)
     result = {
         "method": "pairzero_loopback", "rounds": cfg.run.rounds, "nodes": cfg.nodes.count,
         "start_val_accuracy": curve[0]["val_accuracy"], "final_val_accuracy": curve[-1]["val_accuracy"],
         "start_val_loss": curve[0]["val_loss"], "final_val_loss": curve[-1]["val_loss"],
-        "eps_spent": summary.get("eps_spent"), "clip": cfg.zo.clip,
+        "eps_spent": run.summary.get("eps_spent"), "clip": cfg.zo.clip,
         "clip_calibration": cal.as_dict() if cal else None,
         "privacy_target": {"epsilon": cfg.privacy.epsilon, "delta": cfg.privacy.delta},
-        "rounds_committed": summary.get("rounds_committed"),
+        "rounds_committed": run.summary.get("rounds_committed"),
         "wall_s": round(time.monotonic() - t0, 2), "curve": curve,
     }
     shutil.rmtree(out, ignore_errors=True)
@@ -335,9 +310,16 @@ def run_phy(point: Point, preset: Preset, work: Path) -> Result:
             if key not in data:
                 raise PointFailed(f"bench/phy_nmse.py: {path.name} has no {key!r}")
         return data, {"command": cmd[1:]}, None
+    from pairzero.launch import free_port_block
+
     yaml_out = out / "calibration.yaml"
+    base = free_port_block(int(p["nodes"]) + 2)
+    # Its run directory in the scratch directory, on free ports (not the config's, which another
+    # run on this machine may hold).
     cmd = [sys.executable, "-m", "pairzero.cli", "calibrate", "--config", p["config"],
-           "--output", str(yaml_out), "--set", f"nodes.count={p['nodes']}", "--set", f"run.seed={p['seed']}"]
+           "--output", str(yaml_out), "--out", str(out), "--set", f"nodes.count={p['nodes']}",
+           "--set", f"run.seed={p['seed']}", "--set", f"network.control_port={base}",
+           "--set", f"network.sample_port_base={base + 1}"]
     _subprocess(cmd, preset.timeout_s, "pairzero calibrate")
     meta = (yaml.safe_load(yaml_out.read_text()) or {}).get("meta") or {}
     try:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from pairzero.config import TaskConfig
-from pairzero.tasks import Example
+from pairzero.tasks.data import Example
 
 __all__ = ["Objective", "make_objective", "verbalizer_token_ids"]
 

@@ -1,14 +1,13 @@
-"""Plots and summaries made from result files (never from in-memory state).
+"""Plots of a run, made from its result files (never from in-memory state): ``pairzero report``.
 
-``plot_run(run_dir)`` reads ``metrics.jsonl`` and writes PNGs next to it; ``pairzero report``
-does the same for one or more run directories and, given several (e.g. one per SNR), also a
-comparison plot of the aggregation MSE and the final accuracy against the channel SNR.
+``plot_run(run_dir)`` reads ``metrics.jsonl`` (:func:`pairzero.metrics.read_metrics`) and writes
+PNGs next to it; ``pairzero report`` does the same for one or more run directories and, given
+several (e.g. one per SNR), also a comparison plot of the aggregation MSE and the final accuracy against the channel SNR.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -17,53 +16,11 @@ from typing import Any
 
 import yaml
 
-__all__ = ["read_metrics", "progress_line", "plot_run", "plot_comparison", "cmd_report"]
+from pairzero.metrics import read_metrics
+
+__all__ = ["plot_run", "plot_comparison", "cmd_report"]
 
 log = logging.getLogger(__name__)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl``; a torn last line (a run killed mid-write) is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics.jsonl in this directory (is it a run directory?)")
-    rows = []
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                log.warning("%s: skipping a torn last line", path)
-                continue
-            raise ValueError(f"{path}:{i + 1}: not valid JSON") from None
-    return rows
-
-
-def progress_line(row: dict[str, Any], rounds: int) -> str:
-    """One human-readable line for a metrics row (simulate's or the AP's)."""
-    parts = [f"round {row['round']:4d}/{rounds}"]
-    if "train_loss" in row:
-        parts.append(f"loss {row['train_loss']:.4f}")
-    if "g_hat" in row:
-        true = f" (true {row['g_true_mean']:+.3f})" if row.get("g_true_mean") is not None else ""
-        parts.append(f"g_hat {row['g_hat']:+.3f}{true}")
-    if "active" in row:
-        parts.append(f"|S| {len(row['active'])}")
-        if row.get("missing"):
-            parts.append(f"missing {row['missing']}")
-    elif "n_active" in row:
-        parts.append(f"|S| {row['n_active']}")
-    if "eta" in row and row["eta"] is not None:
-        parts.append(f"eta {row['eta']:.3g} sigma_a {row['sigma_a']:.3g}")
-    if row.get("eps_spent") is not None:
-        parts.append(f"eps {row['eps_spent']:.3f}")
-    if "val_accuracy" in row:
-        parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}")
-    parts.append(f"{row['elapsed_s']:.0f}s")
-    return "  ".join(parts)
 
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
