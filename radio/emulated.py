@@ -6,11 +6,26 @@ two block constructors (same arguments) and the plain UHD types (``time_spec_t``
 ``stream_cmd_t``, ``meta_range_t``, ``sensor_value_t``, taken from gr-uhd itself). The blocks
 behave as a USRP does at that API boundary:
 
-* **Clock.** One shared reference (the emulated 10 MHz + PPS) runs at ``rate_factor`` x real
-  time (``radio.emulated_rate_factor``; below 1 on a loaded machine: every emulated device and
-  deadline slows down together). PPS edges fall on whole reference seconds; a device powers up
-  at time 0 and takes ``set_time_next_pps`` / ``set_time_now`` as a USRP does, so
-  :func:`radio.usrp.align_device_time` aligns every device to the testbed epoch.
+* **Clock.** The emulator is the air, on one shared reference (the emulated 10 MHz + PPS) that
+  runs at ``rate_factor`` x real time (``radio.emulated_rate_factor``; below 1 on a loaded
+  machine: every emulated device and deadline slows down together). PPS edges fall on whole
+  reference seconds. Each radio has its own device clock over that reference
+  (:class:`DeviceClock`: 0 at power-up, loaded by ``set_time_next_pps`` / ``set_time_now`` as a
+  USRP's, running at ``1 + clock_drift_ppm * 1e-6`` times the reference) and its own host clock
+  (:meth:`EmulatedUhd.host_clock`: the reference plus ``host_clock_offset_s``), which labels the
+  PPS edges in :func:`radio.usrp.align_device_time`: a host 0.6 s off sets its radio a whole
+  second off, as in a lab. A transmitter puts a burst whose ``tx_time`` is device sample n on the
+  air at the reference sample where its device clock reads n; a receiver listens, for a window
+  commanded at device sample n, from the reference sample where its own clock reads n, and tags
+  ``rx_time`` in its own device time. Radios whose device times disagree therefore miss each
+  other, silently, as on the air.
+* **Oscillators** (:class:`radio.oscillator.LocalOscillator`). A transmitter's samples go on the
+  air times ``exp(j phi_tx)``, a receiver's come off it times ``exp(-j phi_rx)``: a random phase
+  at every ``set_center_freq`` (a PLL relocks at one), plus ``2 pi f t`` with ``f = cfo_hz +
+  clock_drift_ppm * 1e-6 * center_freq``, plus a random walk of ``phase_walk_deg_per_s`` (std
+  after 1 s). The draws come from ``seed`` (default: a hash of the role and the device args, so
+  runs repeat; give each radio its own serial or seed). The channel emulator itself plays no
+  carrier offset on emulated radios: these oscillators make it.
 * **Rates and gains.** ``set_samp_rate`` rounds to the master clock over an integer and
   ``get_samp_rate`` says what was really set; ``get_gain_range`` is the model's (``model=b200``:
   TX 0-89.75 dB, RX 0-76 dB; ``model=x310_ubx``: 0-31.5 dB); ``set_gain`` clips as UHD does.
@@ -27,7 +42,9 @@ behave as a USRP does at that API boundary:
   commands it accepts go on to the channel emulator (upstream on the AP stream), which computes
   only the windows commanded, as a USRP streams only those.
 
-Faults to inject (device args, counting from 1): ``late_command=N`` (the N-th stream command
+Device args (:data:`ARGS`; anything else, or a value out of range, is refused with one line naming
+the key and what it allows): ``type=emulated``, ``serial``, ``name``, ``model``, the clock and
+oscillator args above, ``seed``, and the faults to inject (counting from 1): ``late_command=N`` (the N-th stream command
 reaches the device after its time), ``overflow=N`` (a packet of the N-th window is lost),
 ``late_burst=N`` (the host stalls before handing the N-th burst over, until after its time),
 ``underflow=N`` (the host stalls inside the N-th burst), ``unlocked_ref=1``, ``unlocked_lo=1``.
@@ -37,12 +54,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,9 +80,13 @@ from radio.blocks import (
     make_async_message,
     no_scheduler_pause,
 )
+from radio.oscillator import LocalOscillator
 from radio.usrp import DEVICE_EPOCH_UNIX, parse_device_args
 
-__all__ = ["ReferenceClock", "EmulatedUhd", "EmulatedUsrpSink", "EmulatedUsrpSource", "MODELS"]
+__all__ = [
+    "ReferenceClock", "DeviceClock", "EmulatedArgs", "EmulatedUhd", "EmulatedUsrpSink",
+    "EmulatedUsrpSource", "MODELS", "ARGS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +107,114 @@ MODELS = {
 }
 
 _FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo")
-_KNOWN_ARGS = {"type", "model", "serial", "name", *_FAULTS}
+#: Largest seed a ``seed=`` device arg may give (numpy seeds are unsigned; 2^63 - 1 as run.seed).
+_MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class _Arg:
+    """One device arg of an emulated radio: its parser (raises ValueError) and what is allowed."""
+
+    parse: Callable[[str], Any]
+    allowed: str
+
+
+def _number(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(v: str) -> float:
+        x = float(v)
+        if not (math.isfinite(x) and lo <= x <= hi):
+            raise ValueError(v)
+        return x
+    return parse
+
+
+def _whole(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(v: str) -> int:
+        x = int(v)
+        if not lo <= x <= hi:
+            raise ValueError(v)
+        return x
+    return parse
+
+
+def _text(v: str) -> str:
+    return v
+
+
+#: The device args an emulated radio takes (``type=emulated,...``), each with what it allows.
+ARGS: dict[str, _Arg] = {
+    "type": _Arg(_text, "emulated"),
+    "serial": _Arg(_text, "any text"),
+    "name": _Arg(_text, "any text"),
+    "model": _Arg(_text, " | ".join(sorted(MODELS))),
+    "host_clock_offset_s": _Arg(_number(-86400.0, 86400.0), "a number of seconds in -86400..86400"),
+    "clock_drift_ppm": _Arg(_number(-100.0, 100.0), "a number of ppm in -100..100"),
+    "cfo_hz": _Arg(_number(-1e5, 1e5), "a number of Hz in -1e5..1e5"),
+    "phase_walk_deg_per_s": _Arg(_number(0.0, 360.0), "a number of degrees in 0..360"),
+    "seed": _Arg(_whole(0, _MAX_SEED), f"a whole number in 0..{_MAX_SEED}"),
+    "late_command": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th stream command)"),
+    "overflow": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th window)"),
+    "late_burst": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th burst)"),
+    "underflow": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th burst)"),
+    "unlocked_ref": _Arg(_whole(0, 1), "0 or 1"),
+    "unlocked_lo": _Arg(_whole(0, 1), "0 or 1"),
+}
+
+
+@dataclass(frozen=True)
+class EmulatedArgs:
+    """An emulated radio's device args, parsed (see :data:`ARGS` and the module docstring)."""
+
+    model: str = "b200"
+    host_clock_offset_s: float = 0.0
+    clock_drift_ppm: float = 0.0
+    cfo_hz: float = 0.0
+    phase_walk_deg_per_s: float = 0.0
+    seed: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, dev_args: str, role: str = "") -> EmulatedArgs:
+        """Parse and check ``dev_args``; a problem is one ``RuntimeError`` line (as UHD raises for
+        device args it cannot use) naming the key and what it allows. ``role`` ("tx" / "rx")
+        enters the default seed: two radios never share an oscillator by accident."""
+        try:
+            args = parse_device_args(dev_args)
+        except ValueError as e:
+            raise RuntimeError(str(e)) from None
+        if args.get("type") != "emulated":
+            raise RuntimeError(f"device args {dev_args!r}: no emulated device (type=emulated)")
+        unknown = sorted(set(args) - set(ARGS))
+        if unknown:
+            raise RuntimeError(f"device args {dev_args!r}: unknown keys {unknown} for an emulated "
+                               f"device (known: {sorted(ARGS)})")
+        values: dict[str, Any] = {}
+        for key, v in args.items():
+            spec = ARGS[key]
+            try:
+                values[key] = spec.parse(v)
+            except ValueError:
+                raise RuntimeError(f"device args {dev_args!r}: {key}={v!r} is not allowed; "
+                                   f"allowed: {spec.allowed}") from None
+        model = values.get("model", "b200")
+        if model not in MODELS:
+            raise RuntimeError(f"device args {dev_args!r}: model={model!r} is not allowed; "
+                               f"allowed: {ARGS['model'].allowed}")
+        seed = values.get("seed")
+        if seed is None:  # reproducible: the same args (and role) draw the same oscillator
+            digest = hashlib.sha256(f"{role}|{dev_args}".encode()).digest()
+            seed = int.from_bytes(digest[:8], "little") & _MAX_SEED
+        return cls(
+            model=model,
+            host_clock_offset_s=values.get("host_clock_offset_s", 0.0),
+            clock_drift_ppm=values.get("clock_drift_ppm", 0.0),
+            cfo_hz=values.get("cfo_hz", 0.0),
+            phase_walk_deg_per_s=values.get("phase_walk_deg_per_s", 0.0),
+            seed=seed,
+            faults={k: int(values[k]) for k in _FAULTS if k in values},
+        )
+
+
 #: A TX device declares its stream silent up to device time on ticks: every
 #: ``ADVANCE_PERIOD_S`` (reference s; whole multiples, the same moments on every radio, so the
 #: emulator's clock, the earliest of the radios' horizons, moves once per tick rather than once
@@ -110,40 +240,51 @@ class ReferenceClock:
         return (time.time() - DEVICE_EPOCH_UNIX) * self.rate_factor
 
     def host_clock(self) -> float:
-        """The clock that labels PPS edges in :func:`radio.usrp.align_device_time` (Unix s)."""
+        """True time (Unix s) on the reference's scale: a host whose clock is exact (and a
+        GPSDO's ``gps_time``) reads this; :meth:`EmulatedUhd.host_clock` adds the host's error."""
         return DEVICE_EPOCH_UNIX + self.now()
+
+    def index_now(self, rate: float) -> int:
+        """The reference sample (at ``rate`` S/s) of the present moment."""
+        return math.floor(self.now() * rate)
 
     def host_sleep(self, seconds: float) -> None:
         """Sleep for ``seconds`` of reference time."""
         time.sleep(max(seconds, 0.0) / self.rate_factor)
 
 
-class _DeviceClock:
-    """One device's time: the reference plus an offset (0 at power-up), as a USRP's."""
+class DeviceClock:
+    """One device's time over the reference: ``(1 + drift) r + offset`` (s) at reference time
+    ``r``, as a USRP's: its sample clock runs at ``1 + clock_drift_ppm * 1e-6`` times the
+    reference (0 ppm on a shared 10 MHz), its time is 0 at power-up and is loaded at a PPS edge
+    (``set_time_next_pps``) or at once (``set_time_now``). PPS edges are the reference's whole
+    seconds. :meth:`to_reference` / :meth:`from_reference` translate sample indices between the
+    device's time and the reference (the emulator's air)."""
 
-    def __init__(self, ref: ReferenceClock) -> None:
+    def __init__(self, ref: ReferenceClock, drift_ppm: float = 0.0) -> None:
         self.ref = ref
+        self.scale = 1.0 + drift_ppm * 1e-6  # device s per reference s
         self._lock = threading.Lock()
-        self._offset = -ref.now()  # device time 0 at power-up
+        self._offset = -self.scale * ref.now()  # device time 0 at power-up
         self._pending: tuple[float, int] | None = None  # (value, reference second of the edge)
 
     def _settle(self, r: float) -> None:
         if self._pending is not None and r >= self._pending[1]:
             value, edge = self._pending
-            self._offset = value - edge
+            self._offset = value - self.scale * edge
             self._pending = None
 
     def now(self) -> float:
         with self._lock:
             r = self.ref.now()
             self._settle(r)
-            return r + self._offset
+            return self.scale * r + self._offset
 
     def last_pps(self) -> float:
         with self._lock:
             r = self.ref.now()
             self._settle(r)
-            return math.floor(r) + self._offset
+            return self.scale * math.floor(r) + self._offset
 
     def set_next_pps(self, value: float) -> None:
         with self._lock:
@@ -151,8 +292,20 @@ class _DeviceClock:
 
     def set_now(self, value: float) -> None:
         with self._lock:
-            self._offset = value - self.ref.now()
+            self._offset = value - self.scale * self.ref.now()
             self._pending = None
+
+    def to_reference(self, index: int, rate: float) -> int:
+        """The reference sample at which this device's clock reads sample ``index``."""
+        with self._lock:
+            self._settle(self.ref.now())
+            return round((index - self._offset * rate) / self.scale)
+
+    def from_reference(self, index: int, rate: float) -> int:
+        """This device's sample index at reference sample ``index``."""
+        with self._lock:
+            self._settle(self.ref.now())
+            return round(self.scale * index + self._offset * rate)
 
 
 def _spec(seconds: float) -> Any:
@@ -168,21 +321,15 @@ class _EmulatedRadio:
     """What both emulated blocks share: device args, clock, rate, frequency, gain, sensors."""
 
     def _init_radio(self, dev_args: str, ref: ReferenceClock, tx: bool) -> None:
-        args = parse_device_args(dev_args)
-        if args.get("type") != "emulated":
-            raise RuntimeError(f"device args {dev_args!r}: no emulated device (type=emulated)")
-        unknown = sorted(set(args) - _KNOWN_ARGS)
-        if unknown:
-            raise RuntimeError(f"device args {dev_args!r}: unknown keys {unknown} for an emulated "
-                               f"device (known: {sorted(_KNOWN_ARGS)})")
-        model = args.get("model", "b200")
-        if model not in MODELS:
-            raise RuntimeError(f"device args {dev_args!r}: model {model!r} is not one of {sorted(MODELS)}")
+        self.args = EmulatedArgs.parse(dev_args, "tx" if tx else "rx")
+        model = self.args.model
         self.dev_args = dev_args
         self.model = MODELS[model]
-        self.faults = {k: int(args[k]) for k in _FAULTS if k in args}
+        self.faults = dict(self.args.faults)
         self.ref = ref
-        self.clock = _DeviceClock(ref)
+        self.clock = DeviceClock(ref, self.args.clock_drift_ppm)
+        self.lo = LocalOscillator(self.args.cfo_hz, self.args.clock_drift_ppm,
+                                  self.args.phase_walk_deg_per_s, self.args.seed)
         self._tx = tx
         self._rate = 1e6
         self._freq = 0.0
@@ -222,6 +369,14 @@ class _EmulatedRadio:
     def now_index(self) -> int:
         return math.floor(self.clock.now() * self._rate)
 
+    def to_reference(self, index: int) -> int:
+        """The reference (air) sample at which this device's clock reads sample ``index``."""
+        return self.clock.to_reference(index, self._rate)
+
+    def from_reference(self, index: int) -> int:
+        """This device's sample index at reference sample ``index``."""
+        return self.clock.from_reference(index, self._rate)
+
     def host_seconds_until(self, index: int) -> float:
         return max(index / self._rate - self.clock.now(), 0.0) / self.ref.rate_factor
 
@@ -235,6 +390,8 @@ class _EmulatedRadio:
 
     def set_center_freq(self, freq: float, chan: int = 0) -> None:
         self._freq = float(freq)
+        theta = self.lo.retune(self._freq, self.ref.now())  # the PLL settles at a random phase
+        log.debug("%s tuned to %.6g Hz: LO phase %.1f deg", self.dev_args, freq, math.degrees(theta))
 
     def get_center_freq(self, chan: int = 0) -> float:
         return self._freq
@@ -283,6 +440,7 @@ class _TxBurst:
     number: int
     index: int  # device sample index of the burst's first sample
     next: int  # index of the next sample to place
+    shift: int  # reference index - device index: where the burst goes on the air
     dropped: bool = False
 
 
@@ -300,6 +458,7 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         self.address = address
         self._sock: zmq.Socket | None = None
         self._sock_lock = threading.Lock()
+        self._air_lock = threading.Lock()  # see _place
         self._burst: _TxBurst | None = None
         self._bursts = 0
         self._acks: list[int] = []  # end index of every burst awaiting its burst_ack
@@ -309,7 +468,16 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         self._thread: threading.Thread | None = None
         self.sent_bursts: list[int] = []  # start index of every burst placed whole (for tests)
 
+    def _declare_now(self, gone: bool = False) -> None:
+        """Tell the emulator this radio's stream is defined (silent) up to now, in reference
+        samples; ``gone``: it stops streaming."""
+        with self._air_lock:
+            now = self.to_reference(self.now_index())
+            self._push(now, np.zeros(0, np.complex64), now, gone)
+
     def _push(self, start: int, x: npt.NDArray[np.complex64], horizon: int, gone: bool = False) -> None:
+        """To the emulator: samples at reference index ``start``, stream defined up to
+        ``horizon`` (reference samples)."""
         with self._sock_lock:
             if self._sock is not None:
                 meta = {"start": int(start), "horizon": int(horizon)}
@@ -326,8 +494,7 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         # The stream is live from now: say so at once, not at the first tick (up to a period
         # later), or the emulator may still count this radio absent when the others' first
         # bursts arrive and run past this one's.
-        now = self.now_index()
-        self._push(now, np.zeros(0, np.complex64), now)
+        self._declare_now()
         self._stop.clear()
         self._tick.clear()
         self._thread = threading.Thread(target=self._run_clock, name="emulated-tx-clock", daemon=True)
@@ -339,8 +506,7 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         self._tick.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-        now = self.now_index()
-        self._push(now, np.zeros(0, np.complex64), now, gone=True)  # the emulator need not wait
+        self._declare_now(gone=True)  # the emulator need not wait
         with self._sock_lock:
             if self._sock is not None:
                 self._sock.close(linger=200)  # let the last message go out
@@ -369,7 +535,7 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
                     return
                 continue
             now = self.now_index()
-            self._push(now, np.zeros(0, np.complex64), now)
+            self._declare_now()
             with self._acks_lock:
                 done = [end for end in self._acks if end <= now]
                 self._acks = [end for end in self._acks if end > now]
@@ -383,7 +549,7 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
 
     def _start_burst(self, index: int) -> None:
         self._bursts += 1
-        b = _TxBurst(self._bursts, index, index)
+        b = _TxBurst(self._bursts, index, index, self.to_reference(index) - index)
         if self.faults.get("late_burst") == b.number:  # the host stalls past the burst's time
             time.sleep(self.host_seconds_until(index) + 0.005)
         now = self.now_index()
@@ -402,16 +568,23 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
             time.sleep(self.host_seconds_until(b.next) + 0.005)  # the host stalls mid-burst
             self._place(x[half:])
             return
-        if b.next <= self.now_index():
-            b.dropped = True
-            log.warning("U (underflow in the burst at device sample %d)", b.index)
-            self.message_port_pub(ASYNC_PORT, make_async_message(
-                ["underflow_in_packet"], index_to_time(b.next, self._rate)))
-            return
         if self.reference_gain_db is not None and self._gain != self.reference_gain_db:
             x = (x * np.float32(10 ** ((self._gain - self.reference_gain_db) / 20))).astype(np.complex64)
-        self._push(b.next, np.ascontiguousarray(x), b.next + len(x))
-        b.next += len(x)
+        # On the air: at the reference sample where this device's clock reads b.next, through
+        # this radio's LO (its retune phase, carrier offset and phase walk).
+        at = b.next + b.shift
+        x = np.ascontiguousarray(x * self.lo.rotation(at, len(x), self._rate, +1), dtype=np.complex64)
+        # Checked and handed to the air under one lock with the clock thread's declarations of
+        # silence: a chunk found in time is on the air before device time is declared past it.
+        with self._air_lock:
+            if b.next > self.now_index():
+                self._push(at, x, at + len(x))
+                b.next += len(x)
+                return
+        b.dropped = True
+        log.warning("U (underflow in the burst at device sample %d)", b.index)
+        self.message_port_pub(ASYNC_PORT, make_async_message(
+            ["underflow_in_packet"], index_to_time(b.next, self._rate)))
 
     def work(self, input_items: list[npt.NDArray[np.complex64]], output_items: object) -> int:
         x = input_items[0]
@@ -457,7 +630,8 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         self._issue_on_start = issue_stream_cmd_on_start
         self._start_time: float | None = None
         self._lock = threading.Condition()
-        self._req: tuple[int, int] | None = None  # (start, end) device sample indices
+        self._req: tuple[int, int] | None = None  # (start, end) reference sample indices
+        self._shift = 0  # device index - reference index of the window's samples
         self._queue: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque()
         self._queued = 0
         self._history: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque(maxlen=64)
@@ -507,11 +681,15 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
             log.warning("USRP Source Block caught rx error code: ERROR_CODE_LATE_COMMAND "
                         "(stream command for device sample %d reached the device at %d)", start, arrives)
             return
-        end = start + int(cmd.num_samps) if mode == modes.STREAM_MODE_NUM_SAMPS_AND_DONE else CONTINUOUS
+        # The window on the air: from the reference sample at which this device's clock reads
+        # ``start`` (a device whose time is off listens at another moment than it was told).
+        air = self.to_reference(start)
+        end = air + int(cmd.num_samps) if mode == modes.STREAM_MODE_NUM_SAMPS_AND_DONE else CONTINUOUS
         self._send_upstream([STREAM_CMD, json.dumps(
-            {"start": start, "end": end if end < CONTINUOUS else None}).encode()])
+            {"start": air, "end": end if end < CONTINUOUS else None}).encode()])
         with self._lock:
-            self._req = (start, end)
+            self._req = (air, end)
+            self._shift = start - air
             self._drop_packet = self.faults.get("overflow") == self._commands
             self._queue.clear()
             self._queued = 0
@@ -520,7 +698,8 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
                 self._offer(s, x)
 
     def _offer(self, s: int, x: npt.NDArray[np.complex64]) -> None:
-        """Queue the part of chunk (s, x) inside the requested window (lock held)."""
+        """Queue the part of chunk (s, x) (reference samples) inside the requested window (lock
+        held)."""
         if self._req is None:
             return
         a, b = max(s, self._req[0]), min(s + len(x), self._req[1])
@@ -532,15 +711,19 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
             m = start + (end - start) // 2
             if a <= m < b:
                 self._drop_packet = False
-                log.warning("O (emulated overflow: %d samples lost at device sample %d)", gap, m)
+                log.warning("O (emulated overflow: %d samples lost at device sample %d)", gap,
+                            m + self._shift)
                 self._queue_part(a, x[a - s : m - s])
                 a = min(m + gap, b)
         self._queue_part(a, x[a - s : b - s])
 
     def _queue_part(self, a: int, x: npt.NDArray[np.complex64]) -> None:
+        """Queue samples from reference index ``a``: through this radio's LO (derotated by its
+        phase), at device indices (lock held)."""
         if len(x) == 0:
             return
-        self._queue.append((a, x))
+        x = (x * self.lo.rotation(a, len(x), self._rate, -1)).astype(np.complex64)
+        self._queue.append((a + self._shift, x))
         self._queued += len(x)
         limit = int(RX_BUFFER_S * self._rate)
         while self._queued > limit and self._queue:  # nobody read them in time: overflow
@@ -645,6 +828,10 @@ class EmulatedUhd:
     ``reference_tx_gain_db``: the TX gain at which the emulator's channel gains hold
     (``radio.tx_gain_db``): a transmitter set to another gain scales its samples by
     10^((gain - reference)/20), as an analog gain stage would (None: gain has no effect).
+
+    One instance stands for one host: :meth:`host_clock` is that host's clock, the reference
+    plus the ``host_clock_offset_s`` of the device args its radio was opened with (the front end
+    opens the radio, then labels PPS edges with this clock).
     """
 
     time_spec_t = gr_uhd.time_spec_t
@@ -661,8 +848,8 @@ class EmulatedUhd:
         self.ref = ReferenceClock(rate_factor)
         self.reference_tx_gain_db = reference_tx_gain_db
         self.rate_factor = self.ref.rate_factor
-        self.host_clock = self.ref.host_clock
         self.host_sleep = self.ref.host_sleep
+        self.host_clock_offset_s = 0.0
         self.tx_address = tx_address
         self.rx_address = rx_address
 
@@ -670,11 +857,21 @@ class EmulatedUhd:
         """The stand-in for ``uhd.usrp_sink(device_addr, stream_args, length_tag_name)``."""
         if self.tx_address is None:
             raise RuntimeError("emulated USRP: no emulator input for a transmitter")
-        return EmulatedUsrpSink(dev_args, self.ref, self.tx_address, self.reference_tx_gain_db)
+        sink = EmulatedUsrpSink(dev_args, self.ref, self.tx_address, self.reference_tx_gain_db)
+        self.host_clock_offset_s = sink.args.host_clock_offset_s
+        return sink
 
     def usrp_source(self, dev_args: str, stream_args: Any,
                     issue_stream_cmd_on_start: bool = True) -> EmulatedUsrpSource:
         """The stand-in for ``uhd.usrp_source(device_addr, stream_args, issue_stream_cmd_on_start)``."""
         if self.rx_address is None:
             raise RuntimeError("emulated USRP: no emulator stream for a receiver")
-        return EmulatedUsrpSource(dev_args, self.ref, self.rx_address, issue_stream_cmd_on_start)
+        source = EmulatedUsrpSource(dev_args, self.ref, self.rx_address, issue_stream_cmd_on_start)
+        self.host_clock_offset_s = source.args.host_clock_offset_s
+        return source
+
+    def host_clock(self) -> float:
+        """This host's clock (Unix s), which labels PPS edges in
+        :func:`radio.usrp.align_device_time`: the reference's plus ``host_clock_offset_s``, so a
+        host 0.6 s off labels an edge a whole second off, as a lab host would."""
+        return self.ref.host_clock() + self.host_clock_offset_s

@@ -8,8 +8,10 @@ The same three blocks as ``grc_flowgraphs/loopback_channel.grc``::
 Nodes PUSH ``(start index, samples)`` to PULL sockets the emulator binds (one per node); the AP
 subscribes to the XPUB socket of the AP stream. Used by the loopback front end (``radio.mode:
 loopback``: lockstep, deterministic, as fast as the nodes define their streams) and by emulated
-USRPs (``type=emulated`` device args: the nodes' radios define their streams up to their device
-time as it runs, so the emulator follows real time and late samples are really late).
+USRPs (``type=emulated`` device args: the nodes' radios define their streams up to the present
+moment as their clocks run, so the emulator follows real time and late samples are really late;
+its indices are then the reference's samples, the air's, into which each radio translates its
+own device time).
 """
 
 from __future__ import annotations
@@ -157,9 +159,11 @@ class LoopbackChannel(gr.hier_block2):
 def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
     """The emulator of an experiment (channels of the channel model with ``run.seed``, see
     :func:`draw_node_channels`): for ``radio.mode: loopback`` lockstep from sample 0, zero-filling a silent node after the READY
-    deadline; for emulated USRPs the stream follows the radios' clocks from the first node's
-    device time, without carrier offsets (the radios share a 10 MHz reference, as the AP's
-    precoding assumes), a radio silent for 1 s (of its clock) is zero-filled, with every
+    deadline; for emulated USRPs the stream follows the reference clock (the air: the radios
+    translate their device times to it) from the first node's clock message, without carrier
+    offsets in the channel (the emulated radios' own oscillators make them: retune phases,
+    residual offsets, phase walk; :mod:`radio.emulated`), a radio silent for 1 s (of its
+    clock) is zero-filled, with every
     radio silent the AP stream runs on at the radios' clock rate, and only the windows the
     AP's radio commanded are computed (``on_demand``)."""
     mode = phy_mode(cfg)
@@ -167,7 +171,7 @@ def emulator_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
         raise ValueError(f"radio.mode: {cfg.radio.mode!r} has no channel emulator; it needs "
                          "'loopback', or 'usrp' with every radio type=emulated")
     channel = cfg.channel
-    if mode.radios:  # radios on one 10 MHz reference: no carrier offset
+    if mode.radios:  # the channel has none: the emulated radios' LOs make it
         channel = dataclasses.replace(channel, max_cfo=0.0)
     args: dict[str, Any] = {
         "node_channels": draw_node_channels(channel, cfg.nodes, cfg.run.seed),

@@ -249,9 +249,13 @@ def test_loopback_nodes_loading_the_file_arrive_aligned(tmp_path):
 @pytest.mark.e2e
 def test_emulated_usrp_nodes_apply_the_file(tmp_path):
     """On emulated USRPs (configs/emulated_usrp.yaml, 27 dB path-loss spread) a file made from
-    the emulator's own channel draw (exact gains and delays) sets every radio's analog gain (the
-    emulated radio scales its samples by it) and the digital part: the AP's pilot estimates are
-    aligned. Level bound as above (here only the verifying frame's error is left)."""
+    the emulator's own channel draw (exact gains and delays, and the phases the radios' LOs
+    settle at when they tune: random, drawn from each radio's seed) sets every radio's analog
+    gain (the emulated radio scales its samples by it) and the digital part: the AP's pilot
+    estimates are aligned. The radios here have no carrier offset or phase walk (they would
+    move the phases after the file was made; a measured file has the same problem, which is why
+    the round protocol re-estimates phase from every frame's pilots). Level bound as above
+    (here only the verifying frame's error is left)."""
     pytest.importorskip("gnuradio.uhd")
     import threading
 
@@ -266,19 +270,29 @@ def test_emulated_usrp_nodes_apply_the_file(tmp_path):
     from pairzero.phy.mode import phy_mode
     from pairzero.phy.rx import NodeEstimate
     from pairzero.protocol.interfaces import ReadyTiming
+    from radio.emulated import EmulatedArgs
     from radio.emulator import ChannelEmulator, draw_node_channels
     from radio.factory import build_ap_phy, build_node_phy
+    from radio.oscillator import LocalOscillator
     from tests.e2e_util import free_port_block
     from tests.test_calibration_alignment import _spread_bounds
 
+    ap_args = "type=emulated,serial=AP0000,model=x310_ubx"
+    node_args = [f"type=emulated,serial=NODE00{k},model=b210" for k in range(4)]
     over = ["channel.fading=none", "channel.path_loss_exponent=3", f"nodes.distances_m={DISTANCES}",
-            "channel.snr_db=50", "privacy.enabled=false",
+            "channel.snr_db=50", "privacy.enabled=false", f"radio.ap_args={ap_args}",
+            "radio.node_args=[" + ",".join(f'"{a}"' for a in node_args) + "]",
             f"network.sample_port_base={free_port_block(5)}"]
     cfg = load_config("configs/emulated_usrp.yaml", over)
     chans = draw_node_channels(cfg.channel, cfg.nodes, cfg.run.seed)
+
+    def tuned_phase(args: str, role: str) -> float:  # the LO's phase after the radio's one retune
+        return LocalOscillator(seed=EmulatedArgs.parse(args, role).seed).retune(915e6, 0.0)
+
+    lo = [np.exp(1j * (tuned_phase(a, "tx") - tuned_phase(ap_args, "rx"))) for a in node_args]
     ref, gains_range = cfg.radio.tx_gain_db, phy_mode(cfg).tx_gain_range_db
-    exact = [Measurement(k, NodeEstimate(k, True, c.gain, 0.0, c.delay, 0.0, 50.0, 1e3), Setting(ref))
-             for k, c in enumerate(chans)]
+    exact = [Measurement(k, NodeEstimate(k, True, c.gain * lo[k], 0.0, c.delay, 0.0, 50.0, 1e3),
+                         Setting(ref)) for k, c in enumerate(chans)]
     new = next_settings(exact, default_target(exact, ref, gains_range), ref, gains_range, 1.0)
     corr = [new[k] for k in range(4)]
     path = write_calibration_file(tmp_path / "cal.yaml", CalibrationFile(
