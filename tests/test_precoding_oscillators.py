@@ -10,6 +10,7 @@ payload's received phase is the precoding's phase error.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -76,8 +77,8 @@ def test_tracked_precoding_keeps_the_payload_aligned_across_long_gaps() -> None:
 def test_precoding_with_the_previous_pilots_phase_loses_alignment(monkeypatch) -> None:
     # The old rule: no rate, the last pilot's phase. Every payload arrives rotated by the
     # phase advanced over the gap: 360 x 0.05 x 2 = 36 degrees, plus the walk
-    def last_phase_only(prev: NodeEstimate, new: NodeEstimate, gain: float = 0.0) -> NodeEstimate:
-        return track_phase(prev, new, gain=0.0)
+    def last_phase_only(prev: NodeEstimate, new: NodeEstimate, weight: float = 0.0):
+        return dataclasses.replace(new, cfo=0.0), 0.0
 
     monkeypatch.setattr(round_mod, "track_phase", last_phase_only)
     err = np.degrees(_phase_errors())
@@ -86,15 +87,27 @@ def test_precoding_with_the_previous_pilots_phase_loses_alignment(monkeypatch) -
     assert np.mean(np.cos(np.radians(err))) < 0.87
 
 
+def _est(index: float, phase_cycles: float, cfo_hz: float = 0.0) -> NodeEstimate:
+    return NodeEstimate(0, True, np.exp(2j * np.pi * phase_cycles), cfo_hz / RATE, 0.0, index,
+                        30.0, 1e3)
+
+
 def test_the_tracker_unwraps_the_phase_advance_around_the_tracked_rate() -> None:
     # 0.2 Hz over 2 s is 0.4 cycle: the raw advance wraps to -0.6 cycle; around the tracked
-    # 0.15 Hz it is +0.1 cycle, and the rate moves half the way to 0.2 Hz
-    def est(index: float, phase_cycles: float, cfo: float = 0.0) -> NodeEstimate:
-        return NodeEstimate(0, True, np.exp(2j * np.pi * phase_cycles), 0.0, 0.0, index, 30.0, 1e3)
+    # 0.15 Hz it is +0.1 cycle. With the steady-state weight (2 gaps at forget 0.5) the rate
+    # moves half the way to the 0.2 Hz measured
+    prev = _est(0.0, 0.0, cfo_hz=0.15)
+    got, w = track_phase(prev, _est(2e6, 0.4), weight=4e6)
+    assert got.cfo * RATE == pytest.approx(0.175, abs=1e-9) and w == pytest.approx(4e6)
+    with pytest.raises(ValueError, match="forget"):
+        track_phase(prev, _est(2e6, 0.4), forget=1.5)
 
-    prev = NodeEstimate(0, True, 1.0 + 0j, 0.15 / RATE, 0.0, 0.0, 30.0, 1e3)
-    new = est(2e6, 0.4)
-    got = track_phase(prev, new).cfo * RATE
-    assert got == pytest.approx(0.175, abs=1e-9)
-    with pytest.raises(ValueError, match="gain"):
-        track_phase(prev, new, gain=1.5)
+
+def test_the_tracker_weighs_each_measured_rate_by_its_gap() -> None:
+    # First measurement taken whole; then a measurement over a gap 10 x longer (10 x less
+    # affected by the walk) outweighs it 10 to 0.5
+    first, w = track_phase(_est(0.0, 0.0), _est(1e5, 0.01))  # 0.1 Hz over 0.1 s
+    assert first.cfo * RATE == pytest.approx(0.1, abs=1e-9) and w == 1e5
+    second, w2 = track_phase(first, _est(1.1e6, 0.01 + 0.2), weight=w)  # 0.2 Hz over 1 s
+    assert second.cfo * RATE == pytest.approx((0.5e5 * 0.1 + 1e6 * 0.2) / (0.5e5 + 1e6), abs=1e-9)
+    assert w2 == pytest.approx(1.05e6)

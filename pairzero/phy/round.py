@@ -163,6 +163,7 @@ class ApRoundPhy:
         self.significance = presence_threshold(2 * self.receiver.search + 1,
                                                cfg.privacy.error_tail_prob)
         self.estimates: dict[int, NodeEstimate] = {}
+        self._rate_weight: dict[int, float] = {}  # per node: the rate tracker's weight (samples)
         # Nodes whose estimate is good enough to precode with (see the module docstring).
         self.refined: set[int] = set()
         self._plans: dict[int, PowerPlan] = {}
@@ -360,8 +361,12 @@ class ApRoundPhy:
                 # fraction of a hertz) and a slow phase walk, but frames may be a second apart.
                 # The rate is tracked from the phase advance between consecutive pilots, and
                 # the payload precoded for the phase predicted at its own sample time.
-                self.estimates[e.node] = (track_phase(old, e) if old is not None
-                                          else dataclasses.replace(e, cfo=0.0))
+                if old is None:
+                    self.estimates[e.node] = dataclasses.replace(e, cfo=0.0)
+                    self._rate_weight[e.node] = 0.0
+                else:
+                    self.estimates[e.node], self._rate_weight[e.node] = track_phase(
+                        old, e, self._rate_weight.get(e.node, 0.0))
                 self.refined.add(e.node)
             elif old is not None and 0 < e.ref_index - old.ref_index <= 2 * self.stride:
                 self.estimates[e.node] = refine_cfo(old, e)

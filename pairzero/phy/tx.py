@@ -31,7 +31,7 @@ from pairzero.phy.rx import NodeEstimate
 from sync.estimation import fractional_shift
 
 __all__ = ["NodePrecoding", "compute_precoding", "build_node_burst", "refine_cfo", "track_phase",
-           "PHASE_TRACK_GAIN"]
+           "PHASE_TRACK_FORGET"]
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,16 @@ def refine_cfo(first: NodeEstimate, second: NodeEstimate) -> NodeEstimate:
     return dataclasses.replace(second, cfo=cfo)
 
 
-#: Loop gain of :func:`track_phase` (0: keep the old rate, 1: the last phase advance alone).
-PHASE_TRACK_GAIN = 0.5
+#: Forgetting factor of :func:`track_phase`: the weight of the rate measured so far is
+#: multiplied by this at every new measurement (0: the last phase advance alone; with equal
+#: gaps 0.5 moves the rate half the way to each new measurement).
+PHASE_TRACK_FORGET = 0.5
 
 
-def track_phase(prev: NodeEstimate, new: NodeEstimate, gain: float = PHASE_TRACK_GAIN) -> NodeEstimate:
-    """``new`` with its carrier-offset rate tracked from the phase advance since ``prev``.
+def track_phase(prev: NodeEstimate, new: NodeEstimate, weight: float = 0.0,
+                forget: float = PHASE_TRACK_FORGET) -> tuple[NodeEstimate, float]:
+    """``new`` with its carrier-offset rate tracked from the phase advance since ``prev``, and
+    the tracker's weight after it (samples).
 
     For radios on one reference the carrier offset is only the oscillators' residual (a fraction
     of a hertz) plus a slow phase walk, while frames may be a second apart: one pilot's own CFO
@@ -164,19 +168,23 @@ def track_phase(prev: NodeEstimate, new: NodeEstimate, gain: float = PHASE_TRACK
     phase alone is stale by 2 pi cfo gap. The phase advance between the two pilots, unwrapped
     around the rate tracked so far (``prev.cfo``; valid while the rate's error x gap stays
     under half a cycle, i.e. a residual offset under 1/(2 gap) Hz from the start), measures the
-    rate; the tracked rate moves a fraction ``gain`` of the way to it, which averages the walk's
-    increments (steady-state prediction error variance (1 + gain/(2 - gain)) x the walk's over
-    one gap, against 2 x for the last advance alone). Precoded with this rate from ``new``'s
-    reference sample, the payload is aligned for the phase predicted at its own sample time.
+    rate over a gap of D samples. A phase walk makes that measurement's variance fall as 1/D,
+    so measurements are averaged with weights D: rate = (f W r + D m) / (f W + D), the new
+    weight f W + D (``weight`` W: the tracker's so far, 0 before the first measurement, which
+    is then taken whole; ``forget`` f lets the rate follow slow changes). Precoded with this rate
+    from ``new``'s reference sample, the payload is aligned for the phase predicted at its own
+    sample time.
     """
     if prev.node != new.node:
         raise ValueError(f"new.node: {new.node} differs from prev.node {prev.node}")
-    if not 0.0 <= gain <= 1.0:
-        raise ValueError(f"gain: {gain!r} must be in [0, 1]")
+    if not 0.0 <= forget <= 1.0:
+        raise ValueError(f"forget: {forget!r} must be in [0, 1]")
     gap = new.ref_index - prev.ref_index
     if gap <= 0 or not (prev.present and new.present) or abs(prev.gain) == 0:
-        return dataclasses.replace(new, cfo=prev.cfo)
+        return dataclasses.replace(new, cfo=prev.cfo), weight
     predicted = np.exp(2j * np.pi * prev.cfo * gap)
     resid = float(np.angle(new.gain / (prev.gain * predicted)))  # wrapped to (-pi, pi]
     measured = prev.cfo + resid / (2 * np.pi * gap)
-    return dataclasses.replace(new, cfo=prev.cfo + gain * (measured - prev.cfo))
+    w = forget * max(weight, 0.0)
+    rate = (w * prev.cfo + gap * measured) / (w + gap)
+    return dataclasses.replace(new, cfo=rate), w + gap
