@@ -38,6 +38,7 @@ Frames a radio reported late or underflowed (a loaded machine) are left out and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import socket
@@ -54,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from pairzero.config import config_to_dict, load_config  # noqa: E402
 from pairzero.phy import round as round_protocol  # noqa: E402
 from pairzero.phy.round import ApRoundPhy, NodeRoundPhy  # noqa: E402
-from pairzero.phy.tx import track_phase  # noqa: E402
+from pairzero.phy.rx import NodeEstimate  # noqa: E402
 from pairzero.protocol.interfaces import ReadyTiming  # noqa: E402
 from pairzero.runinfo import git_revision  # noqa: E402
 from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
@@ -178,6 +179,12 @@ def osc_config(cfo: float, walk: float):  # noqa: ANN201 - ExperimentConfig
         "radio.node_args=[" + ",".join(f'"{a}"' for a in nodes) + "]"])
 
 
+def _previous_pilot_phase(prev: NodeEstimate, new: NodeEstimate,
+                          weight: float = 0.0) -> tuple[NodeEstimate, float]:
+    """The old precoding, for comparison: no rate, the previous pilot's phase."""
+    return dataclasses.replace(new, cfo=0.0), 0.0
+
+
 def _send(node: object, t: int, g: float, sched: object, reports: dict[int, object], i: int) -> None:
     """One node's frame (its own process in a run: here a thread); its radio's report kept."""
     reports[i] = node.transmit(t, g, sched)  # type: ignore[attr-defined]
@@ -192,7 +199,7 @@ def run_oscillator_point(cfo: float, walk: float, gap_s: float, rounds: int, see
     k, noise_var = OSC_K, 10 ** (-OSC_SNR_DB / 10)
     old = round_protocol.track_phase
     if not tracked:
-        round_protocol.track_phase = lambda prev, new, gain=0.0: track_phase(prev, new, gain=0.0)
+        round_protocol.track_phase = _previous_pilot_phase
     emu = ChannelEmulator.for_experiment(cfg)
     emu.start()
     ap = build_ap_phy(cfg)

@@ -12,7 +12,10 @@ A round's period is the time between the AP's commits of rounds t-1 and t (AP cl
 first rounds (pilots, and the first payload) are left out. The figure is the ratio of the
 median periods (target: at most 1.5). It also reports both runs' final validation loss (the
 same rounds and seeds: the emulated radios should learn as the loopback does), and the CPU
-time each run took (AP, nodes and emulator, start-up included) per round.
+time each run took (AP, nodes and emulator, start-up included) per round. With ``--seeds``
+each pair runs at its own ``run.seed`` (both modes the same): the loopback runs' spread over
+the seeds is the seed-to-seed spread the emulated radios' final loss is compared with
+(``learning``: per seed, usrp minus loopback, against that spread).
 Prints one JSON object (last line) and writes bench/results/round_period.json.
 """
 
@@ -75,14 +78,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="alternating pairs of runs")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config override for both runs (repeatable)")
+    ap.add_argument("--seeds", type=lambda x: [int(v) for v in x.split(",")], default=None,
+                    help="run.seed of each pair, comma-separated (default: the config's, every pair)")
     a = ap.parse_args()
+    if a.seeds is not None and len(a.seeds) != a.repeats:
+        sys.exit(f"--seeds: {len(a.seeds)} given for --repeats {a.repeats}")
     if a.rounds <= SKIP + 2:
         sys.exit(f"--rounds: {a.rounds} is too few (at least {SKIP + 3})")
     runs: list[dict] = []
     for i in range(a.repeats):
         for mode in ("usrp", "loopback"):
             print(f"[{i + 1}/{a.repeats}] {mode}: {a.rounds} rounds ...", file=sys.stderr, flush=True)
-            runs.append(_run(mode, a.rounds, a.set))
+            seed = [] if a.seeds is None else [f"run.seed={a.seeds[i]}"]
+            runs.append({**_run(mode, a.rounds, [*a.set, *seed]),
+                         "seed": None if a.seeds is None else a.seeds[i]})
             r = runs[-1]
             print(f"    median round {r['median_round_s'] * 1e3:.0f} ms, val loss "
                   f"{r['val_loss_start']:.4f} -> {r['val_loss_end']:.4f}", file=sys.stderr, flush=True)
@@ -95,6 +104,16 @@ def main() -> None:
         "target_ratio": TARGET, "runs": runs,
     }
     out["meets_target"] = out["ratio_usrp_to_loopback"] <= TARGET
+    if a.seeds is not None:
+        lb = [r["val_loss_end"] for r in runs if r["mode"] == "loopback"]
+        us = [r["val_loss_end"] for r in runs if r["mode"] == "usrp"]
+        spread = max(lb) - min(lb)
+        out["learning"] = {
+            "seeds": a.seeds, "val_loss_end_usrp": us, "val_loss_end_loopback": lb,
+            "usrp_minus_loopback": [u - v for u, v in zip(us, lb, strict=True)],
+            "loopback_seed_spread": spread,
+            "within_spread": all(abs(u - v) <= spread for u, v in zip(us, lb, strict=True)),
+        }
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "round_period.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}))
