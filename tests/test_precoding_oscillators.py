@@ -58,7 +58,7 @@ def _phase_errors(rounds: int = 14, seed: int = 3) -> np.ndarray:
     for t in range(rounds):
         plan = ap.plan(t, [0])
         node.transmit(t, 1.0, plan.schedule_for(t, 0))
-        res = ap.receive(t, t, plan, {0: None})
+        ap.receive(t, t, plan, {0: None})
         if plan.precoding:
             out.append(float(np.angle(ap.last_rx.y / plan.eta)))
         air.now = plan.tx_sample + int(GAP_S * RATE)
