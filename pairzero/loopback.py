@@ -58,8 +58,10 @@ def ports_in_use(cfg: ExperimentConfig) -> list[int]:
 
 
 def needs_emulator(cfg: ExperimentConfig) -> bool:
-    """The run's samples go through the channel emulator: loopback, or emulated USRPs."""
-    return cfg.radio.mode == "loopback" or cfg.radio.emulated()
+    """The launcher starts the channel emulator on this machine: loopback, or emulated USRPs
+    without another emulator host (``emulator=HOST``: ``pairzero channel`` runs there, and
+    the radios are treated as a lab's)."""
+    return cfg.radio.mode == "loopback" or (cfg.radio.emulated() and cfg.radio.emulator_is_local())
 
 
 def busy_ports(host: str, ports: list[int]) -> list[int]:

@@ -84,7 +84,9 @@ MODELS = {
 }
 
 _FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo")
-_KNOWN_ARGS = {"type", "model", "serial", "name", *_FAULTS}
+#: ``emulator=HOST``: the host whose channel emulator plays this radio's RF (read by
+#: ``RadioConfig.emulator_host``, which sets the sample addresses the stand-ins are given).
+_KNOWN_ARGS = {"type", "model", "serial", "name", "emulator", *_FAULTS}
 #: A TX device declares its stream silent up to device time on ticks: every
 #: ``ADVANCE_PERIOD_S`` (reference s; whole multiples, the same moments on every radio, so the
 #: emulator's clock, the earliest of the radios' horizons, moves once per tick rather than once
