@@ -3,7 +3,7 @@ VENV ?= .venv
 export PAIRZERO_VENV := $(VENV)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint bench grc simulate results results-quick clean
+.PHONY: setup demo test test-slow lint bench grc simulate results results-quick rehearsal clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,11 @@ demo: setup
 # (faulthandler_timeout) and the whole run is stopped after 40.
 test: setup
 	timeout --signal=TERM --kill-after=30 2400 $(BIN)/python -m pytest
+
+# The worked example of docs/running_on_usrps.md on hosts made of network namespaces (root;
+# skipped with one line elsewhere): LAN and campus profiles, a link cut. A few minutes.
+rehearsal: setup
+	timeout --signal=INT --kill-after=60 1500 $(BIN)/python -m rehearsal
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
