@@ -67,7 +67,8 @@ def rehearse(profiles: list[str], out: Path, cut_node: str | None, cut_at_round:
               f"of {page.name} ({len(example.steps)} steps); files in {out}", flush=True)
         for name in profiles:
             cut = CutPlan(cut_node, cut_at_round) if (cut_node and name == "campus") else None
-            run = ProfileRun(example, net, PROFILES[name], out, REPO, values, cut=cut)
+            run = ProfileRun(example, net, PROFILES[name], out, REPO, values, cut=cut,
+                             progress=lambda text: print(text, flush=True))
             runs.append(run)
             print(f"rehearsal: profile {PROFILES[name].describe()}" + (
                 f"; {cut_node}'s link cut after round {cut_at_round} for {cut.heartbeats:g} heartbeats"

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal import summary
-from rehearsal.netns import LabNetwork
+from rehearsal.netns import RELAY_MARK, LabNetwork
 from rehearsal.profiles import NetworkProfile
 from rehearsal.scp import HOMES_ENV
 from rehearsal.worked_example import Step, StepKind, WorkedExample, pairzero_argv
@@ -125,7 +125,7 @@ class ProfileRun:
     cut: CutPlan | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     seed: int = 1
-    progress: Callable[[str], None] = print
+    progress: Callable[[str], None] = log.info  # the command line prints each step here
     procs: list[_Proc] = field(default_factory=list)
     events: dict[str, Any] = field(default_factory=dict)
 
@@ -307,7 +307,7 @@ class ProfileRun:
             stats = self.home(node) / "relay.json"
             argv_relay = [sys.executable, "-m", "rehearsal.relay", "--listen", f"{ap}:{port}",
                           "--upstream", f"{ap}:{port}", "--profile", self.profile.name,
-                          "--mark", str(self.net_mark()), "--seed", str(self.seed * 100 + k),
+                          "--mark", str(RELAY_MARK), "--seed", str(self.seed * 100 + k),
                           "--stats", str(stats)]
             self._relays.append(self._spawn(node, " ".join(argv_relay), "relay", None, argv=argv_relay,
                                             cwd=self.repo))
@@ -321,12 +321,6 @@ class ProfileRun:
             if proc.popen.poll() is not None or time.monotonic() > deadline:
                 raise RehearsalFailure(f"`{proc.label}` on {proc.host} did not start\n" + _tail(proc.log))
             time.sleep(0.2)
-
-    @staticmethod
-    def net_mark() -> int:
-        from rehearsal.netns import RELAY_MARK
-
-        return RELAY_MARK
 
     def _tick(self) -> None:
         """While a step runs: the link cut and its restoration."""
