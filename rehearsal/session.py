@@ -114,7 +114,8 @@ class _Proc:
 
 @dataclass
 class ProfileRun:
-    """The worked example on ``net``'s hosts under ``profile``; files under ``root/<profile>``."""
+    """The worked example on ``net``'s hosts under ``profile``; files under ``root/<label>``
+    (the label defaults to the profile's name)."""
 
     example: WorkedExample
     net: LabNetwork
@@ -125,12 +126,14 @@ class ProfileRun:
     cut: CutPlan | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     seed: int = 1
+    label: str = ""  # the run's name (default: the profile's), its directory under ``root``
     progress: Callable[[str], None] = log.info  # the command line prints each step here
     procs: list[_Proc] = field(default_factory=list)
     events: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.base = self.root / self.profile.name
+        self.label = self.label or self.profile.name
+        self.base = self.root / self.label
         self._env: dict[str, dict[str, str]] = {h: {} for h in self.net.hosts}
         self._background: dict[str, list[_Proc]] = {h: [] for h in self.net.hosts}
         self._air: _Proc | None = None
@@ -228,7 +231,7 @@ class ProfileRun:
             self._start_air_and_relays(step, argv)
         for h in step.hosts:
             label = (argv[0] if argv else step.command.split()[0].rsplit("/", 1)[-1])
-            self.progress(f"  [{self.profile.name}] {h}$ {step.command}")
+            self.progress(f"  [{self.label}] {h}$ {step.command}")
             proc = self._spawn(h, step.command, label, step)
             if step.kind is StepKind.START:
                 self._background[h].append(proc)
@@ -262,7 +265,7 @@ class ProfileRun:
         running = [p for p in self._background[host] if p.popen.poll() is None]
         if not running:
             raise RehearsalFailure(f"{where}: Ctrl-C on {host}, where nothing runs")
-        self.progress(f"  [{self.profile.name}] {host}: Ctrl-C")
+        self.progress(f"  [{self.label}] {host}: Ctrl-C")
         for p in running:
             _signal_group(p.popen, signal.SIGINT)
         for p in running:
@@ -299,7 +302,7 @@ class ProfileRun:
         cfg = load_config(src)
         self.events["heartbeat_s"] = cfg.network.heartbeat_s
         self.events["rounds_planned"] = cfg.run.rounds
-        self.progress(f"  [{self.profile.name}] air$ .venv/bin/pairzero channel --config {config}")
+        self.progress(f"  [{self.label}] air$ .venv/bin/pairzero channel --config {config}")
         self._air = self._spawn("air", f".venv/bin/pairzero channel --config {config}", "channel", None)
         ap = str(self.net.hosts["ap"].lan)
         port = cfg.network.control_port
@@ -338,14 +341,14 @@ class ProfileRun:
             self.net.cut(self.cut.node)
             self._cut_started = now
             self.events["cut"] = {"node": self.cut.node, "at_round": committed, "time": time.time()}
-            self.progress(f"  [{self.profile.name}] cut {self.cut.node}'s link after round {committed}")
+            self.progress(f"  [{self.label}] cut {self.cut.node}'s link after round {committed}")
             return
         duration = self.cut.heartbeats * float(self.events.get("heartbeat_s", 2.0))
         if now - self._cut_started >= duration:
             self.net.restore(self.cut.node)
             self._cut_done = True
             self.events["cut"]["duration_s"] = round(now - self._cut_started, 2)
-            self.progress(f"  [{self.profile.name}] restored {self.cut.node}'s link after "
+            self.progress(f"  [{self.label}] restored {self.cut.node}'s link after "
                           f"{now - self._cut_started:.1f} s")
 
     def _finish(self) -> None:
@@ -417,7 +420,7 @@ class ProfileRun:
                 relays[node] = {k: st[k] for k in ("connections", "upstream_failures", "chunks_up",
                                                    "chunks_down", "lost")}
         out: dict[str, Any] = {
-            "profile": self.profile.name, "network": self.profile.describe(),
+            "run": self.label, "profile": self.profile.name, "network": self.profile.describe(),
             "rounds": ap_summary["rounds_committed"], "partial_rounds": ap_summary["partial_rounds"],
             "empty_rounds": ap_summary["empty_rounds"],
             "round_period_median_s": summary.median(periods),
