@@ -72,7 +72,7 @@ def rehearse(profiles: list[str], out: Path, cut_node: str | None, cut_at_round:
             run = ProfileRun(example, net, PROFILES[name], out, REPO, values, cut=cut, label=label,
                              seed=i + 1, progress=lambda text: print(text, flush=True))
             runs.append(run)
-            print(f"rehearsal: {label}: {PROFILES[name].describe()}" + (
+            print(f"rehearsal: run {label}, {PROFILES[name].describe()}" + (
                 f"; {cut_node}'s link cut after round {cut_at_round} for {cut.heartbeats:g} heartbeats"
                 if cut else ""), flush=True)
             try:
