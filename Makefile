@@ -3,7 +3,7 @@ VENV ?= .venv
 export PAIRZERO_VENV := $(VENV)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast test-slow lint bench grc simulate results results-quick clean
+.PHONY: setup demo test test-fast test-slow lint bench grc simulate results results-quick rehearsal clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,11 @@ test: setup
 # The unit tier only (no processes, no channel emulator): under 2 minutes on 2 cores.
 test-fast: setup
 	timeout --signal=TERM --kill-after=30 600 $(BIN)/python -m pytest -m "unit and not slow"
+
+# The worked example of docs/running_on_usrps.md on hosts made of network namespaces (root;
+# skipped with one line elsewhere): LAN and campus profiles, a link cut. A few minutes.
+rehearsal: setup
+	timeout --signal=INT --kill-after=60 1500 $(BIN)/python -m rehearsal
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

@@ -668,6 +668,14 @@ class Orchestrator:
         self._members[j.node] = _Member(inbound.peer, j.next_round, time.monotonic(), j.key_id)
         log.info("node %d joined at its round %d (AP next round %d)", j.node, j.next_round,
                  self._log.next_round)
+        r = self._round
+        if r is not None and self._computing(j.node) and j.next_round < r.t:
+            # A node JOINs again after it took the AP for gone (a cut link outlasting 3
+            # heartbeats): behind the round, it catches up first and skips this one, so the
+            # round must not wait for its READY until the deadline.
+            r.left_out[j.node] = (f"it re-joined at its round {j.next_round}, behind this one: "
+                                  "it catches up first")
+            log.warning("round %d: node %d is out of the round: %s", r.t, j.node, r.left_out[j.node])
         self._send(inbound.peer, JoinAck(node=j.node, next_round=self._log.next_round,
                                          hash_every=self.s.hash_every))
         self._check_clock(j.node, self._members[j.node])

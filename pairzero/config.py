@@ -264,14 +264,39 @@ class RadioConfig:
         args = [self.ap_args, *self.node_args]
         return self.mode == "usrp" and all(_device_type(a) == "emulated" for a in args)
 
+    def emulator_host(self) -> str:
+        """Where the channel emulator's sample ports are, as every radio sees them: the
+        ``emulator=HOST`` device arg of emulated radios (the host running ``pairzero channel``,
+        as a networked USRP has ``addr=``); 127.0.0.1 without one, and in loopback."""
+        if not self.emulated():
+            return LOCAL_EMULATOR_HOST
+        # The config check refuses radios naming different hosts; the AP's radio decides.
+        return _device_arg(self.ap_args, "emulator") or LOCAL_EMULATOR_HOST
+
+    def emulator_is_local(self) -> bool:
+        """The channel emulator runs on this host, started by the launcher that needs it
+        (``pairzero loopback`` / ``calibrate``); otherwise ``pairzero channel`` runs on
+        :meth:`emulator_host` and the processes here treat the radios as a lab's."""
+        return self.emulator_host() in ("127.0.0.1", "localhost")
+
+
+#: The channel emulator's host when no emulated radio names one (``emulator=`` device arg).
+LOCAL_EMULATOR_HOST = "127.0.0.1"
+
+
+def _device_arg(args: str, key: str) -> str:
+    """The value of ``key`` in UHD device args (``"type=b200,serial=..."``, ``"type"`` ->
+    ``"b200"``; "" if absent)."""
+    for part in args.split(","):
+        k, _, v = part.partition("=")
+        if k.strip().lower() == key:
+            return v.strip()
+    return ""
+
 
 def _device_type(args: str) -> str:
     """The ``type`` of UHD device args (``"type=b200,serial=..."`` -> ``"b200"``; "" if none)."""
-    for part in args.split(","):
-        k, _, v = part.partition("=")
-        if k.strip().lower() == "type":
-            return v.strip()
-    return ""
+    return _device_arg(args, "type")
 
 
 @dataclass(frozen=True)
@@ -489,6 +514,13 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
                 "radio.ap_args / radio.node_args: either every radio is emulated (type=emulated) "
                 "or none is: an emulated radio only reaches the channel emulator"
             )
+        if cfg.radio.emulated():
+            hosts = {a: _device_arg(a, "emulator") for a in [cfg.radio.ap_args, *cfg.radio.node_args]}
+            if len(set(hosts.values())) > 1:
+                raise ConfigError(
+                    f"radio.ap_args / radio.node_args: the emulated radios name different channel "
+                    f"emulators (emulator=): {hosts}; one `pairzero channel` plays every radio's RF, "
+                    "so give every radio the same emulator=HOST (or none: 127.0.0.1)")
     if cfg.radio.mode != "baseband" and 0 < cfg.network.max_empty_rounds <= PILOT_ONLY_ROUNDS:
         raise ConfigError(
             f"network.max_empty_rounds: {cfg.network.max_empty_rounds} would stop a radio run "

@@ -76,11 +76,19 @@ AP_RESTARTS = 3
 # ----------------------------------------------------------------------------- ports
 
 
+def local_emulator(cfg: ExperimentConfig) -> bool:
+    """Whether the launcher starts the channel emulator on this machine: loopback, or emulated
+    USRPs without another emulator host (``emulator=HOST`` in their device args: ``pairzero
+    channel`` runs there, and the radios here are treated as a lab's)."""
+    mode = phy_mode(cfg)
+    return mode.needs_emulator and (mode.name == "loopback" or cfg.radio.emulator_is_local())
+
+
 def ports_in_use(cfg: ExperimentConfig) -> list[int]:
     """The configured TCP ports on ``network.ap_host`` that another process already holds."""
     n = cfg.network
     ports = [n.control_port]
-    if phy_mode(cfg).needs_emulator:
+    if local_emulator(cfg):
         ports += [n.sample_port_base + i for i in range(cfg.nodes.count + 1)]
     return busy_ports(n.ap_host, ports)
 
@@ -187,7 +195,7 @@ def launch_testbed(cfg: ExperimentConfig, run_dir: Path, *, ap: bool = True,
         return bed._start(name, echo(name) if echo is not None else None)
 
     try:
-        if phy_mode(cfg).needs_emulator:
+        if local_emulator(cfg):
             bed.channel = start("channel")
         if ap:
             bed.ap = start("ap")

@@ -33,11 +33,13 @@ def cmd_channel(args: argparse.Namespace) -> int:
     """CLI entry: ``pairzero channel``."""
     cfg = load_config(args.config, args.overrides)
     nodes, ap = sample_addresses(cfg)
-    base = cfg.network.sample_port_base
-    busy = busy_ports("127.0.0.1", list(range(base, base + cfg.nodes.count + 1)))
+    base, host = cfg.network.sample_port_base, cfg.radio.emulator_host()
+    busy = busy_ports(host, list(range(base, base + cfg.nodes.count + 1)))
     if busy:  # checked here: a bind error inside the running flowgraph would only be logged
-        raise OSError(f"sample ports {busy} on 127.0.0.1 are in use (another emulator?); "
-                      "choose network.sample_port_base")
+        raise OSError(f"sample ports {busy} on {host} cannot be bound (in use by another "
+                      "emulator, or not this host's address: the emulated radios' emulator=HOST "
+                      "must name the host running `pairzero channel`); choose "
+                      "network.sample_port_base")
     try:
         emu = ChannelEmulator.for_experiment(cfg)
     except ValueError as e:

@@ -146,6 +146,9 @@ ARGS: dict[str, _Arg] = {
     "type": _Arg(_text, "emulated"),
     "serial": _Arg(_text, "any text"),
     "name": _Arg(_text, "any text"),
+    # the host whose channel emulator plays this radio's RF (read by RadioConfig.emulator_host,
+    # which sets the sample addresses the stand-ins are given)
+    "emulator": _Arg(_text, "a host name or address"),
     "model": _Arg(_text, " | ".join(sorted(MODELS))),
     "host_clock_offset_s": _Arg(_number(-86400.0, 86400.0), "a number of seconds in -86400..86400"),
     "clock_drift_ppm": _Arg(_number(-100.0, 100.0), "a number of ppm in -100..100"),

@@ -80,3 +80,33 @@ def test_docker_compose_file_is_valid() -> None:
 
     nodes = load_config(REPO / "configs" / "radio.yaml").nodes.count
     assert "ap-radio" in radio and sum(s.startswith("edge-radio-") for s in radio) == nodes
+
+
+@pytest.mark.e2e  # runs a process
+def test_compose_radio_profile_follows_uhd_usb_guidance_and_the_worked_example() -> None:
+    # A B210 re-enumerates after its firmware loads: the bus is mounted as a volume (not a
+    # device node given at start), USB character devices (major 189) are allowed by a cgroup
+    # rule, and the services run the worked example's last steps with its files mounted.
+    import yaml
+
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose is not installed (scripts/setup.sh installs it)")
+    res = subprocess.run([exe, "--profile", "radio", "config"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    services = yaml.safe_load(res.stdout)["services"]
+    radio = {k: v for k, v in services.items() if k == "ap-radio" or k.startswith("edge-radio-")}
+    assert radio
+    for name, svc in radio.items():
+        mounts = {v.split(":")[1]: v for v in svc["volumes"]}
+        assert "devices" not in svc, name
+        assert mounts["/dev/bus/usb"].startswith("/dev/bus/usb:"), name
+        assert "c 189:* rmw" in svc.get("device_cgroup_rules", []) or svc.get("privileged"), name
+        for f in ("lab.yaml", "calibration.yaml", "keys"):
+            assert mounts[f"/opt/pairzero/{f}"].endswith(":ro"), (name, f)
+        assert svc["command"][svc["command"].index("--config") + 1] == "lab.yaml", name
+        assert svc["network_mode"] == "host"
+    # the files the worked example makes under those names
+    page = (REPO / "docs" / "running_on_usrps.md").read_text()
+    assert "> lab.yaml" in page and "--output calibration.yaml" in page

@@ -13,7 +13,7 @@ import pytest
 from access_point.orchestrator import ApSettings, Orchestrator, round_seed
 from access_point.roundlog import RoundLog
 from edge_node.runtime import EdgeNode, JoinRejected
-from pairzero.metrics import MetricsWriter
+from pairzero.metrics import MetricsWriter, round_index, round_rows
 from pairzero.phy.baseband import BasebandNodePhy
 from pairzero.protocol.testing import (
     ConstantPlanner,
@@ -143,4 +143,45 @@ def test_orchestrator_refuses_manifest_mismatch_with_reason(tmp_path: Path) -> N
     orch.stop()
     ap_th.join(5)
     assert orch.members == []
+    rl.close()
+
+
+def test_node_rejoining_behind_the_round_is_not_waited_for(tmp_path: Path) -> None:
+    # Prepare: node 2 applies rounds 0 and 1, then goes silent without closing its connection
+    # (its link cut: nothing tells the AP); round 2 expects its READY.
+    rounds = 4
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    metrics = MetricsWriter(tmp_path / "metrics.jsonl")
+    orch = Orchestrator(_settings(rounds, ready_timeout_s=30.0), hub.server(), rl, ConstantPlanner(),
+                        IdealApPhy(), metrics=metrics, replica=QuadraticTrainer(0))
+    n0, n1 = _node(hub, 0), _node(hub, 1)
+    cut = _node(hub, 2)
+    t0, _ = _thread(n0.run, until_round=rounds)
+    t1, _ = _thread(n1.run, until_round=rounds)
+    tc, _ = _thread(cut.run, until_round=2, leave=False)
+    ap_th, ap_out = _thread(orch.run, linger_s=60)
+    tc.join(20)
+    deadline = time.monotonic() + 20
+    while rl.next_round < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # round 2 is waiting for node 2's READY
+    # Execute: node 2 comes back as a node that took the AP for gone: it JOINs again at its
+    # round 2... of a fresh process here, at round 0, behind round 2
+    back = EdgeNode(2, EXP, hub.client("n2-back"), QuadraticTrainer(2), BasebandNodePhy(), heartbeat_s=HB)
+    joined_at = time.monotonic()
+    tb, _ = _thread(back.run, until_round=rounds)
+    for th in (t0, t1, tb):
+        th.join(60)
+    orch.stop()
+    ap_th.join(30)
+    metrics.close()
+    # Assert: round 2 ended as soon as node 2 re-joined, not at the 30 s READY deadline
+    assert ap_out.get("result") == rounds, ap_out
+    rows = {round_index(r): r for r in round_rows(tmp_path / "metrics.jsonl")}
+    assert "re-joined at its round 0" in rows[2]["left_out"]["2"], rows[2]
+    assert rows[2]["round_s"] < 15.0, rows[2]
+    assert time.monotonic() - joined_at < 25.0
+    recs = rl.records(0)
+    assert n0.trainer.model_hash() == back.trainer.model_hash() == replay_hash(recs)
     rl.close()

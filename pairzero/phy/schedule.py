@@ -6,8 +6,9 @@
 * The AP captures :data:`CAPTURE_MARGIN` samples either side of a frame (:func:`capture_window`);
   the outer parts of those margins carry no node's signal (:func:`quiet_slices`): the receiver
   noise is measured there.
-* In loopback, node k's samples go to ``tcp://127.0.0.1:<sample_port_base + k>`` and the AP's
-  stream comes from ``<sample_port_base + K>`` (:func:`sample_addresses`).
+* Node k's samples go to ``tcp://<emulator host>:<sample_port_base + k>`` and the AP's stream
+  comes from ``<sample_port_base + K>`` (:func:`sample_addresses`); the emulator host is
+  127.0.0.1 unless emulated radios name another (``emulator=HOST`` device arg).
 * On radios a sample index is device time x sample rate; :func:`index_to_time` converts exactly.
 """
 
@@ -66,9 +67,11 @@ def quiet_slices(layout: FrameLayout) -> tuple[slice, slice]:
 
 
 def sample_addresses(cfg: ExperimentConfig) -> tuple[list[str], str]:
-    """Loopback sample-stream addresses: node k -> emulator, and emulator -> AP."""
-    base, k = cfg.network.sample_port_base, cfg.nodes.count
-    return [f"tcp://127.0.0.1:{base + i}" for i in range(k)], f"tcp://127.0.0.1:{base + k}"
+    """Sample-stream addresses: node k -> emulator, and emulator -> AP, on the emulator's host
+    (``radio.emulator_host()``: 127.0.0.1, or the ``emulator=HOST`` of emulated radios; the
+    emulator binds them there, the radios connect)."""
+    base, k, host = cfg.network.sample_port_base, cfg.nodes.count, cfg.radio.emulator_host()
+    return [f"tcp://{host}:{base + i}" for i in range(k)], f"tcp://{host}:{base + k}"
 
 
 def index_to_time(index: int, sample_rate: float) -> tuple[int, float]:
