@@ -125,7 +125,7 @@ def _prepare(cfg: ExperimentConfig, o: _Options, mode: PhyMode) -> tuple[Experim
                              "(--set radio.calibration_file=FILE)")
     else:  # the nodes start uncalibrated, at radio.tx_gain_db
         cfg = dataclasses.replace(cfg, radio=dataclasses.replace(cfg.radio, calibration_file=None))
-    if mode.needs_emulator:
+    if mode.single_host:
         if cfg.network.ap_host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"network.ap_host: {cfg.network.ap_host!r}; a local calibration runs "
                              "on 127.0.0.1")
@@ -135,7 +135,7 @@ def _prepare(cfg: ExperimentConfig, o: _Options, mode: PhyMode) -> tuple[Experim
                           "others with --set network.control_port=... --set network.sample_port_base=...")
         cfg = dataclasses.replace(cfg, zo=dataclasses.replace(cfg.zo, threads=1))
     run_dir = make_run_dir(cfg, "verify" if o.verify else "calibrate", o.out)
-    if mode.needs_emulator and cfg.network.curve:
+    if mode.single_host and cfg.network.curve:
         generate_keys(run_dir / "keys", cfg.nodes.count)
         cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network,
                                                                    keys_dir=str(run_dir / "keys")))
@@ -218,7 +218,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         endpoint = f"tcp://{cfg.network.ap_host}:{cfg.network.control_port}"
         transport = ZmqServer(endpoint, curve=curve, heartbeat_s=cfg.network.heartbeat_s)
-        if mode.needs_emulator:  # this command is the AP of the edge processes it starts
+        if mode.single_host:  # this command is the AP of the edge processes it starts
             bed = launch_testbed(cfg, run_dir, ap=False, log_level=o.log_level, grace_s=10.0)
         phy = build_ap_round_phy(cfg)
         cal = ControlPlaneCalibrator(cfg, transport, phy, experiment_id(cfg), key_ids)

@@ -81,7 +81,7 @@ def local_emulator(cfg: ExperimentConfig) -> bool:
     USRPs without another emulator host (``emulator=HOST`` in their device args: ``pairzero
     channel`` runs there, and the radios here are treated as a lab's)."""
     mode = phy_mode(cfg)
-    return mode.needs_emulator and (mode.name == "loopback" or cfg.radio.emulator_is_local())
+    return mode.needs_emulator and mode.single_host
 
 
 def ports_in_use(cfg: ExperimentConfig) -> list[int]:
@@ -239,7 +239,8 @@ def _loopback_config(cfg: ExperimentConfig, out: str | None) -> tuple[Experiment
     """Check that ``cfg`` runs on this machine, then make its run directory (with CurveZMQ keys
     of its own) and the resolved config every process reads."""
     if not phy_mode(cfg).single_host:
-        raise ConfigError("radio.mode: 'usrp' with real radios cannot run in loopback; use "
+        raise ConfigError("radio.mode: 'usrp' with real radios (or emulated ones whose channel "
+                          "emulator is on another host: emulator=HOST) cannot run in loopback; use "
                           "'loopback' or 'baseband', or emulated radios (type=emulated in "
                           "radio.ap_args and radio.node_args, configs/emulated_usrp.yaml)")
     if cfg.network.ap_host not in ("127.0.0.1", "localhost"):

@@ -9,6 +9,7 @@ import pytest
 
 from pairzero.config import ConfigError, load_config
 from pairzero.launch import local_emulator
+from pairzero.phy.mode import phy_mode
 from pairzero.phy.schedule import sample_addresses
 
 EMULATED = "configs/emulated_usrp.yaml"
@@ -29,6 +30,9 @@ def test_emulated_radios_naming_an_emulator_host_send_their_samples_there() -> N
     assert nodes == [f"tcp://10.213.2.1:{5600 + k}" for k in range(4)]
     assert ap == "tcp://10.213.2.1:5604"
     assert not local_emulator(cfg)
+    # ... and the run is a lab's, one host each: `pairzero calibrate` starts no nodes of its own
+    # and takes network.ap_host as it is; `pairzero loopback` refuses it
+    assert not phy_mode(cfg).single_host and phy_mode(cfg).needs_emulator
 
 
 def test_without_an_emulator_host_everything_stays_on_this_machine() -> None:
@@ -36,7 +40,7 @@ def test_without_an_emulator_host_everything_stays_on_this_machine() -> None:
                 load_config("configs/loopback.yaml")):
         assert cfg.radio.emulator_host() == "127.0.0.1"
         assert sample_addresses(cfg)[1].startswith("tcp://127.0.0.1:")
-        assert local_emulator(cfg)
+        assert local_emulator(cfg) and phy_mode(cfg).single_host
 
 
 def test_radios_naming_different_emulators_are_refused() -> None:

@@ -49,11 +49,14 @@ class PhyMode:
     """What a run's PHY is and needs (see the module docstring).
 
     ``rate_factor``: the radios' clocks run at this fraction of real time (emulated USRPs on a
-    loaded machine; 1 otherwise).
+    loaded machine; 1 otherwise). ``local_air``: emulated radios whose channel emulator runs on
+    this machine (False: ``emulator=HOST`` in their device args names another host, as on the
+    rehearsal's hosts: the radios are then treated as a lab's, one host each).
     """
 
     name: PhyModeName
     rate_factor: float = 1.0
+    local_air: bool = True
 
     @property
     def over_the_air(self) -> bool:
@@ -73,8 +76,9 @@ class PhyMode:
 
     @property
     def single_host(self) -> bool:
-        """The whole testbed can run on this machine (``pairzero loopback``)."""
-        return self.name != "usrp"
+        """The whole testbed can run on this machine (``pairzero loopback``; ``pairzero
+        calibrate`` starts its nodes itself)."""
+        return self.name in ("baseband", "loopback") or (self.name == "emulated" and self.local_air)
 
     @property
     def tx_gain_range_db(self) -> tuple[float, float]:
@@ -94,7 +98,8 @@ def phy_mode(cfg: ExperimentConfig) -> PhyMode:
     """The run's :class:`PhyMode` (the one place ``radio.mode`` is read outside config checks)."""
     mode = cfg.radio.mode
     if mode == "usrp" and cfg.radio.emulated():
-        return PhyMode("emulated", rate_factor=cfg.radio.emulated_rate_factor)
+        return PhyMode("emulated", rate_factor=cfg.radio.emulated_rate_factor,
+                       local_air=cfg.radio.emulator_is_local())
     if mode in ("baseband", "loopback", "usrp"):
         return PhyMode(mode)
     raise ValueError(f"radio.mode: {mode!r} is invalid; allowed: 'baseband', 'loopback', 'usrp'")
