@@ -371,8 +371,10 @@ class UsrpFrontEnd:
             if left <= 0:
                 self.window.cancel()
                 ev = RadioEvent(EventKind.TIMEOUT, index, f"{filled} of {length} samples within "
-                                f"{timeout_s:g} s of the window's end (a late stream command, or "
-                                "the radio stopped streaming)")
+                                f"{timeout_s:g} s of the window's end: an overflow may have "
+                                "halted the stream (a USRP stops a finite stream on overflow: "
+                                "'O' in the log), or the stream command came late, or the "
+                                "radio stopped streaming")
                 return Capture(index, length, None, (ev,))
             # Wake the moment the window is complete (not on the control plane's next
             # message); the control plane is served between waits, without blocking.
