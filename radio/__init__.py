@@ -56,7 +56,8 @@ def ap_frontend(cfg: ExperimentConfig) -> RadioFrontEnd:
 
     r = cfg.radio
     return UsrpFrontEnd("rx", r.ap_args, cfg.phy.sample_rate, r.center_freq_hz, r.rx_gain_db,
-                        r.clock_source, uhd_api=_uhd_api(cfg, rx_address=sample_addresses(cfg)[1]))
+                        r.clock_source, uhd_api=_uhd_api(cfg, rx_address=sample_addresses(cfg)[1]),
+                        antenna=r.rx_antenna, args_key="radio.ap_args")
 
 
 def node_frontend(cfg: ExperimentConfig, node: int,
@@ -76,7 +77,8 @@ def node_frontend(cfg: ExperimentConfig, node: int,
     key = None if calibration is None else f"radio.calibration_file node {node} tx_gain_db"
     return UsrpFrontEnd("tx", node_device_args(cfg, node), cfg.phy.sample_rate, r.center_freq_hz,
                         gain, r.clock_source, gain_key=key,
-                        uhd_api=_uhd_api(cfg, tx_address=sample_addresses(cfg)[0][node]))
+                        uhd_api=_uhd_api(cfg, tx_address=sample_addresses(cfg)[0][node]),
+                        antenna=r.tx_antenna, args_key=f"radio.node_args[{node}]")
 
 
 def ap_phy(cfg: ExperimentConfig, frontend: RadioFrontEnd | None = None) -> Any:

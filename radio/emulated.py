@@ -57,7 +57,11 @@ oscillator args above, ``seed``, ``master_clock_rate``, ``transfer_delay_s``, an
 inject (counting from 1): ``late_command=N`` (the N-th stream command reaches the device after
 its time), ``overflow=N`` (the device's buffer overflows in the N-th window),
 ``late_burst=N`` (the host stalls before handing the N-th burst over, until after its time),
-``underflow=N`` (the host stalls inside the N-th burst), ``unlocked_ref=1``, ``unlocked_lo=1``.
+``underflow=N`` (the host stalls inside the N-th burst), ``unlocked_ref=1``, ``unlocked_lo=1``,
+``lose_lock_after_s=T`` (both sensors read false T s after the radio was opened),
+``no_gpsdo=1`` (no GPSDO module: ``gpsdo`` as clock or time source is refused as UHD refuses
+it), ``no_pps=1`` (nothing on the PPS input), ``tune_error=1`` (``set_center_freq`` raises). A model has its ports
+(``get_antennas``: B2xx TX/RX, RX2; UBX also CAL) and carrier range (``get_freq_range``).
 """
 
 from __future__ import annotations
@@ -133,12 +137,18 @@ class DeviceModel:
     family: str
     decims: tuple[int, ...]
     transfer_s: float
+    freq_range: tuple[float, float]
+    tx_antennas: tuple[str, ...]
+    rx_antennas: tuple[str, ...]
 
 
+_B2XX = DeviceModel((0.0, 89.75, 0.25), (0.0, 76.0, 1.0), "b2xx", _b2xx_decims(), 1e-3,
+                    (70e6, 6e9), ("TX/RX",), ("TX/RX", "RX2"))
 MODELS = {
-    "b200": DeviceModel((0.0, 89.75, 0.25), (0.0, 76.0, 1.0), "b2xx", _b2xx_decims(), 1e-3),
-    "b210": DeviceModel((0.0, 89.75, 0.25), (0.0, 76.0, 1.0), "b2xx", _b2xx_decims(), 1e-3),
-    "x310_ubx": DeviceModel((0.0, 31.5, 0.5), (0.0, 31.5, 0.5), "x3xx", _x3xx_decims(), 2e-4),
+    "b200": _B2XX,
+    "b210": _B2XX,
+    "x310_ubx": DeviceModel((0.0, 31.5, 0.5), (0.0, 31.5, 0.5), "x3xx", _x3xx_decims(), 2e-4,
+                            (10e6, 6e9), ("TX/RX", "CAL"), ("TX/RX", "RX2", "CAL")),
 }
 
 
@@ -158,7 +168,8 @@ def b2xx_auto_master_clock(rate: float) -> float:
     return float(base * multiplier)
 
 
-_FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo")
+_FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo",
+           "no_gpsdo", "no_pps", "tune_error")
 #: Largest seed a ``seed=`` device arg may give (numpy seeds are unsigned; 2^63 - 1 as run.seed).
 _MAX_SEED = 2**63 - 1
 
@@ -213,6 +224,10 @@ ARGS: dict[str, _Arg] = {
     "underflow": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th burst)"),
     "unlocked_ref": _Arg(_whole(0, 1), "0 or 1"),
     "unlocked_lo": _Arg(_whole(0, 1), "0 or 1"),
+    "no_gpsdo": _Arg(_whole(0, 1), "0 or 1"),
+    "no_pps": _Arg(_whole(0, 1), "0 or 1"),
+    "tune_error": _Arg(_whole(0, 1), "0 or 1"),
+    "lose_lock_after_s": _Arg(_number(0.0, 1e6), "a number of seconds >= 0"),
 }
 
 
@@ -228,6 +243,7 @@ class EmulatedArgs:
     seed: int = 0
     master_clock_rate: float | None = None
     transfer_delay_s: float | None = None
+    lose_lock_after_s: float | None = None
     faults: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -270,6 +286,7 @@ class EmulatedArgs:
             seed=seed,
             master_clock_rate=values.get("master_clock_rate"),
             transfer_delay_s=values.get("transfer_delay_s"),
+            lose_lock_after_s=values.get("lose_lock_after_s"),
             faults={k: int(values[k]) for k in _FAULTS if k in values},
         )
 
@@ -406,22 +423,30 @@ class _EmulatedRadio:
         self.clock_source = "internal"
         self.time_source = "internal"
         self.auto_dc_offset = True
+        self.antenna = self.get_antennas()[0] if tx else self.get_antennas()[-1]
+        self._opened_at = ref.now()
 
     # -- clocking
+    # (UHD's exceptions reach Python through gr-uhd as RuntimeError carrying UHD's text.)
     def set_clock_source(self, source: str, mboard: int = 0) -> None:
         if source not in ("internal", "external", "gpsdo"):
-            raise RuntimeError(f"clock source {source!r} not supported by this device")
+            raise RuntimeError(f"KeyError: update_clock_source: unknown source: {source}")
+        if source == "gpsdo" and self.faults.get("no_gpsdo"):  # UHD 4.3 b200_impl.cpp
+            raise RuntimeError("KeyError: update_clock_source: gpsdo selected, but no gpsdo detected!")
         self.clock_source = source
 
     def set_time_source(self, source: str, mboard: int = 0) -> None:
-        if source not in ("internal", "external", "gpsdo"):
-            raise RuntimeError(f"time source {source!r} not supported by this device")
+        if source not in ("internal", "external", "gpsdo") or (
+                source == "gpsdo" and self.faults.get("no_gpsdo")):
+            raise RuntimeError(f"KeyError: update_time_source: unknown source: {source}")
         self.time_source = source
 
     def get_time_now(self, mboard: int = 0) -> Any:
         return _spec(self.clock.now())
 
     def get_time_last_pps(self, mboard: int = 0) -> Any:
+        if self.faults.get("no_pps") and self.time_source != "internal":
+            return _spec(0.0)  # no edge ever latched
         return _spec(self.clock.last_pps())
 
     def set_time_next_pps(self, spec: Any) -> None:
@@ -488,8 +513,16 @@ class _EmulatedRadio:
     def get_samp_rate(self) -> float:
         return self._rate
 
+    def get_freq_range(self, chan: int = 0) -> Any:
+        return gr_uhd.meta_range_t(*self.model.freq_range, 1.0)
+
     def set_center_freq(self, freq: float, chan: int = 0) -> None:
-        self._freq = float(freq)
+        """Tune (UHD clips a carrier outside the range to its edge); a new LO phase."""
+        if self.faults.get("tune_error"):
+            raise RuntimeError(f"RuntimeError: {self.model.family}: {'TX' if self._tx else 'RX'} "
+                               "LO PLL did not lock after the retune")
+        lo, hi = self.model.freq_range
+        self._freq = min(max(float(freq), lo), hi)
         theta = self.lo.retune(self._freq, self.ref.now())  # the PLL settles at a random phase
         log.debug("%s tuned to %.6g Hz: LO phase %.1f deg", self.dev_args, freq, math.degrees(theta))
 
@@ -510,8 +543,25 @@ class _EmulatedRadio:
     def set_auto_dc_offset(self, enable: bool, chan: int = 0) -> None:
         self.auto_dc_offset = bool(enable)
 
+    def get_antennas(self, chan: int = 0) -> list[str]:
+        return list(self.model.tx_antennas if self._tx else self.model.rx_antennas)
+
     def set_antenna(self, antenna: str, chan: int = 0) -> None:
+        """As UHD 4.3: a B2xx takes any TX antenna name silently (it has one TX port) and
+        refuses an unknown RX one; an X3xx refuses an unknown port either way."""
+        if antenna not in self.get_antennas() and not (self._tx and self.model.family == "b2xx"):
+            raise RuntimeError(f"ValueError: {self.model.family}: unknown "
+                               f"{'TX' if self._tx else 'RX'} antenna option: {antenna}")
         self.antenna = antenna
+
+    def get_antenna(self, chan: int = 0) -> str:
+        return self.antenna
+
+    def _lock_lost(self) -> bool:
+        """``lose_lock_after_s``: the reference (and the LO with it) unlocks that long after
+        the radio was opened."""
+        after = self.args.lose_lock_after_s
+        return after is not None and self.ref.now() - self._opened_at >= after
 
     # -- sensors
     def get_mboard_sensor_names(self, mboard: int = 0) -> list[str]:
@@ -519,7 +569,8 @@ class _EmulatedRadio:
 
     def get_mboard_sensor(self, name: str, mboard: int = 0) -> Any:
         if name == "ref_locked":
-            locked = self.clock_source == "internal" or not self.faults.get("unlocked_ref")
+            locked = self.clock_source == "internal" or not (
+                self.faults.get("unlocked_ref") or self._lock_lost())
             return gr_uhd.sensor_value_t("Ref", locked, "locked", "unlocked")
         if name == "gps_time" and self.clock_source == "gpsdo":
             return gr_uhd.sensor_value_t("GPS epoch time", int(math.floor(self.ref.host_clock())),
@@ -531,7 +582,8 @@ class _EmulatedRadio:
 
     def get_sensor(self, name: str, chan: int = 0) -> Any:
         if name == "lo_locked":
-            return gr_uhd.sensor_value_t("LO", not self.faults.get("unlocked_lo"), "locked", "unlocked")
+            locked = not (self.faults.get("unlocked_lo") or self._lock_lost())
+            return gr_uhd.sensor_value_t("LO", locked, "locked", "unlocked")
         raise RuntimeError(f"no sensor {name!r} on this device")
 
 

@@ -210,6 +210,10 @@ class LoopbackFrontEnd:
             return Capture(index, length, None, (ev,))
         return Capture(index, length, w)
 
+    def check_lock(self) -> RadioEvent | None:
+        """The emulator's streams have no oscillators to lock: always None."""
+        return None
+
     def close(self) -> None:
         for part in (self.tx, self.rx):
             if part is not None:
