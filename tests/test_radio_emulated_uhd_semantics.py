@@ -107,8 +107,8 @@ class _Gate(gr.sync_block):
 
 class _RawTx:
     """A node radio fed by hand-made tags, as a user's own flowgraph would drive gr-uhd's sink
-    (not through the front end), and the AP's front end, through the emulator. Device time from
-    each host's clock ("internal"): a sample off at most."""
+    (not through the front end), and the AP's front end, through the emulator; both radios'
+    device time set at the same PPS edge (sample-exact)."""
 
     def __init__(self, node_args: str = "type=emulated,seed=1") -> None:
         self.node_addr, self.ap_addr = _addr(), _addr()
@@ -116,13 +116,17 @@ class _RawTx:
                                    self.ap_addr, origin=None, node_timeout_s=0.5, sample_rate=RATE,
                                    free_run_rate=RATE, on_demand=True)
         self.emu.start()
-        self.ap = UsrpFrontEnd("rx", "type=emulated", RATE, 915e6, 30.0, "internal",
-                               uhd_api=EmulatedUhd(rx_address=self.ap_addr))
         api = EmulatedUhd(tx_address=self.node_addr)
         self.sink = api.usrp_sink(node_args, None)
         self.sink.set_samp_rate(RATE)
         self.sink.set_center_freq(915e6)
-        align_device_time(self.sink, "internal", api.host_clock, api.host_sleep)
+        self.sink.set_time_source("external")
+        aligned = threading.Thread(target=align_device_time,
+                                   args=(self.sink, "external", api.host_clock, api.host_sleep))
+        aligned.start()  # the two radios wait for their PPS edges at once
+        self.ap = UsrpFrontEnd("rx", "type=emulated", RATE, 915e6, 30.0, "external",
+                               uhd_api=EmulatedUhd(rx_address=self.ap_addr))
+        aligned.join()
         self.collector = AsyncCollector()
         self.gate = _Gate()
         self.tb = gr.top_block()
@@ -175,9 +179,9 @@ def test_tx_sob_alone_sends_a_burst_at_once_and_tx_eob_acknowledges_it() -> None
     assert cap.ok and cap.samples is not None
     assert codes == ["burst_ack"]
     [sent] = tx.sink.sent_bursts
-    # on the air where the radio says it sent it (two host-clock settings: a sample either way)
+    # on the air where the radio says it sent it
     at = int(np.argmax(np.abs(np.correlate(cap.samples, x, mode="valid"))))
-    assert abs(at - (sent - start)) <= 1
+    assert at == sent - start
     # ... and that is once it reached the radio: after the handover plus the B200's 1 ms
     transfer = int(1e-3 * RATE)
     assert tx.handed_at + transfer < sent < tx.handed_at + transfer + int(0.05 * RATE)
