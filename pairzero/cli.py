@@ -12,6 +12,7 @@ Subcommands (``pairzero <cmd> --help`` for each):
   results    the experiment set (memory, communication, privacy, learning, PHY) -> docs/results.md
   keys       CurveZMQ key pairs for the AP and the nodes
   config     validate an experiment YAML and print the resolved config
+  doctor     first contact: check this host's radio (images, device, rate, gains, ports, locks)
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
                 "pairzero.results:cmd_results"),
     "keys": ("generate CurveZMQ key pairs for the AP and nodes", "pairzero.protocol.keys:cmd_keys"),
     "config": ("validate an experiment YAML and print the resolved config", "pairzero.cli:cmd_config"),
+    "doctor": ("first contact: check this host's radio (images, device, rate, gains, ports, locks)",
+               "radio.doctor:cmd_doctor"),
 }
 
 
@@ -120,6 +123,11 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--gain-step", type=float, default=1.0,
                        help="analog TX gain step (dB; default: %(default)s)")
         p.add_argument("--out", default=None, help="base directory for the run (default: output.dir)")
+    if name == "doctor":
+        who = p.add_mutually_exclusive_group()
+        who.add_argument("--ap", action="store_true", help="check the AP's radio (radio.ap_args)")
+        who.add_argument("--node-id", type=int, default=None,
+                         help="check node k's radio (radio.node_args[k]); neither: every radio")
     if name == "config":
         p.add_argument("--resolve-clip", action="store_true",
                        help="with zo.clip_quantile set: run the clip warm-up (loads the model) and "

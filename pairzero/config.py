@@ -253,6 +253,8 @@ class RadioConfig:
     tx_gain_db: float = _f(40.0, ge=0.0, le=90.0)
     rx_gain_db: float = _f(30.0, ge=0.0, le=90.0)
     clock_source: Literal["internal", "external", "gpsdo"] = "external"
+    tx_antenna: str = _f("TX/RX", doc="the nodes' transmit port (a B2xx / UBX transmits only on TX/RX; `pairzero doctor` lists a device's ports)")
+    rx_antenna: str = _f("RX2", doc="the AP's receive port (TX/RX or RX2 on a B2xx / UBX)")
     calibration_file: str | None = _f(None, doc="calibration file (pairzero.phy.calibration) the nodes apply at start (TX gain, digital scale and phase, timing advance) and the AP checks; `pairzero calibrate` writes it; null: uncalibrated (every node at radio.tx_gain_db)")
     calibration_max_age_h: float = _f(24.0, ge=0.0, le=1e6, doc="warn at start when radio.calibration_file is older than this (hours; 0: never)")
     tx_lead_s: float = _f(0.005, ge=0.0, le=10.0, doc="radios: a frame's time is this far (s) beyond the worst SCHEDULE-to-radio latency measured in the last 20 rounds")

@@ -26,28 +26,42 @@ behave as a USRP does at that API boundary:
   after 1 s). The draws come from ``seed`` (default: a hash of the role and the device args, so
   runs repeat; give each radio its own serial or seed). The channel emulator itself plays no
   carrier offset on emulated radios: these oscillators make it.
-* **Rates and gains.** ``set_samp_rate`` rounds to the master clock over an integer and
-  ``get_samp_rate`` says what was really set; ``get_gain_range`` is the model's (``model=b200``:
-  TX 0-89.75 dB, RX 0-76 dB; ``model=x310_ubx``: 0-31.5 dB); ``set_gain`` clips as UHD does.
+* **Rates and gains.** As UHD 4.3: a B2xx picks its master clock for the rate asked
+  (:func:`b2xx_auto_master_clock`) unless ``master_clock_rate=`` is in the device args; an X3xx
+  runs at 200 MHz (or ``master_clock_rate=`` 184.32e6 / 120e6); the DSP's decimation rounds the
+  rate, and ``get_samp_rate`` says what was really set. ``get_gain_range`` is the model's
+  (``model=b200`` / ``b210``: TX 0-89.75 dB, RX 0-76 dB; ``model=x310_ubx``: 0-31.5 dB);
+  ``set_gain`` clips as UHD does.
 * **Sensors.** ``ref_locked`` (mboard), ``lo_locked`` (channel), ``gps_time`` (with
   ``clock_source`` gpsdo).
-* **TX** (``usrp_sink``): bursts by their ``tx_sob`` / ``tx_time`` / ``tx_eob`` tags. A burst
-  whose time has passed when it reaches the device is dropped with an async ``time_error``; a
-  burst that runs dry is cut with ``underflow``; a burst sent whole gets ``burst_ack`` once
-  device time passes its end (``async_msgs`` port, the messages of gr-uhd). Between bursts the
-  device declares its stream silent up to device time, so the emulator follows real time.
-* **RX** (``usrp_source``): timed ``STREAM_MODE_NUM_SAMPS_AND_DONE`` commands; a command that
-  arrives after its time is refused as gr-uhd logs it (``ERROR_CODE_LATE_COMMAND``: no samples);
-  samples carry ``rx_time`` on the first one and again after samples were lost (overflow). The
-  commands it accepts go on to the channel emulator (upstream on the AP stream), which computes
-  only the windows commanded, as a USRP streams only those.
+* **TX** (``usrp_sink``): bursts by their ``tx_sob`` / ``tx_time`` / ``tx_eob`` tags, as gr-uhd
+  reads them (:class:`EmulatedUsrpSink`). Samples reach the device ``transfer_delay_s`` after
+  they are handed over (default per model: 1 ms for a B2xx on USB3, 0.2 ms for an X3xx on
+  10 GbE); a timed burst that reaches it after its time is dropped with an async
+  ``time_error``; a burst that runs dry gives ``underflow``; ``burst_ack`` comes once the last
+  sample has gone out, plus the transfer back (``async_msgs`` port, the messages of gr-uhd).
+  Between bursts the device declares its stream silent up to device time, so the emulator
+  follows real time.
+* **RX** (``usrp_source``): timed ``STREAM_MODE_NUM_SAMPS_AND_DONE`` and continuous commands;
+  a command that arrives after its time is refused as gr-uhd logs it
+  (``ERROR_CODE_LATE_COMMAND``: no samples); samples carry ``rx_time`` on the first one. An
+  overflow (an injected one, or samples not read within ``RX_BUFFER_S``) halts a finite
+  stream, as a B2xx / X3xx does: the host gets no more samples of the window (the front end's
+  capture times out); a continuous stream goes on after the gap with a new ``rx_time``. The
+  commands it accepts go on to the channel emulator (upstream on the AP stream), which
+  computes only the windows commanded, as a USRP streams only those.
 
 Device args (:data:`ARGS`; anything else, or a value out of range, is refused with one line naming
 the key and what it allows): ``type=emulated``, ``serial``, ``name``, ``model``, the clock and
-oscillator args above, ``seed``, and the faults to inject (counting from 1): ``late_command=N`` (the N-th stream command
-reaches the device after its time), ``overflow=N`` (a packet of the N-th window is lost),
+oscillator args above, ``seed``, ``master_clock_rate``, ``transfer_delay_s``, and the faults to
+inject (counting from 1): ``late_command=N`` (the N-th stream command reaches the device after
+its time), ``overflow=N`` (the device's buffer overflows in the N-th window),
 ``late_burst=N`` (the host stalls before handing the N-th burst over, until after its time),
-``underflow=N`` (the host stalls inside the N-th burst), ``unlocked_ref=1``, ``unlocked_lo=1``.
+``underflow=N`` (the host stalls inside the N-th burst), ``unlocked_ref=1``, ``unlocked_lo=1``,
+``lose_lock_after_s=T`` (both sensors read false T s after the radio was opened),
+``no_gpsdo=1`` (no GPSDO module: ``gpsdo`` as clock or time source is refused as UHD refuses
+it), ``no_pps=1`` (nothing on the PPS input), ``tune_error=1`` (``set_center_freq`` raises). A model has its ports
+(``get_antennas``: B2xx TX/RX, RX2; UBX also CAL) and carrier range (``get_freq_range``).
 """
 
 from __future__ import annotations
@@ -91,22 +105,71 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: B2xx (AD9361): the master clock's limits (Hz) and the one it starts at (UHD 4.3,
+#: ad9361_device.cpp, ad936x_manager.cpp).
+B2XX_MCR_RANGE = (220e3, 61.44e6)
+B2XX_DEFAULT_MCR = 16e6
+#: X3xx: the master clock rates the clocking supports (UHD 4.3, x300_clock_ctrl.cpp).
+X3XX_MCRS = (200e6, 184.32e6, 120e6)
+
+
+def _b2xx_decims() -> tuple[int, ...]:
+    """Decimations (interpolations) the B2xx DDC (DUC) can make (UHD 4.3 rx/tx_dsp_core_3000
+    ``get_host_rates``): 512 down to 260 in steps of 4, 256 to 130 in steps of 2, 128 to 1."""
+    return (*range(512, 256, -4), *range(256, 128, -2), *range(128, 0, -1))
+
+
+def _x3xx_decims() -> tuple[int, ...]:
+    """Decimations the X3xx RFNoC DDC can make (UHD 4.3 ddc_block_control): CIC 1..255 times a
+    cascade of up to 2 halfbands (x1, x2, x4)."""
+    return tuple(sorted({(1 << hb) * cic for hb in range(3) for cic in range(1, 256)}))
+
+
 @dataclass(frozen=True)
 class DeviceModel:
-    """Gain ranges (start, stop, step in dB) and master clock (Hz) of an emulated device."""
+    """What an emulated device model fixes: gain ranges (start, stop, step in dB), its master
+    clock family ("b2xx": chosen automatically for the rate asked unless ``master_clock_rate=``
+    is given; "x3xx": one of :data:`X3XX_MCRS`), the decimations its DSP makes, and the
+    host-to-radio transfer time of its link (s: USB3 for a B2xx, 10 GbE for an X3xx)."""
 
     tx_gain: tuple[float, float, float]
     rx_gain: tuple[float, float, float]
-    master_clock: float
+    family: str
+    decims: tuple[int, ...]
+    transfer_s: float
+    freq_range: tuple[float, float]
+    tx_antennas: tuple[str, ...]
+    rx_antennas: tuple[str, ...]
 
 
+_B2XX = DeviceModel((0.0, 89.75, 0.25), (0.0, 76.0, 1.0), "b2xx", _b2xx_decims(), 1e-3,
+                    (70e6, 6e9), ("TX/RX",), ("TX/RX", "RX2"))
 MODELS = {
-    "b200": DeviceModel((0.0, 89.75, 0.25), (0.0, 76.0, 1.0), 32e6),
-    "b210": DeviceModel((0.0, 89.75, 0.25), (0.0, 76.0, 1.0), 32e6),
-    "x310_ubx": DeviceModel((0.0, 31.5, 0.5), (0.0, 31.5, 0.5), 200e6),
+    "b200": _B2XX,
+    "b210": _B2XX,
+    "x310_ubx": DeviceModel((0.0, 31.5, 0.5), (0.0, 31.5, 0.5), "x3xx", _x3xx_decims(), 2e-4,
+                            (10e6, 6e9), ("TX/RX", "CAL"), ("TX/RX", "RX2", "CAL")),
 }
 
-_FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo")
+
+def b2xx_auto_master_clock(rate: float) -> float:
+    """The master clock rate a B2xx picks for ``rate`` S/s on one channel when none was given
+    (UHD 4.3 ``ad936x_manager::get_auto_tick_rate``): the rate times the largest power of two
+    that stays within 61.44 MHz (but not 2 when the rate alone is already a valid clock).
+    Raises RuntimeError for a rate above 61.44 MHz, as UHD does."""
+    lo, hi = B2XX_MCR_RANGE
+    base = math.floor(rate + 0.5)
+    if base > hi:
+        raise RuntimeError(f"Requested sampling rate ({rate / 1e6:.2f} Msps) exceeds maximum "
+                           f"tick rate of {hi / 1e6:.2f} MHz.")
+    multiplier = 1 << int(math.log2(hi / base))
+    if multiplier == 2 and base >= lo:
+        multiplier = 1
+    return float(base * multiplier)
+
+
+_FAULTS = ("late_command", "overflow", "late_burst", "underflow", "unlocked_ref", "unlocked_lo",
+           "no_gpsdo", "no_pps", "tune_error")
 #: Largest seed a ``seed=`` device arg may give (numpy seeds are unsigned; 2^63 - 1 as run.seed).
 _MAX_SEED = 2**63 - 1
 
@@ -155,12 +218,19 @@ ARGS: dict[str, _Arg] = {
     "cfo_hz": _Arg(_number(-1e5, 1e5), "a number of Hz in -1e5..1e5"),
     "phase_walk_deg_per_s": _Arg(_number(0.0, 360.0), "a number of degrees in 0..360"),
     "seed": _Arg(_whole(0, _MAX_SEED), f"a whole number in 0..{_MAX_SEED}"),
+    "master_clock_rate": _Arg(_number(1.0, 1e9), "a number of Hz (B2xx: 220e3..61.44e6; "
+                              "X3xx: 200e6, 184.32e6 or 120e6)"),
+    "transfer_delay_s": _Arg(_number(0.0, 1.0), "a number of seconds in 0..1"),
     "late_command": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th stream command)"),
     "overflow": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th window)"),
     "late_burst": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th burst)"),
     "underflow": _Arg(_whole(1, 2**31), "a whole number >= 1 (the N-th burst)"),
     "unlocked_ref": _Arg(_whole(0, 1), "0 or 1"),
     "unlocked_lo": _Arg(_whole(0, 1), "0 or 1"),
+    "no_gpsdo": _Arg(_whole(0, 1), "0 or 1"),
+    "no_pps": _Arg(_whole(0, 1), "0 or 1"),
+    "tune_error": _Arg(_whole(0, 1), "0 or 1"),
+    "lose_lock_after_s": _Arg(_number(0.0, 1e6), "a number of seconds >= 0"),
 }
 
 
@@ -174,6 +244,9 @@ class EmulatedArgs:
     cfo_hz: float = 0.0
     phase_walk_deg_per_s: float = 0.0
     seed: int = 0
+    master_clock_rate: float | None = None
+    transfer_delay_s: float | None = None
+    lose_lock_after_s: float | None = None
     faults: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -214,6 +287,9 @@ class EmulatedArgs:
             cfo_hz=values.get("cfo_hz", 0.0),
             phase_walk_deg_per_s=values.get("phase_walk_deg_per_s", 0.0),
             seed=seed,
+            master_clock_rate=values.get("master_clock_rate"),
+            transfer_delay_s=values.get("transfer_delay_s"),
+            lose_lock_after_s=values.get("lose_lock_after_s"),
             faults={k: int(values[k]) for k in _FAULTS if k in values},
         )
 
@@ -223,7 +299,7 @@ class EmulatedArgs:
 #: emulator's clock, the earliest of the radios' horizons, moves once per tick rather than once
 #: per radio), and ``BURST_TAIL_SAMPLES`` after the end of each burst it sent, which is when
 #: the AP's window around a frame (a 128-sample margin, and the emulator's FIR tail) can leave
-#: the emulator and the burst's ACK is due.
+#: the emulator.
 ADVANCE_PERIOD_S = 0.02
 BURST_TAIL_SAMPLES = 512
 RX_BUFFER_S = 0.25  # host-side receive buffering of the emulated RX device (s of samples)
@@ -334,7 +410,15 @@ class _EmulatedRadio:
         self.lo = LocalOscillator(self.args.cfo_hz, self.args.clock_drift_ppm,
                                   self.args.phase_walk_deg_per_s, self.args.seed)
         self._tx = tx
+        self._auto_mcr = self.model.family == "b2xx" and self.args.master_clock_rate is None
+        default_mcr = B2XX_DEFAULT_MCR if self.model.family == "b2xx" else X3XX_MCRS[0]
+        try:
+            self._mcr = self._check_mcr(self.args.master_clock_rate or default_mcr)
+        except RuntimeError as e:
+            raise RuntimeError(f"device args {dev_args!r}: master_clock_rate: {e}") from None
         self._rate = 1e6
+        self.transfer_s = (self.model.transfer_s if self.args.transfer_delay_s is None
+                           else self.args.transfer_delay_s)
         self._freq = 0.0
         rng = self.model.tx_gain if tx else self.model.rx_gain
         self._gain_range = rng
@@ -342,22 +426,30 @@ class _EmulatedRadio:
         self.clock_source = "internal"
         self.time_source = "internal"
         self.auto_dc_offset = True
+        self.antenna = self.get_antennas()[0] if tx else self.get_antennas()[-1]
+        self._opened_at = ref.now()
 
     # -- clocking
+    # (UHD's exceptions reach Python through gr-uhd as RuntimeError carrying UHD's text.)
     def set_clock_source(self, source: str, mboard: int = 0) -> None:
         if source not in ("internal", "external", "gpsdo"):
-            raise RuntimeError(f"clock source {source!r} not supported by this device")
+            raise RuntimeError(f"KeyError: update_clock_source: unknown source: {source}")
+        if source == "gpsdo" and self.faults.get("no_gpsdo"):  # UHD 4.3 b200_impl.cpp
+            raise RuntimeError("KeyError: update_clock_source: gpsdo selected, but no gpsdo detected!")
         self.clock_source = source
 
     def set_time_source(self, source: str, mboard: int = 0) -> None:
-        if source not in ("internal", "external", "gpsdo"):
-            raise RuntimeError(f"time source {source!r} not supported by this device")
+        if source not in ("internal", "external", "gpsdo") or (
+                source == "gpsdo" and self.faults.get("no_gpsdo")):
+            raise RuntimeError(f"KeyError: update_time_source: unknown source: {source}")
         self.time_source = source
 
     def get_time_now(self, mboard: int = 0) -> Any:
         return _spec(self.clock.now())
 
     def get_time_last_pps(self, mboard: int = 0) -> Any:
+        if self.faults.get("no_pps") and self.time_source != "internal":
+            return _spec(0.0)  # no edge ever latched
         return _spec(self.clock.last_pps())
 
     def set_time_next_pps(self, spec: Any) -> None:
@@ -385,14 +477,55 @@ class _EmulatedRadio:
 
     # -- rate, frequency, gain
     def set_samp_rate(self, rate: float) -> None:
-        mclk = self.model.master_clock
-        self._rate = mclk / max(1, round(mclk / float(rate)))
+        """As UHD: a B2xx without ``master_clock_rate=`` first picks its master clock for the
+        rate (:func:`b2xx_auto_master_clock`); then the DSP's decimation rounds the rate (a B2xx
+        to the nearest rate it can make, an X3xx to the nearest decimation)."""
+        rate = float(rate)
+        if not rate > 0:
+            raise RuntimeError(f"sample rate {rate!r} must be > 0")
+        if self._auto_mcr:
+            self._mcr = b2xx_auto_master_clock(rate)
+        decims = self.model.decims
+        if self.model.family == "b2xx":  # meta_range_t.clip over the rates
+            d = min(decims, key=lambda k: abs(self._mcr / k - rate))
+        else:  # ddc_block_control: clip over the decimations
+            d = min(decims, key=lambda k: abs(k - self._mcr / rate))
+        self._rate = self._mcr / d
+
+    def get_clock_rate(self, mboard: int = 0) -> float:
+        """The master clock rate (Hz)."""
+        return self._mcr
+
+    def set_clock_rate(self, rate: float, mboard: int = 0) -> None:
+        """Set the master clock (as multi_usrp: a B2xx's automatic choice is then off)."""
+        self._mcr = self._check_mcr(float(rate))
+        self._auto_mcr = False
+
+    def _check_mcr(self, mcr: float) -> float:
+        if self.model.family == "b2xx":
+            lo, hi = B2XX_MCR_RANGE
+            if not lo <= mcr <= hi:
+                raise RuntimeError(f"master clock rate {mcr:g} Hz is outside {lo:g}..{hi:g} Hz")
+            return mcr
+        for m in X3XX_MCRS:
+            if abs(m - mcr) < 1.0:
+                return m
+        raise RuntimeError(f"master clock rate {mcr:g} Hz: an X3xx runs at "
+                           + ", ".join(f"{m / 1e6:g} MHz" for m in X3XX_MCRS))
 
     def get_samp_rate(self) -> float:
         return self._rate
 
+    def get_freq_range(self, chan: int = 0) -> Any:
+        return gr_uhd.meta_range_t(*self.model.freq_range, 1.0)
+
     def set_center_freq(self, freq: float, chan: int = 0) -> None:
-        self._freq = float(freq)
+        """Tune (UHD clips a carrier outside the range to its edge); a new LO phase."""
+        if self.faults.get("tune_error"):
+            raise RuntimeError(f"RuntimeError: {self.model.family}: {'TX' if self._tx else 'RX'} "
+                               "LO PLL did not lock after the retune")
+        lo, hi = self.model.freq_range
+        self._freq = min(max(float(freq), lo), hi)
         theta = self.lo.retune(self._freq, self.ref.now())  # the PLL settles at a random phase
         log.debug("%s tuned to %.6g Hz: LO phase %.1f deg", self.dev_args, freq, math.degrees(theta))
 
@@ -413,8 +546,25 @@ class _EmulatedRadio:
     def set_auto_dc_offset(self, enable: bool, chan: int = 0) -> None:
         self.auto_dc_offset = bool(enable)
 
+    def get_antennas(self, chan: int = 0) -> list[str]:
+        return list(self.model.tx_antennas if self._tx else self.model.rx_antennas)
+
     def set_antenna(self, antenna: str, chan: int = 0) -> None:
+        """As UHD 4.3: a B2xx takes any TX antenna name silently (it has one TX port) and
+        refuses an unknown RX one; an X3xx refuses an unknown port either way."""
+        if antenna not in self.get_antennas() and not (self._tx and self.model.family == "b2xx"):
+            raise RuntimeError(f"ValueError: {self.model.family}: unknown "
+                               f"{'TX' if self._tx else 'RX'} antenna option: {antenna}")
         self.antenna = antenna
+
+    def get_antenna(self, chan: int = 0) -> str:
+        return self.antenna
+
+    def _lock_lost(self) -> bool:
+        """``lose_lock_after_s``: the reference (and the LO with it) unlocks that long after
+        the radio was opened."""
+        after = self.args.lose_lock_after_s
+        return after is not None and self.ref.now() - self._opened_at >= after
 
     # -- sensors
     def get_mboard_sensor_names(self, mboard: int = 0) -> list[str]:
@@ -422,7 +572,8 @@ class _EmulatedRadio:
 
     def get_mboard_sensor(self, name: str, mboard: int = 0) -> Any:
         if name == "ref_locked":
-            locked = self.clock_source == "internal" or not self.faults.get("unlocked_ref")
+            locked = self.clock_source == "internal" or not (
+                self.faults.get("unlocked_ref") or self._lock_lost())
             return gr_uhd.sensor_value_t("Ref", locked, "locked", "unlocked")
         if name == "gps_time" and self.clock_source == "gpsdo":
             return gr_uhd.sensor_value_t("GPS epoch time", int(math.floor(self.ref.host_clock())),
@@ -434,21 +585,33 @@ class _EmulatedRadio:
 
     def get_sensor(self, name: str, chan: int = 0) -> Any:
         if name == "lo_locked":
-            return gr_uhd.sensor_value_t("LO", not self.faults.get("unlocked_lo"), "locked", "unlocked")
+            locked = not (self.faults.get("unlocked_lo") or self._lock_lost())
+            return gr_uhd.sensor_value_t("LO", locked, "locked", "unlocked")
         raise RuntimeError(f"no sensor {name!r} on this device")
 
 
 @dataclass
 class _TxBurst:
     number: int
-    index: int  # device sample index of the burst's first sample
-    next: int  # index of the next sample to place
-    shift: int  # reference index - device index: where the burst goes on the air
-    dropped: bool = False
+    timed: bool  # a tx_time: on the air at its time; else as its samples reach the device
+    index: int | None = None  # device sample index of the burst's first sample
+    next: int | None = None  # device index of the next sample to place
+    shift: int = 0  # reference index - device index: where the samples go on the air
+    dropped: bool = False  # late (time_error): the device drops the rest of the burst
+    dry: bool = False  # the device ran out of samples inside it (underflow)
 
 
 class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
-    """``uhd.usrp_sink`` stand-in: timed bursts into the channel emulator (node stream)."""
+    """``uhd.usrp_sink`` stand-in: bursts into the channel emulator (node stream), by the tags
+    gr-uhd's sink reads (``gr-uhd/lib/usrp_sink_impl.cc``, GNU Radio 3.10): ``tx_time`` starts a
+    timed burst (with or without ``tx_sob``); ``tx_sob`` alone starts a burst sent as soon as it
+    reaches the device; ``tx_eob`` ends one (its sample included); samples outside any burst
+    go out at once, as UHD sends them. Samples reach the device ``transfer_s`` after they are
+    handed over (the host link); a timed burst whose time comes first is dropped with a
+    ``time_error``; a burst that runs dry (its next samples not there when due, or no
+    ``tx_eob``) gives an ``underflow`` and its later samples go out as they arrive (UHD's
+    default underflow policy, next packet). ``burst_ack`` comes once the burst's last sample
+    has gone out, plus the transfer back."""
 
     def __init__(self, dev_args: str, ref: ReferenceClock, address: str,
                  reference_gain_db: float | None = None) -> None:
@@ -461,15 +624,21 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
         self.address = address
         self._sock: zmq.Socket | None = None
         self._sock_lock = threading.Lock()
-        self._air_lock = threading.Lock()  # see _place
+        # Burst state, the air and the async queue: the work thread places samples, the clock
+        # thread declares silence and finds dry bursts; each check and its push are atomic.
+        self._air_lock = threading.Lock()
         self._burst: _TxBurst | None = None
         self._bursts = 0
-        self._acks: list[int] = []  # end index of every burst awaiting its burst_ack
-        self._acks_lock = threading.Lock()
+        self._async: list[tuple[int, list[str], int]] = []  # (due device index, codes, at index)
+        self._tails: list[int] = []  # end index of every burst sent (see BURST_TAIL_SAMPLES)
         self._stop = threading.Event()
-        self._tick = threading.Event()  # wakes the clock thread: a burst to ACK, or stop
+        self._tick = threading.Event()  # wakes the clock thread: something new to time, or stop
         self._thread: threading.Thread | None = None
         self.sent_bursts: list[int] = []  # start index of every burst placed whole (for tests)
+
+    def _transfer(self) -> int:
+        """The host-to-radio transfer (and back), in samples."""
+        return math.ceil(self.transfer_s * self._rate)
 
     def _declare_now(self, gone: bool = False) -> None:
         """Tell the emulator this radio's stream is defined (silent) up to now, in reference
@@ -487,6 +656,12 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
                 if gone:
                     meta["gone"] = True
                 self._sock.send_multipart([json.dumps(meta).encode(), x.tobytes()])
+
+    def _post(self, codes: list[str], at: int, due: int) -> None:
+        """An async message about device sample ``at``, reaching the host at device index
+        ``due`` (lock held)."""
+        self._async.append((due, codes, at))
+        self._tick.set()
 
     def start(self) -> bool:
         s: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
@@ -516,109 +691,150 @@ class EmulatedUsrpSink(gr.sync_block, _EmulatedRadio):
                 self._sock = None
         return True
 
-    def _next_tick_s(self) -> float:
-        """Host seconds until the next tick (see :data:`ADVANCE_PERIOD_S`): the next whole
-        multiple of the period of reference time, or ``BURST_TAIL_SAMPLES`` after the end of the
-        first burst awaiting its ACK, whichever comes first."""
+    def _next_wake_s(self) -> float:
+        """Host seconds until the clock thread is due: the next whole multiple of
+        :data:`ADVANCE_PERIOD_S` of reference time, ``BURST_TAIL_SAMPLES`` after the end of a
+        burst sent, an async message due, or the moment an open burst runs dry."""
         r = self.ref.now()
         wait = ADVANCE_PERIOD_S - r % ADVANCE_PERIOD_S
-        with self._acks_lock:
-            first_end = min(self._acks, default=None)
-        if first_end is not None:
-            tail = (first_end + BURST_TAIL_SAMPLES) / self._rate - self.clock.now()
-            wait = min(wait, max(tail, 0.0))
+        with self._air_lock:
+            due = [d for d, _, _ in self._async] + [e + BURST_TAIL_SAMPLES for e in self._tails]
+            b = self._burst
+            if b is not None and b.next is not None and not (b.dropped or b.dry):
+                due.append(b.next)
+        if due:
+            wait = min(wait, max(min(due) / self._rate - self.clock.now(), 0.0))
         return wait / self.ref.rate_factor
 
     def _run_clock(self) -> None:
-        """The stream is silence up to device time; acknowledge bursts whose end has passed."""
+        """The stream is silence up to device time; an open burst whose samples ran out is an
+        underflow; async messages go out when due."""
         while True:
-            if self._tick.wait(self._next_tick_s()):  # a burst was handed over: re-plan the tick
+            if self._tick.wait(self._next_wake_s()):  # something new to time: re-plan the wake
                 self._tick.clear()
                 if self._stop.is_set():
                     return
                 continue
-            now = self.now_index()
             self._declare_now()
-            with self._acks_lock:
-                done = [end for end in self._acks if end <= now]
-                self._acks = [end for end in self._acks if end > now]
-            for end in done:
-                self.message_port_pub(ASYNC_PORT, make_async_message(
-                    ["burst_ack"], index_to_time(end, self._rate)))
+            now = self.now_index()
+            with self._air_lock:
+                b = self._burst
+                if b is not None and b.next is not None and not (b.dropped or b.dry) and b.next <= now:
+                    self._underflow(b, now)
+                ready = sorted(m for m in self._async if m[0] <= now)
+                self._async = [m for m in self._async if m[0] > now]
+                self._tails = [e for e in self._tails if e + BURST_TAIL_SAMPLES > now]
+            for _, codes, at in ready:
+                self.message_port_pub(ASYNC_PORT, make_async_message(codes, index_to_time(at, self._rate)))
 
-    def _time_error(self, index: int, why: str) -> None:
-        log.warning("L (late burst at device sample %d: %s)", index, why)
-        self.message_port_pub(ASYNC_PORT, make_async_message(["time_error"], index_to_time(index, self._rate)))
+    def _underflow(self, b: _TxBurst, now: int) -> None:
+        """The device ran out of samples at ``b.next`` (lock held): the rest of the burst goes
+        out as it arrives."""
+        b.dry = True
+        log.warning("U (underflow in the burst at device sample %s)", b.index)
+        self._post(["underflow"], int(b.next or now), now + self._transfer())
 
-    def _start_burst(self, index: int) -> None:
+    def _start_burst(self, index: int | None) -> None:
+        """A new burst: timed at device sample ``index``, or (None) on the air as it arrives."""
         self._bursts += 1
-        b = _TxBurst(self._bursts, index, index, self.to_reference(index) - index)
+        b = _TxBurst(self._bursts, index is not None)
+        self._burst = b
+        if index is None:
+            return
         if self.faults.get("late_burst") == b.number:  # the host stalls past the burst's time
             time.sleep(self.host_seconds_until(index) + 0.005)
-        now = self.now_index()
-        if index <= now:
-            b.dropped = True
-            self._time_error(index, f"it reached the device at sample {now}")
-        self._burst = b
+        with self._air_lock:
+            arrives = self.now_index() + self._transfer()
+            b.index = b.next = index
+            b.shift = self.to_reference(index) - index
+            if index <= arrives:
+                b.dropped = True
+                log.warning("L (late burst at device sample %d: it reached the device at %d)",
+                            index, arrives)
+                self._post(["time_error"], index, arrives + self._transfer())
 
     def _place(self, x: npt.NDArray[np.complex64]) -> None:
+        if len(x) == 0:
+            return
+        if self._burst is None:  # samples outside a burst: UHD sends them at once
+            log.warning("emulated USRP: %d samples outside a tagged burst go on the air at once",
+                        len(x))
+            self._start_burst(None)
         b = self._burst
-        if b is None or b.dropped or len(x) == 0:
+        if b is None or b.dropped:
             return
         if self.faults.get("underflow") == b.number and b.next == b.index and len(x) > 1:
             half = len(x) // 2
             self._place(x[:half])
-            time.sleep(self.host_seconds_until(b.next) + 0.005)  # the host stalls mid-burst
+            time.sleep(self.host_seconds_until(b.next or 0) + 0.005)  # the host stalls mid-burst
             self._place(x[half:])
             return
         if self.reference_gain_db is not None and self._gain != self.reference_gain_db:
             x = (x * np.float32(10 ** ((self._gain - self.reference_gain_db) / 20))).astype(np.complex64)
         # On the air: at the reference sample where this device's clock reads b.next, through
-        # this radio's LO (its retune phase, carrier offset and phase walk).
-        at = b.next + b.shift
-        x = np.ascontiguousarray(x * self.lo.rotation(at, len(x), self._rate, +1), dtype=np.complex64)
-        # Checked and handed to the air under one lock with the clock thread's declarations of
-        # silence: a chunk found in time is on the air before device time is declared past it.
+        # this radio's LO (its retune phase, carrier offset and phase walk). Checked and handed
+        # to the air under one lock with the clock thread's declarations of silence: a chunk
+        # found in time is on the air before device time is declared past it.
+        guess = None if b.next is None else b.next + b.shift
+        turned = None if guess is None else x * self.lo.rotation(guess, len(x), self._rate, +1)
         with self._air_lock:
-            if b.next > self.now_index():
-                self._push(at, x, at + len(x))
-                b.next += len(x)
-                return
-        b.dropped = True
-        log.warning("U (underflow in the burst at device sample %d)", b.index)
-        self.message_port_pub(ASYNC_PORT, make_async_message(
-            ["underflow_in_packet"], index_to_time(b.next, self._rate)))
+            arrives = self.now_index() + self._transfer()
+            if b.next is None or b.next <= arrives:
+                if b.next is not None and not b.dry:  # it arrives after its time: ran dry
+                    self._underflow(b, arrives)
+                b.next = arrives + 1
+                b.shift = self.to_reference(b.next) - b.next
+                if b.index is None:
+                    b.index = b.next
+            at = b.next + b.shift
+            if at != guess:
+                turned = x * self.lo.rotation(at, len(x), self._rate, +1)
+            assert turned is not None
+            self._push(at, np.ascontiguousarray(turned, dtype=np.complex64), at + len(x))
+            b.next += len(x)
+
+    def _end_burst(self) -> None:
+        """``tx_eob``: the burst is complete; its ACK once its last sample has gone out."""
+        b = self._burst
+        self._burst = None
+        if b is None or b.dropped or b.next is None:
+            return
+        with self._air_lock:
+            self._tails.append(b.next)
+            self._post(["burst_ack"], b.next, b.next + self._transfer())
+        if not b.dry and b.index is not None:
+            self.sent_bursts.append(b.index)
 
     def work(self, input_items: list[npt.NDArray[np.complex64]], output_items: object) -> int:
         x = input_items[0]
         n = len(x)
         base = self.nitems_read(0)
         tags = sorted(self.get_tags_in_window(0, 0, n), key=lambda t: t.offset)
-        pos = 0
+        # Per sample offset, as gr-uhd's tag_work: tx_time makes the burst timed whether or
+        # not tx_sob is there; tx_sob alone starts an untimed one; tx_eob ends one after its
+        # sample.
+        starts: dict[int, int | None] = {}
+        ends: set[int] = set()
         for tag in tags:
             key = pmt.symbol_to_string(tag.key)
             rel = int(tag.offset - base)
             if key == "tx_time":
-                self._place(x[pos:rel])
-                pos = rel
                 whole = int(pmt.to_uint64(pmt.tuple_ref(tag.value, 0)))
                 frac = float(pmt.to_double(pmt.tuple_ref(tag.value, 1)))
-                self._start_burst(time_to_index(whole, frac, self._rate))
-            elif key == "tx_eob":
-                self._place(x[pos : rel + 1])
-                pos = rel + 1
-                b = self._burst
-                if b is not None and not b.dropped:
-                    with self._acks_lock:
-                        self._acks.append(b.next)
-                    self.sent_bursts.append(b.index)
-                    self._tick.set()
-                self._burst = None
-        if pos < n:
-            if self._burst is None:
-                log.warning("emulated USRP: %d samples outside any burst ignored (tag the bursts)", n - pos)
-            else:
-                self._place(x[pos:])
+                starts[rel] = time_to_index(whole, frac, self._rate)
+            elif key == "tx_sob" and pmt.to_bool(tag.value):
+                starts.setdefault(rel, None)
+            elif key == "tx_eob" and pmt.to_bool(tag.value):
+                ends.add(rel)
+        pos = 0
+        for rel in sorted({*starts, *(e + 1 for e in ends)}):
+            self._place(x[pos:rel])
+            pos = rel
+            if rel - 1 in ends:
+                self._end_burst()
+            if rel in starts:
+                self._start_burst(starts[rel])
+        self._place(x[pos:])
         return n
 
 
@@ -635,6 +851,9 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         self._lock = threading.Condition()
         self._req: tuple[int, int] | None = None  # (start, end) reference sample indices
         self._shift = 0  # device index - reference index of the window's samples
+        self._halted = False  # an overflow halted the finite stream
+        self._overflow_at = 0  # reference index of the injected overflow (overflow=N)
+        self._overflow_gap = 1
         self._queue: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque()
         self._queued = 0
         self._history: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque(maxlen=64)
@@ -693,7 +912,12 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         with self._lock:
             self._req = (air, end)
             self._shift = start - air
+            self._halted = False
             self._drop_packet = self.faults.get("overflow") == self._commands
+            # where the injected overflow loses samples: mid-window (finite), or 50 ms in
+            n = end - air if end < CONTINUOUS else int(0.1 * self._rate)
+            self._overflow_at = air + n // 2
+            self._overflow_gap = max(1, n // 32)
             self._queue.clear()
             self._queued = 0
             self._next_out = None
@@ -703,22 +927,36 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
     def _offer(self, s: int, x: npt.NDArray[np.complex64]) -> None:
         """Queue the part of chunk (s, x) (reference samples) inside the requested window (lock
         held)."""
-        if self._req is None:
+        if self._req is None or self._halted:
             return
         a, b = max(s, self._req[0]), min(s + len(x), self._req[1])
         if b <= a:
             return
-        if self._drop_packet:  # a packet lost in the middle of the window
-            start, end = self._req
-            gap = max(1, (end - start) // 32)
-            m = start + (end - start) // 2
+        if self._drop_packet:  # the injected overflow: samples lost at m
+            m = self._overflow_at
             if a <= m < b:
                 self._drop_packet = False
-                log.warning("O (emulated overflow: %d samples lost at device sample %d)", gap,
-                            m + self._shift)
                 self._queue_part(a, x[a - s : m - s])
-                a = min(m + gap, b)
+                self._overflow(m, self._overflow_gap)
+                a = min(m + self._overflow_gap, b)
+                if self._halted:
+                    return
+        if self._queued + (b - a) > int(RX_BUFFER_S * self._rate):  # not read in time
+            self._overflow(a, b - a)
+            return
         self._queue_part(a, x[a - s : b - s])
+
+    def _overflow(self, at: int, lost: int) -> None:
+        """Samples lost from reference sample ``at`` (the device's buffer overflowed; lock
+        held). As a B2xx / X3xx: a finite stream (NUM_SAMPS_AND_DONE) is halted, the host sees
+        no more samples of its window; a continuous one goes on after the gap (the next
+        samples carry a new rx_time)."""
+        finite = self._req is not None and self._req[1] < CONTINUOUS
+        log.warning("O (emulated overflow at device sample %d: %s)", at + self._shift,
+                    "the finite stream is halted" if finite else f"{lost} samples lost")
+        if finite:
+            self._halted = True
+        self._lock.notify_all()
 
     def _queue_part(self, a: int, x: npt.NDArray[np.complex64]) -> None:
         """Queue samples from reference index ``a``: through this radio's LO (derotated by its
@@ -728,11 +966,6 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         x = (x * self.lo.rotation(a, len(x), self._rate, -1)).astype(np.complex64)
         self._queue.append((a + self._shift, x))
         self._queued += len(x)
-        limit = int(RX_BUFFER_S * self._rate)
-        while self._queued > limit and self._queue:  # nobody read them in time: overflow
-            s0, x0 = self._queue.popleft()
-            self._queued -= len(x0)
-            log.warning("O (emulated overflow: %d samples at device sample %d not read in time)", len(x0), s0)
         self._lock.notify_all()
 
     def _run_rx(self, wake: zmq.Socket) -> None:

@@ -95,7 +95,8 @@ def build_ap_frontend(cfg: ExperimentConfig) -> RadioFrontEnd:
 
     r = cfg.radio
     return UsrpFrontEnd("rx", r.ap_args, cfg.phy.sample_rate, r.center_freq_hz, r.rx_gain_db,
-                        r.clock_source, uhd_api=_uhd_api(cfg, mode, rx_address=sample_addresses(cfg)[1]))
+                        r.clock_source, uhd_api=_uhd_api(cfg, mode, rx_address=sample_addresses(cfg)[1]),
+                        antenna=r.rx_antenna, args_key="radio.ap_args")
 
 
 def build_node_frontend(cfg: ExperimentConfig, node: int,
@@ -114,7 +115,8 @@ def build_node_frontend(cfg: ExperimentConfig, node: int,
     key = None if calibration is None else f"radio.calibration_file node {node} tx_gain_db"
     return UsrpFrontEnd("tx", node_device_args(cfg, node), cfg.phy.sample_rate, r.center_freq_hz,
                         gain, r.clock_source, gain_key=key,
-                        uhd_api=_uhd_api(cfg, mode, tx_address=sample_addresses(cfg)[0][node]))
+                        uhd_api=_uhd_api(cfg, mode, tx_address=sample_addresses(cfg)[0][node]),
+                        antenna=r.tx_antenna, args_key=f"radio.node_args[{node}]")
 
 
 def build_ap_round_phy(cfg: ExperimentConfig, frontend: RadioFrontEnd | None = None) -> ApRoundPhy:

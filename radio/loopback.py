@@ -215,6 +215,10 @@ class LoopbackFrontEnd:
         """No device clock: the lockstep emulator's stream index."""
         return None
 
+    def check_lock(self) -> RadioEvent | None:
+        """The emulator's streams have no oscillators to lock: always None."""
+        return None
+
     def close(self) -> None:
         for part in (self.tx, self.rx):
             if part is not None:

@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -54,8 +55,9 @@ from pairzero.phy.schedule import index_to_time, time_to_index
 from radio.blocks import BurstFeeder, WindowSink, no_scheduler_pause
 
 __all__ = [
-    "find_usrp_devices", "align_device_time", "parse_device_args", "DEVICE_EPOCH_UNIX",
-    "UsrpFrontEnd",
+    "find_usrp_devices", "parse_uhd_find_devices", "align_device_time", "wait_for_pps_edge",
+    "parse_device_args", "DEVICE_EPOCH_UNIX", "UsrpFrontEnd", "RadioSettings", "StartupChecks",
+    "open_radio", "configure_radio", "read_locks", "UHD_ERRORS",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,21 +86,36 @@ def parse_device_args(args: str) -> dict[str, str]:
     return out
 
 
-def find_usrp_devices(timeout_s: float = 10.0) -> list[str]:
-    """Device descriptions reported by ``uhd_find_devices`` (empty when none or UHD absent)."""
+def parse_uhd_find_devices(text: str) -> list[dict[str, str]]:
+    """The devices in ``uhd_find_devices``' output, each as its "Device Address" fields
+    (``serial``, ``name``, ``product``, ``type``, ``addr``...)."""
+    devices = []
+    for block in text.split("-- UHD Device")[1:]:
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.strip().partition(":")
+            if sep and key and " " not in key and value.strip():
+                fields[key.strip().lower()] = value.strip()
+        if fields:
+            devices.append(fields)
+    return devices
+
+
+def find_usrp_devices(timeout_s: float = 10.0) -> list[dict[str, str]] | None:
+    """The USRPs UHD finds on this host (``uhd_find_devices`` in a subprocess: never pyuhd in a
+    process that imports gr-uhd); None when ``uhd_find_devices`` is not installed."""
     exe = shutil.which("uhd_find_devices")
     if exe is None:
-        return []
+        return None
     try:
         out = subprocess.run([exe], capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         log.warning("uhd_find_devices timed out after %.0f s", timeout_s)
         return []
-    blocks_ = out.stdout.split("-- UHD Device")[1:]
-    return [b.strip() for b in blocks_ if "serial" in b]
+    return parse_uhd_find_devices(out.stdout)
 
 
-def _wait_for_pps_edge(usrp: Any, clock: Callable[[], float], sleep: Callable[[float], None]) -> float:
+def wait_for_pps_edge(usrp: Any, clock: Callable[[], float], sleep: Callable[[float], None]) -> float:
     """Host time just after the next PPS edge the device sees (edges change get_time_last_pps)."""
     last = usrp.get_time_last_pps(0).get_real_secs()
     deadline = clock() + PPS_WAIT_S
@@ -135,7 +152,7 @@ def align_device_time(
         return int(now)
     if time_source not in ("external", "gpsdo"):
         raise ValueError(f"time_source: {time_source!r} is not 'internal', 'external' or 'gpsdo'")
-    edge_host = _wait_for_pps_edge(usrp, clock, sleep)
+    edge_host = wait_for_pps_edge(usrp, clock, sleep)
     if time_source == "gpsdo":
         label = int(usrp.get_mboard_sensor("gps_time", 0).to_int()) + 1
     else:
@@ -146,7 +163,7 @@ def align_device_time(
                         "more than %.0f ms may label it differently", frac, abs(frac - 0.5) * 1e3)
     value = label - DEVICE_EPOCH_UNIX
     usrp.set_time_next_pps(uhd.time_spec_t(value, 0.0))
-    _wait_for_pps_edge(usrp, clock, sleep)  # the value is loaded at this edge
+    wait_for_pps_edge(usrp, clock, sleep)  # the value is loaded at this edge
     got = usrp.get_time_last_pps(0).get_real_secs()
     if abs(got - value) > 1e-6:
         raise RadioError(f"device time at the PPS edge is {got} s, set {value} s: is the PPS stable?")
@@ -154,6 +171,170 @@ def align_device_time(
     return value
 
 
+#: What UHD raises through gr-uhd's bindings: uhd::exception derives from std::runtime_error
+#: (RuntimeError in Python), some calls surface ValueError / KeyError / IndexError.
+UHD_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, KeyError, LookupError)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+@dataclass(frozen=True)
+class RadioSettings:
+    """What a radio is opened with, and the config key each setting came from (every start-up
+    problem names its key). ``direction``: "tx" (a node) or "rx" (the AP)."""
+
+    direction: str
+    dev_args: str
+    sample_rate: float
+    center_freq_hz: float
+    gain_db: float
+    clock_source: str = "external"
+    antenna: str | None = None
+    args_key: str = "device args"
+    gain_key: str | None = None
+
+    @property
+    def what(self) -> str:
+        return f"radio {self.dev_args!r} ({'TX' if self.direction == 'tx' else 'RX'})"
+
+    @property
+    def antenna_key(self) -> str:
+        return "radio.tx_antenna" if self.direction == "tx" else "radio.rx_antenna"
+
+    @property
+    def gain_setting(self) -> str:
+        return self.gain_key or ("radio.tx_gain_db" if self.direction == "tx" else "radio.rx_gain_db")
+
+
+class StartupChecks:
+    """Runs start-up steps: raises the first problem as :class:`RadioError`, or (``collect``,
+    for ``pairzero doctor``) keeps every one, one line each."""
+
+    def __init__(self, what: str, collect: bool = False) -> None:
+        self.what = what
+        self.collect = collect
+        self.problems: list[str] = []
+        self._failed: set[str] = set()
+
+    def fail(self, line: str, key: str | None = None) -> None:
+        """A problem (one line); with ``key``, only the first problem of that setting counts
+        (a GPSDO that is not there fails the clock source, the time source and the lock)."""
+        if key is not None:
+            if key in self._failed:
+                return
+            self._failed.add(key)
+        line = f"{self.what}: {line}"
+        if not self.collect:
+            raise RadioError(line)
+        self.problems.append(line)
+
+    def failed(self, key: str) -> bool:
+        """A problem of setting ``key`` was found already."""
+        return key in self._failed
+
+    def call(self, key: str, value: Any, fn: Callable[[], Any], default: Any = None) -> Any:
+        """``fn()``, a UHD call made for setting ``key = value``; what UHD raises becomes one
+        line naming the setting."""
+        try:
+            return fn()
+        except UHD_ERRORS as e:
+            self.fail(f"{key} = {value!r}: {_one_line(e)}", key)
+            return default
+
+
+def open_radio(uhd_api: Any, s: RadioSettings) -> Any:
+    """The gr-uhd block of the radio (``usrp_sink`` for TX, ``usrp_source`` for RX); a device
+    UHD cannot open is one :class:`RadioError` naming the device args' key."""
+    stream_args = uhd_api.stream_args(cpu_format="fc32", channels=[0])
+    try:
+        if s.direction == "tx":
+            return uhd_api.usrp_sink(s.dev_args, stream_args, "")
+        return uhd_api.usrp_source(s.dev_args, stream_args, False)
+    except UHD_ERRORS as e:  # UHD: no device, no images, or args it cannot use
+        raise RadioError(f"{s.what}: {s.args_key}: cannot open the device: {_one_line(e)} "
+                         "(`pairzero doctor` checks the images and lists what is attached)") from None
+
+
+def configure_radio(u: Any, s: RadioSettings, checks: StartupChecks, lock_timeout_s: float = 2.0,
+                    sleep: Callable[[float], None] = time.sleep) -> None:
+    """The start-up steps of a radio, each problem one line naming its config key: clock and
+    time source, the sample rate the device really makes (UHD rounds silently), the carrier
+    within the device's range, the gain within the daughterboard's, the antenna port among the
+    device's, RX DC-offset correction off (the repeated payload sits near DC and the
+    correction loop would eat part of it), and the ``ref_locked`` / ``lo_locked`` sensors."""
+    source = s.clock_source
+    checks.call("radio.clock_source", source, lambda: u.set_clock_source(source, 0))
+    checks.call("radio.clock_source", source, lambda: u.set_time_source(source, 0))
+    checks.call("phy.sample_rate", s.sample_rate, lambda: u.set_samp_rate(s.sample_rate))
+    actual = checks.call("phy.sample_rate", s.sample_rate, lambda: float(u.get_samp_rate()))
+    if actual is not None and abs(actual - s.sample_rate) > 1e-6 * s.sample_rate:
+        checks.fail(f"the device runs at {actual:.10g} S/s, not phy.sample_rate = "
+                    f"{s.sample_rate:.10g}: its master clock cannot make that rate exactly; choose "
+                    "a rate that divides it (e.g. 1e6, 500e3 or 250e3 on a B200)", "phy.sample_rate")
+    freq = s.center_freq_hz
+    frange = checks.call("radio.center_freq_hz", freq, lambda: u.get_freq_range(0))
+    if frange is not None and not float(frange.start()) <= freq <= float(frange.stop()):
+        checks.fail(f"radio.center_freq_hz = {freq:.6g} Hz is outside the device's range "
+                    f"{float(frange.start()):.6g}..{float(frange.stop()):.6g} Hz (UHD would tune to "
+                    "the nearest edge)", "radio.center_freq_hz")
+    else:
+        checks.call("radio.center_freq_hz", freq, lambda: u.set_center_freq(freq, 0))
+    rng = checks.call(s.gain_setting, s.gain_db, lambda: u.get_gain_range(0))
+    if rng is not None:
+        lo, hi = float(rng.start()), float(rng.stop())
+        if not lo <= s.gain_db <= hi:
+            checks.fail(f"{s.gain_setting} = {s.gain_db:g} dB is outside the device's gain range "
+                        f"{lo:g}..{hi:g} dB (step {float(rng.step()):g} dB)", s.gain_setting)
+        else:
+            checks.call(s.gain_setting, s.gain_db, lambda: u.set_gain(s.gain_db, 0))
+    if s.antenna is not None:
+        ports = checks.call(s.antenna_key, s.antenna, lambda: list(u.get_antennas(0)), [])
+        if s.antenna not in ports:
+            checks.fail(f"{s.antenna_key} = {s.antenna!r} is not a port of this device "
+                        f"({', '.join(ports) or 'none listed'})", s.antenna_key)
+        else:
+            checks.call(s.antenna_key, s.antenna, lambda: u.set_antenna(s.antenna, 0))
+    if s.direction == "rx" and hasattr(u, "set_auto_dc_offset"):
+        checks.call(s.args_key, s.dev_args, lambda: u.set_auto_dc_offset(False, 0))
+    if source != "internal":
+        names = checks.call("radio.clock_source", source, lambda: list(u.get_mboard_sensor_names(0)), [])
+        _wait_locked(checks, "ref_locked", "radio.clock_source", source,
+                     lambda: u.get_mboard_sensor("ref_locked", 0), names, lock_timeout_s, sleep,
+                     f"the {source} 10 MHz reference (radio.clock_source) is not locked: "
+                     "check the reference cable and the OctoClock/GPSDO")
+    names = checks.call("radio.center_freq_hz", freq, lambda: list(u.get_sensor_names(0)), [])
+    _wait_locked(checks, "lo_locked", "radio.center_freq_hz", freq, lambda: u.get_sensor("lo_locked", 0),
+                 names, lock_timeout_s, sleep, f"the LO does not lock at radio.center_freq_hz = {freq:.6g} Hz")
+
+
+def _wait_locked(checks: StartupChecks, name: str, key: str, value: Any, read: Callable[[], Any],
+                 names: list[str], timeout_s: float, sleep: Callable[[float], None], why: str) -> None:
+    if name not in names:
+        log.info("%s: no %s sensor on this device: not checked", checks.what, name)
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        locked = checks.call(key, value, lambda: bool(read().to_bool()))
+        if locked is None or locked:
+            return
+        if time.monotonic() > deadline:
+            checks.fail(f"sensor {name} is false after {timeout_s:g} s: {why}", key)
+            return
+        sleep(0.05)
+
+
+def read_locks(u: Any, clock_source: str) -> list[tuple[str, str, bool]]:
+    """The lock sensors a radio has, read now: (sensor, the setting it concerns, locked):
+    ``ref_locked`` (with an external reference or a GPSDO) and ``lo_locked``."""
+    out = []
+    if clock_source != "internal" and "ref_locked" in list(u.get_mboard_sensor_names(0)):
+        out.append(("ref_locked", "radio.clock_source",
+                    bool(u.get_mboard_sensor("ref_locked", 0).to_bool())))
+    if "lo_locked" in list(u.get_sensor_names(0)):
+        out.append(("lo_locked", "radio.center_freq_hz", bool(u.get_sensor("lo_locked", 0).to_bool())))
+    return out
 
 
 class UsrpFrontEnd:
@@ -161,9 +342,13 @@ class UsrpFrontEnd:
 
     ``direction``: "tx" (an edge node: ``uhd.usrp_sink``) or "rx" (the AP: ``uhd.usrp_source``).
     ``gain_db``: analog gain, checked against the device's range. ``clock_source``: "external"
-    (10 MHz + PPS), "gpsdo" or "internal" (one radio alone). ``clock`` / ``sleep``: the host
-    clock that labels PPS edges (see :func:`align_device_time`). ``gain_key``: where the gain
-    came from, for errors (default ``radio.tx_gain_db`` / ``radio.rx_gain_db``).
+    (10 MHz + PPS), "gpsdo" or "internal" (one radio alone). ``antenna``: the port
+    (``radio.tx_antenna`` / ``radio.rx_antenna``; None: the device's default). ``args_key`` /
+    ``gain_key``: where the device args and the gain came from, for errors (defaults "device
+    args" and ``radio.tx_gain_db`` / ``radio.rx_gain_db``). Every start-up problem, whatever UHD
+    call raises it, is one :class:`RadioError` naming its setting (:func:`configure_radio`).
+    The host clock that labels PPS edges is ``uhd_api.host_clock`` when it has one (emulated
+    radios), else the host's (see :func:`align_device_time`).
     """
 
     def __init__(
@@ -177,6 +362,8 @@ class UsrpFrontEnd:
         uhd_api: Any = None,
         lock_timeout_s: float = 2.0,
         gain_key: str | None = None,
+        antenna: str | None = None,
+        args_key: str = "device args",
     ) -> None:
         if direction not in ("tx", "rx"):
             raise ValueError(f"direction: {direction!r} is not 'tx' or 'rx'")
@@ -187,27 +374,25 @@ class UsrpFrontEnd:
         self.direction = direction
         self.dev_args = dev_args
         self.sample_rate = float(sample_rate)
+        self.clock_source = clock_source
         # Emulated radios may run slower than real time (radio.emulated_rate_factor).
         self.rate_factor = float(getattr(uhd_api, "rate_factor", 1.0))
         clock: Callable[[], float] = getattr(uhd_api, "host_clock", time.time)
         self._host_clock = clock
         sleep: Callable[[float], None] = getattr(uhd_api, "host_sleep", time.sleep)
-        stream_args = uhd_api.stream_args(cpu_format="fc32", channels=[0])
-        what = f"radio {dev_args!r} ({'TX' if direction == 'tx' else 'RX'})"
-        self._what = what
-        self._gain_key = gain_key
+        settings = RadioSettings(direction, dev_args, self.sample_rate, center_freq_hz, gain_db,
+                                 clock_source, antenna, args_key, gain_key)
+        self._settings = settings
+        self._what = settings.what
         self._closed = False
         self.tb: gr.top_block | None = None
+        self.usrp = open_radio(uhd_api, settings)
+        configure_radio(self.usrp, settings, StartupChecks(self._what), lock_timeout_s, sleep)
         try:
-            if direction == "tx":
-                self.usrp = uhd_api.usrp_sink(dev_args, stream_args, "")
-            else:
-                self.usrp = uhd_api.usrp_source(dev_args, stream_args, False)
-        except RuntimeError as e:  # UHD: no device, or it could not be opened
-            raise RadioError(f"{what}: cannot open the device: {e} (uhd_find_devices lists what "
-                             "is attached)") from None
-        self._configure(center_freq_hz, gain_db, clock_source, lock_timeout_s, sleep)
-        align_device_time(self.usrp, clock_source, clock, sleep)
+            align_device_time(self.usrp, clock_source, clock, sleep)
+        except UHD_ERRORS as e:
+            raise RadioError(f"{self._what}: radio.clock_source = {clock_source!r}: setting device "
+                             f"time failed: {_one_line(e)}") from None
         self.tb = gr.top_block(f"pairzero_usrp_{direction}")
         if direction == "tx":
             self.feeder = BurstFeeder()
@@ -222,37 +407,25 @@ class UsrpFrontEnd:
         self.tb.start()
         self._commands = 0
 
-    # ------------------------------------------------------------------ start-up checks
-    def _configure(self, freq: float, gain: float, source: str, lock_timeout_s: float,
-                   sleep: Callable[[float], None]) -> None:
-        u, what = self.usrp, self._what
-        u.set_clock_source(source, 0)
-        u.set_time_source(source, 0)
-        u.set_samp_rate(self.sample_rate)
-        actual = float(u.get_samp_rate())
-        if abs(actual - self.sample_rate) > 1e-6 * self.sample_rate:
-            raise RadioError(
-                f"{what}: the device runs at {actual:.10g} S/s, not phy.sample_rate = "
-                f"{self.sample_rate:.10g}: its master clock cannot make that rate exactly; choose "
-                "a rate that divides it (e.g. 1e6, 500e3 or 250e3 on a B200)")
-        u.set_center_freq(freq, 0)
-        rng = u.get_gain_range(0)
-        lo, hi = float(rng.start()), float(rng.stop())
-        key = self._gain_key or ("radio.tx_gain_db" if self.direction == "tx" else "radio.rx_gain_db")
-        if not lo <= gain <= hi:
-            raise RadioError(f"{what}: {key} = {gain:g} dB is outside the device's gain range "
-                             f"{lo:g}..{hi:g} dB (step {float(rng.step()):g} dB)")
-        u.set_gain(gain, 0)
-        if self.direction == "rx" and hasattr(u, "set_auto_dc_offset"):
-            u.set_auto_dc_offset(False, 0)
-        if source != "internal":
-            self._wait_locked("ref_locked", lambda: u.get_mboard_sensor("ref_locked", 0),
-                              u.get_mboard_sensor_names(0), lock_timeout_s, sleep,
-                              f"the {source} 10 MHz reference (radio.clock_source) is not locked: "
-                              "check the reference cable and the OctoClock/GPSDO")
-        self._wait_locked("lo_locked", lambda: u.get_sensor("lo_locked", 0),
-                          u.get_sensor_names(0), lock_timeout_s, sleep,
-                          f"the LO does not lock at radio.center_freq_hz = {freq:.6g} Hz")
+    # ------------------------------------------------------------------ lock
+    def check_lock(self) -> RadioEvent | None:
+        """Read the radio's lock sensors now: ``ref_locked`` (on an external reference or a
+        GPSDO) and ``lo_locked``. Returns a :class:`RadioEvent` of kind ``LOST_LOCK`` naming
+        the sensor and the setting it concerns when one reads false, None when all read true
+        (or the device has none). Call it between rounds, not during a capture or a burst (each
+        read is a control transaction of about a millisecond). A radio that lost lock sends
+        and hears at a frequency (or time) nobody planned: leave it out until it relocks."""
+        try:
+            locks = read_locks(self.usrp, self.clock_source)
+        except UHD_ERRORS as e:
+            return RadioEvent(EventKind.LOST_LOCK, self.now_index(),
+                              f"{self._what}: the lock sensors cannot be read: {_one_line(e)}")
+        lost = [(name, key) for name, key, ok in locks if not ok]
+        if not lost:
+            return None
+        what = ", ".join(f"{name} is false ({key})" for name, key in lost)
+        return RadioEvent(EventKind.LOST_LOCK, self.now_index(), f"{self._what}: {what}: "
+                          "check the reference cable and the OctoClock/GPSDO")
 
     def set_tx_gain(self, gain_db: float) -> float:
         """Set the analog TX gain (dB; calibration) within the device's range; returns the gain
@@ -271,17 +444,6 @@ class UsrpFrontEnd:
     def tx_gain_db(self) -> float:
         """The analog gain the device runs at (dB)."""
         return float(self.usrp.get_gain(0))
-
-    def _wait_locked(self, name: str, read: Callable[[], Any], names: Any, timeout_s: float,
-                     sleep: Callable[[float], None], why: str) -> None:
-        if name not in list(names):
-            log.info("%s: no %s sensor on this device: not checked", self._what, name)
-            return
-        deadline = time.monotonic() + timeout_s
-        while not bool(read().to_bool()):
-            if time.monotonic() > deadline:
-                raise RadioError(f"{self._what}: sensor {name} is false after {timeout_s:g} s: {why}")
-            sleep(0.05)
 
     # ------------------------------------------------------------------ clock
     def now_index(self) -> int:
@@ -372,8 +534,10 @@ class UsrpFrontEnd:
             if left <= 0:
                 self.window.cancel()
                 ev = RadioEvent(EventKind.TIMEOUT, index, f"{filled} of {length} samples within "
-                                f"{timeout_s:g} s of the window's end (a late stream command, or "
-                                "the radio stopped streaming)")
+                                f"{timeout_s:g} s of the window's end: an overflow may have "
+                                "halted the stream (a USRP stops a finite stream on overflow: "
+                                "'O' in the log), or the stream command came late, or the "
+                                "radio stopped streaming")
                 return Capture(index, length, None, (ev,))
             # Wake the moment the window is complete (not on the control plane's next
             # message); the control plane is served between waits, without blocking.

@@ -8,8 +8,22 @@
 # A second run checks and returns in about a second: apt is skipped when the packages are
 # installed, pip when pyproject.toml and constraints.txt are unchanged since the last install.
 # Environment: PAIRZERO_VENV (default .venv).
+#
+# --radios (on a host with a USRP, once): also fetch the UHD images the radios load: the B2xx
+# firmware and FPGA images (loaded at every power-up) and the X3xx FPGA images (to update its
+# flash with uhd_image_loader), with UHD's uhd_images_downloader into UHD_IMAGES_DIR or
+# /usr/share/uhd/images (root needed there). It downloads from files.ettus.com: it needs the
+# internet, so CI and `make test` never run it. `pairzero doctor` says whether they are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+RADIOS=0
+for arg in "$@"; do
+    case "$arg" in
+        --radios) RADIOS=1 ;;
+        *) echo "usage: scripts/setup.sh [--radios]" >&2; exit 2 ;;
+    esac
+done
 
 APT_PACKAGES=(gnuradio python3-uhd uhd-host docker-compose python3-venv python3-pip)
 VENV=${PAIRZERO_VENV:-.venv}
@@ -43,5 +57,16 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
         exit 1
     }
     echo "$want" >"$stamp"
+fi
+if ((RADIOS)); then
+    # Both regexes must match a target: the default B2xx firmware/FPGA and X3xx FPGA images.
+    SUDO=
+    if [ -z "${UHD_IMAGES_DIR:-}" ] && [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+    echo "[setup] fetching the UHD images for B2xx and X3xx radios (needs the internet)"
+    $SUDO env ${UHD_IMAGES_DIR:+UHD_IMAGES_DIR="$UHD_IMAGES_DIR"} \
+        uhd_images_downloader -t '(b2xx|x3xx)' -t '(fpga|fw)_default' || {
+        echo "[setup] uhd_images_downloader failed: is files.ettus.com reachable from this host?" >&2
+        exit 1
+    }
 fi
 echo "[setup] ready in $(($(date +%s) - t0)) s ($VENV)"

@@ -202,13 +202,15 @@ def test_radio_grc_flowgraphs_are_the_front_ends_and_carry_a_burst_on_emulated_u
     assert got_tx == want_tx and got_rx == want_rx
     assert got_tx[1] and "async_msgs" in got_tx[1][0]
     # ... the TX waited for its burst, the RX captured its timed window, the burst is in it at
-    # its device time (to the microsecond of the two host-clock reads that set the times)
+    # its device time: each radio's time was set from its host's clock (sync: pc_clock), so
+    # they differ by the host's latency between reading the clock and setting the device
+    # (microseconds; a few ms on a loaded machine)
     assert elapsed < 5.0
     cap = np.fromfile(out_file, dtype=np.complex64)
     assert len(cap) == int(0.4 * rate)
     corr = np.abs(np.correlate(cap, burst, mode="valid"))
     at = int(np.argmax(corr))
-    assert abs(at - offset) <= 2
+    assert abs(at - offset) <= 0.005 * rate
     # ... whole, turned by the two radios' LO phases (each a random draw at its retune)
     seg = cap[at : at + len(burst)]
     lo = np.vdot(burst, seg) / np.vdot(burst, burst)

@@ -124,9 +124,10 @@ def test_a_retune_moves_the_lo_phase() -> None:
                 jump = tb.node.usrp.lo.theta - before
             n, rep, cap = tb.burst_in_window(x)
             assert rep.sent and cap.ok and cap.samples is not None
-            # device times set from two host-clock reads: the burst may sit a sample off
+            # device times set from two host-clock reads ("internal"): the radios are off by
+            # the host's latency between read and set, a few samples on a loaded machine
             at = int(np.argmax(np.abs(np.correlate(cap.samples, x, mode="valid"))))
-            assert abs(at - 64) <= 1
+            assert abs(at - 64) <= 32
             phases.append(float(np.angle(np.vdot(x, cap.samples[at : at + len(x)]))))
     finally:
         tb.close()

@@ -235,19 +235,52 @@ def test_a_window_already_past_is_a_late_command_at_once(testbed: _Testbed) -> N
 
 
 @pytest.mark.parametrize("testbed", [{"ap_args": "type=emulated,overflow=1"}], indirect=True)
-def test_samples_lost_inside_a_window_discard_it_as_an_overflow(testbed: _Testbed) -> None:
-    # Prepare: a packet of the first window is lost; the radio tags the samples after the gap
-    # with a new rx_time, as UHD does after an overflow
+def test_an_overflow_halts_a_finite_stream_and_the_capture_ends_on_its_deadline(testbed: _Testbed) -> None:
+    # Pins UHD's semantics: a B2xx / X3xx halts a NUM_SAMPS_AND_DONE stream on overflow; the
+    # host sees no more samples of that window (no rx_time jump), so the capture ends on its
+    # deadline with a reason that names the overflow. (The old stand-in resumed the stream
+    # after a gap with a new rx_time: an OVERFLOW event at once.)
     x = _burst(4000)
     n = testbed.node.now_index() + int(0.05 * RATE)
     sending = testbed.send_later(x, n)
+    t0 = time.monotonic()
     # Execute
-    cap = testbed.ap.capture(n, len(x), timeout_s=1.0)
+    cap = testbed.ap.capture(n, len(x), timeout_s=0.5)
+    waited = time.monotonic() - t0
     sending["thread"].join()
-    # Assert: the frame is discarded, with the reason
+    # Assert: the frame is lost with the reason, after the window's end + the timeout
     assert not cap.ok
-    assert [e.kind for e in cap.events] == [EventKind.OVERFLOW]
-    assert "rx_time jumped" in cap.events[0].detail
+    assert [e.kind for e in cap.events] == [EventKind.TIMEOUT]
+    assert "2000 of 4000 samples" in cap.events[0].detail  # the half before the overflow
+    assert "overflow may have halted the stream" in cap.events[0].detail
+    assert waited >= 0.05 + len(x) / RATE + 0.5 - 0.01
+    # The next window streams again
+    m = testbed.ap.now_index() + int(0.05 * RATE)
+    assert testbed.ap.capture(m, 1000, timeout_s=1.0).ok
+
+
+@pytest.mark.parametrize("testbed", [{"ap_args": "type=emulated,overflow=1"}], indirect=True)
+def test_an_overflow_in_a_continuous_stream_resumes_it_with_a_new_rx_time(testbed: _Testbed) -> None:
+    # Pins the other half of UHD's semantics: a continuous stream is restarted after an
+    # overflow, so the samples after the gap carry a new rx_time, which the window sink
+    # records as a jump. (The old stand-in never lost samples of a continuous stream.)
+    uhd = testbed.ap._uhd
+    start = testbed.ap.now_index() + int(0.05 * RATE)
+    length = int(0.1 * RATE)
+    testbed.ap.window.expect(start, length)
+    cmd = uhd.stream_cmd_t(uhd.stream_mode_t.STREAM_MODE_START_CONTINUOUS)
+    cmd.stream_now = False
+    cmd.time_spec = testbed.ap._time_spec(start)
+    testbed.ap.usrp.issue_stream_cmd(cmd)
+    try:
+        testbed.ap.window.wait(1.0)
+        _, lost = testbed.ap.window.window_state()
+    finally:
+        stop = uhd.stream_cmd_t(uhd.stream_mode_t.STREAM_MODE_STOP_CONTINUOUS)
+        testbed.ap.usrp.issue_stream_cmd(stop)
+        testbed.ap.window.cancel()
+    gap = length // 32
+    assert lost == [(start + length // 2, start + length // 2 + gap)]
 
 
 @pytest.mark.parametrize("testbed", [{"node_args": "type=emulated,late_burst=1"}], indirect=True)
@@ -298,9 +331,11 @@ def test_an_unlocked_reference_or_lo_stops_the_start_naming_the_sensor(args, sou
 
 
 def test_a_rate_the_device_cannot_make_is_refused_with_the_rate_it_would_run_at() -> None:
-    # 3 MS/s from a 32 MHz master clock: UHD would silently run at 32e6/11 = 2.909 MS/s
+    # 3 MS/s from a B200 held at a 32 MHz master clock (master_clock_rate= in its args): UHD
+    # would silently run at 32e6/11 = 2.909 MS/s. (Without it a B200 picks 48 MHz itself and
+    # makes 3 MS/s exactly: tests/test_radio_emulated_uhd_semantics.py.)
     with pytest.raises(RadioError, match=r"2909090\.9.*phy.sample_rate"):
-        UsrpFrontEnd("rx", "type=emulated", 3e6, 915e6, 10.0, "internal",
+        UsrpFrontEnd("rx", "type=emulated,master_clock_rate=32e6", 3e6, 915e6, 10.0, "internal",
                      uhd_api=EmulatedUhd(rx_address=_addr()))
 
 

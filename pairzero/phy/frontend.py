@@ -9,9 +9,11 @@ stream index in loopback) and offers three things::
 
 Things that go wrong on a radio are *events*, never hangs: a burst handed over too late for its
 time (``late_burst``), a burst the radio ran out of samples in (``underflow``), a burst the radio
-never confirmed (``no_ack``), receive samples lost (``overflow``, seen as a jump of ``rx_time``),
+never confirmed (``no_ack``), receive samples lost (``overflow``: a jump of ``rx_time`` in a
+continuous stream; a USRP halts a finite window instead, which ends as a ``timeout``),
 a stream command that reached the radio after its time (``late_command``), a window that did not
-arrive in time (``timeout``). Faults found at start (an unlocked reference or LO, a rate the device
+arrive in time (``timeout``), a reference or LO found unlocked between rounds (``lost_lock``,
+:meth:`RadioFrontEnd.check_lock`). Faults found at start (an unlocked reference or LO, a rate the device
 rounded, a gain outside the daughterboard's range) raise :class:`RadioError` with the sensor or
 value named.
 
@@ -150,6 +152,12 @@ class RadioFrontEnd(Protocol):
         """(device time s, host clock Unix s) read together, for radios whose device clock runs
         in real time and was set at a PPS edge from the host clock (USRPs); None otherwise
         (the lockstep loopback emulator's stream index is no clock to compare)."""
+        ...
+
+    def check_lock(self) -> RadioEvent | None:
+        """Read the radio's lock sensors now (reference, LO); a ``LOST_LOCK`` event naming the
+        sensor when one is unlocked, None when locked or when the radio has none (loopback).
+        For the round code to call between rounds, never during a burst or a capture."""
         ...
 
     def close(self) -> None:
