@@ -25,6 +25,7 @@ because replay starts from the node's current, already wrong, weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -143,10 +144,16 @@ class EdgeNode:
         Raises JoinRejected / ModelHashMismatch (NodeError) when the node must not go on.
         ``leave``: send LEAVE on a clean return.
         """
-        while not self._stop.is_set():
-            if until_round is not None and self.next_round >= until_round:
-                break
-            self.step(self.poll_s)
+        try:
+            while not self._stop.is_set():
+                if until_round is not None and self.next_round >= until_round:
+                    break
+                self.step(self.poll_s)
+        except OperationalError as e:  # its radio cannot go on (lost lock): say why, then stop
+            if self.joined:
+                with contextlib.suppress(ProtocolError):
+                    self._send(Leave(node=self.node_id, reason=str(e)[:1000]))
+            raise
         if leave and self.joined:
             self._send(Leave(node=self.node_id, reason="stopped"))
         return self.next_round

@@ -185,3 +185,36 @@ def test_node_rejoining_behind_the_round_is_not_waited_for(tmp_path: Path) -> No
     recs = rl.records(0)
     assert n0.trainer.model_hash() == back.trainer.model_hash() == replay_hash(recs)
     rl.close()
+
+
+def test_a_node_whose_radio_fails_leaves_with_the_reason_and_the_rounds_go_on(tmp_path: Path, caplog) -> None:
+    # Prepare: node 2's radio loses its lock at round 1 (its PHY raises a RadioError)
+    from pairzero.phy.frontend import RadioError
+
+    class _LosesLock(BasebandNodePhy):
+        def transmit(self, t, scalar, sched):
+            if t >= 1:
+                raise RadioError("node 2: its radio lost_lock: lo_locked reads false: it stops")
+            return super().transmit(t, scalar, sched)
+
+    rounds = 3
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    orch = Orchestrator(_settings(rounds), hub.server(), rl, ConstantPlanner(), IdealApPhy(),
+                        replica=QuadraticTrainer(0))
+    nodes = [_node(hub, 0), _node(hub, 1),
+             EdgeNode(2, EXP, hub.client("n2"), QuadraticTrainer(2), _LosesLock(), heartbeat_s=HB)]
+    threads = [_thread(n.run, until_round=rounds) for n in nodes]
+    ap_th, ap_out = _thread(orch.run, linger_s=0.3)
+    # Execute
+    with caplog.at_level("INFO"):
+        for th, _ in threads:
+            th.join(20)
+        ap_th.join(20)
+    # Assert: node 2 raised with the reason, told the AP, and the rounds went on without it
+    assert isinstance(threads[2][1].get("error"), RadioError)
+    assert "it left (node 2: its radio lost_lock: lo_locked reads false" in caplog.text
+    assert ap_out.get("result") == rounds
+    # (on this digital path round 1's READY, with its scalar, left before the radio failed)
+    assert rl.records(0)[2].active == (0, 1)
+    rl.close()

@@ -39,12 +39,19 @@ class Air:
         self.rng = np.random.default_rng(seed)
         self.now = 0
         self.lost: set[int] = set()
+        self.unlocked: set[int | str] = set()  # radios whose lock sensor reads false ("ap", k)
 
     def now_index(self) -> int:
         return self.now
 
     def set_tx_gain(self, gain_db: float) -> float:
         raise ValueError("set_tx_gain: the AP's side of Air is a receiver")
+
+    def check_lock(self) -> RadioEvent | None:
+        return RadioEvent(EventKind.LOST_LOCK, None, "ref_locked reads false") if "ap" in self.unlocked else None
+
+    def clock_report(self) -> tuple[float, float] | None:
+        return None
 
     def node(self, k: int) -> Air:
         air = self
@@ -64,6 +71,12 @@ class Air:
             def send(self, burst, index, timeout_s):
                 air.frames[k] = (index, burst)
                 return SendReport(index, True)
+
+            def check_lock(self) -> RadioEvent | None:
+                return RadioEvent(EventKind.LOST_LOCK, None, "lo_locked reads false") if k in air.unlocked else None
+
+            def clock_report(self) -> tuple[float, float] | None:
+                return None
 
             def close(self) -> None:
                 pass
@@ -242,3 +255,30 @@ def test_a_radio_round_needs_a_schedule() -> None:
     node = NodeRoundPhy(cfg, 0, Air(GAINS, [0, 0, 0], [0, 0, 0], 1e-3).node(0))
     with pytest.raises(ValueError, match="radio.mode"):
         node.transmit(0, 0.1, None)
+
+
+def test_a_lost_lock_between_rounds_ends_the_radios_part_with_the_reason() -> None:
+    # Prepare: two rounds run; then node 1's LO and, later, the AP's reference lose lock
+    from pairzero.phy.frontend import RadioError
+
+    cfg = load_config(None, ["nodes.count=3", "privacy.enabled=false", "channel.snr_db=30.0"])
+    air = Air(GAINS, [0.0] * 3, [0.0] * 3, noise_var=1e-3)
+    ap = ApRoundPhy(cfg, air, shared_reference=True, realtime=True)
+    nodes = [NodeRoundPhy(cfg, k, air.node(k)) for k in range(3)]
+    for t in range(2):
+        plan = ap.plan(t, [0, 1, 2])
+        for k in range(3):
+            nodes[k].transmit(t, 0.1, plan.schedule_for(t, k))
+        ap.receive(t, t, plan, dict.fromkeys(range(3)))
+        air.now = plan.tx_sample + 10_000
+    air.unlocked.add(1)
+    plan = ap.plan(2, [0, 1, 2])
+    # Execute / Assert: node 1 sends nothing and stops with the sensor named; node 0 goes on
+    with pytest.raises(RadioError, match=r"node 1: its radio lost_lock: lo_locked reads false"):
+        nodes[1].transmit(2, 0.1, plan.schedule_for(2, 1))
+    assert 1 not in air.frames
+    assert nodes[0].transmit(2, 0.1, plan.schedule_for(2, 0)).sent
+    ap.receive(2, 2, plan, dict.fromkeys(range(3)))
+    air.unlocked.add("ap")
+    with pytest.raises(RadioError, match=r"round 3: the AP's radio lost_lock: ref_locked reads false"):
+        ap.plan(3, [0, 2])

@@ -73,7 +73,14 @@ from pairzero.ota.power import PowerPlan, amplitude_bound
 from pairzero.ota.privacy import PrivacyCalibration
 from pairzero.phy.calibration import NodeCalibration, calibrate_burst, radio_identity
 from pairzero.phy.frame import FrameLayout
-from pairzero.phy.frontend import EventKind, Idle, RadioEvent, RadioFrontEnd, SendReport
+from pairzero.phy.frontend import (
+    EventKind,
+    Idle,
+    RadioError,
+    RadioEvent,
+    RadioFrontEnd,
+    SendReport,
+)
 from pairzero.phy.rx import BurstReceiver, NodeEstimate, RxResult
 from pairzero.phy.schedule import capture_window, frame_stride, quiet_slices
 from pairzero.phy.tx import NodePrecoding, build_node_burst, refine_cfo, track_phase
@@ -237,6 +244,11 @@ class ApRoundPhy:
         """Frame time, η_t, b_k and artificial noise for the nodes in the round (those that sent
         READY in time), from the latest estimates; with privacy, nodes whose budget the round
         would exceed are left out, and the plan is durable before it is returned."""
+        lost = self.frontend.check_lock()  # between rounds: no burst or capture in flight
+        if lost is not None:
+            raise RadioError(f"round {t}: the AP's radio {lost}: it can keep neither time nor "
+                             "frequency; the rounds so far are committed (check the reference "
+                             "cable / GPSDO, then restart the AP on its run directory)")
         if self.charges is not None and timing is not None:
             for k, mu in timing.spent_mu.items():
                 self.charges.note_reported(k, mu)
@@ -492,6 +504,11 @@ class NodeRoundPhy:
         if sched is None:
             raise ValueError(f"round {t}: a radio node transmits on SCHEDULE; the AP runs without "
                              "a radio PHY: set the same radio.mode on the AP and the nodes")
+        lost = self.frontend.check_lock()  # between rounds: no burst in flight
+        if lost is not None:
+            raise RadioError(f"node {self.node}: its radio {lost}: it can keep neither time nor "
+                             "frequency, so it stops taking part (check the reference cable / "
+                             "GPSDO, then restart the node)")
         t0 = time.perf_counter()
         now = self.frontend.now_index()
         ahead_s = (sched.tx_sample - now) / self.frontend.sample_rate  # device s
