@@ -300,7 +300,8 @@ def run_phy(point: Point, preset: Preset, work: Path) -> Result:
     if p["kind"] == "nmse":
         cmd = [sys.executable, "bench/phy_nmse.py", "--trials", str(p["trials"]),
                "--sessions", str(p["sessions"]), "--ks", ",".join(str(k) for k in p["ks"]),
-               "--snrs", ",".join(f"{s:g}" for s in p["snrs_db"]), "--out", str(out)]
+               "--snrs", ",".join(f"{s:g}" for s in p["snrs_db"]), "--out", str(out),
+               "--osc-rounds", "0"]  # the oscillator axes are the benchmark's, not this page's
         _subprocess(cmd, preset.timeout_s, "bench/phy_nmse.py")
         path = out / "phy_nmse.json"
         if not path.is_file():
