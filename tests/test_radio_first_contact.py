@@ -34,6 +34,7 @@ EMULATED = str(ROOT / "configs" / "emulated_usrp.yaml")
 SCRIPT = shutil.which("pairzero", path=str(Path(sys.executable).parent))
 
 
+@pytest.mark.e2e  # runs `pairzero doctor` as a process
 def test_doctor_on_the_lab_config_names_the_missing_images_and_devices(tmp_path: Path) -> None:
     # The "done when" of issue 20: here, no USRP and an empty images directory
     env = {**os.environ, "UHD_IMAGES_DIR": str(tmp_path)}
