@@ -276,11 +276,22 @@ class Orchestrator:
         # Even at round 0: a round planned before a crash may have gone out (privacy ledger).
         self._resume(self._log.records(0) if start > 0 else [])
         self._wait_for_members()
+        behind_since: float | None = None
         while not self._stop.is_set() and self._log.next_round < self.s.rounds:
             if not self._members:
                 self._pump(self.s.poll_s)
                 continue
-            self._run_round(self._log.next_round)
+            # Every member still catching up (an AP restarted after its last commit, a rejoin)
+            # or being checked: give them up to the READY deadline to reach the round rather
+            # than commit empty rounds they could have been in (and take the channel for dead).
+            t = self._log.next_round
+            if not any(m.next_round == t and m.clock_check is None for m in self._members.values()):
+                behind_since = behind_since if behind_since is not None else time.monotonic()
+                if time.monotonic() - behind_since < self.s.ready_timeout_s:
+                    self._pump(self.s.poll_s)
+                    continue
+            behind_since = None
+            self._run_round(t)
         end = time.monotonic() + linger_s
         while not self._stop.is_set() and time.monotonic() < end:
             self._pump(min(self.s.poll_s, max(end - time.monotonic(), 0.0)))

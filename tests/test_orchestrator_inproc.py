@@ -218,3 +218,58 @@ def test_a_node_whose_radio_fails_leaves_with_the_reason_and_the_rounds_go_on(tm
     # (on this digital path round 1's READY, with its scalar, left before the radio failed)
     assert rl.records(0)[2].active == (0, 1)
     rl.close()
+
+
+def test_rounds_wait_for_members_still_catching_up_then_go_on_without_them(tmp_path: Path) -> None:
+    # Prepare: an AP whose log already holds rounds 0 and 1 (restarted after its last commit);
+    # node 0 joins with nothing applied and catches up; a second peer joins as node 1 at round
+    # 0 and never asks for the rounds it lacks
+    from pairzero.protocol.messages import Join, RoundRecord, encode, make
+
+    rounds = 4
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    for t in range(2):
+        rl.append(RoundRecord(EXP, t, round_seed(7, t), 0.0, 0.05, (), 1.0, 0.0, None, None, 1.0))
+    orch = Orchestrator(_settings(rounds, min_nodes=2, ready_timeout_s=1.0), hub.server(), rl,
+                        ConstantPlanner(), IdealApPhy())
+    stuck = hub.client("stuck")
+    stuck.send(encode(make(EXP, 0, Join(1, QuadraticTrainer(1).manifest_digest(), "", "", 0))))
+    node = _node(hub, 0)
+    tn, _ = _thread(node.run, until_round=rounds)
+    t0 = time.monotonic()
+    ap_th, ap_out = _thread(orch.run, linger_s=0.2)
+    ap_th.join(30)
+    tn.join(30)
+    # Assert: node 0 caught up in time for round 2 and took part from then on; the run did not
+    # hang on the peer that never caught up (each round waited at most the READY deadline)
+    assert ap_out.get("result") == 2, ap_out
+    assert [r.active for r in rl.records(2)] == [(0,), (0,)]
+    assert time.monotonic() - t0 < 10.0
+    rl.close()
+
+
+def test_an_ap_gives_members_behind_the_round_the_ready_deadline_before_an_empty_round(tmp_path: Path) -> None:
+    # Prepare: the log holds rounds 0 and 1; the only member joined at round 0 and never
+    # catches up (min_nodes 1, READY deadline 1 s)
+    from pairzero.protocol.messages import Join, RoundRecord, encode, make
+
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    for t in range(2):
+        rl.append(RoundRecord(EXP, t, round_seed(7, t), 0.0, 0.05, (), 1.0, 0.0, None, None, 1.0))
+    orch = Orchestrator(_settings(4, min_nodes=1, ready_timeout_s=1.0), hub.server(), rl,
+                        ConstantPlanner(), IdealApPhy())
+    stuck = hub.client("stuck")
+    stuck.send(encode(make(EXP, 0, Join(1, QuadraticTrainer(1).manifest_digest(), "", "", 0))))
+    # Execute
+    t0 = time.time()
+    ap_th, ap_out = _thread(orch.run)
+    ap_th.join(30)
+    # Assert: rounds 2 and 3 were committed (the AP does not hang), each only after the member
+    # had the READY deadline to reach it (an AP that ran them at once took a catching-up
+    # member's rounds for empty ones, and five of those for a dead channel)
+    assert ap_out.get("result") == 2, ap_out
+    r2, r3 = rl.records(2)
+    assert r2.timestamp - t0 >= 0.95 and r3.timestamp - r2.timestamp >= 0.95
+    rl.close()
