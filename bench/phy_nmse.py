@@ -53,10 +53,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pairzero.config import config_to_dict, load_config  # noqa: E402
+from pairzero.launch import free_port_block  # noqa: E402
 from pairzero.phy import round as round_protocol  # noqa: E402
 from pairzero.phy.round import ApRoundPhy, NodeRoundPhy  # noqa: E402
 from pairzero.phy.rx import NodeEstimate  # noqa: E402
-from pairzero.protocol.interfaces import ReadyTiming  # noqa: E402
+from pairzero.protocol.interfaces import NodePhy, ReadyTiming  # noqa: E402
+from pairzero.protocol.messages import Schedule  # noqa: E402
 from pairzero.runinfo import git_revision  # noqa: E402
 from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
 from radio.factory import build_ap_phy, build_node_phy  # noqa: E402
@@ -168,9 +170,7 @@ def osc_config(cfo: float, walk: float):  # noqa: ANN201 - ExperimentConfig
     """configs/emulated_usrp.yaml with unit gains, privacy off, the oscillators scaled."""
     base = load_config(ROOT / "configs" / "emulated_usrp.yaml")
     nodes = [_scaled(a, cfo, walk) for a in base.radio.node_args[:OSC_K]]
-    with socket.socket() as sk:  # a free block of ports for the emulator's streams
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1] % 20000 + 20000
+    port = free_port_block(OSC_K + 1)  # the emulator's streams: K nodes and the AP
     return load_config(ROOT / "configs" / "emulated_usrp.yaml", [
         f"nodes.count={OSC_K}", "privacy.enabled=false", "zo.clip=1.0", "nodes.power_budget=1.0",
         f"channel.snr_db={OSC_SNR_DB}", "channel.fading=none", "channel.path_loss_exponent=0",
@@ -185,9 +185,9 @@ def _previous_pilot_phase(prev: NodeEstimate, new: NodeEstimate,
     return dataclasses.replace(new, cfo=0.0), 0.0
 
 
-def _send(node: object, t: int, g: float, sched: object, reports: dict[int, object], i: int) -> None:
+def _send(node: NodePhy, t: int, g: float, sched: Schedule, reports: dict[int, object], i: int) -> None:
     """One node's frame (its own process in a run: here a thread); its radio's report kept."""
-    reports[i] = node.transmit(t, g, sched)  # type: ignore[attr-defined]
+    reports[i] = node.transmit(t, g, sched)
 
 
 def run_oscillator_point(cfo: float, walk: float, gap_s: float, rounds: int, seed: int,
