@@ -285,7 +285,7 @@ class Orchestrator:
             # or being checked: give them up to the READY deadline to reach the round rather
             # than commit empty rounds they could have been in (and take the channel for dead).
             t = self._log.next_round
-            if not any(m.next_round == t and m.clock_check is None for m in self._members.values()):
+            if not self._current(t):
                 behind_since = behind_since if behind_since is not None else time.monotonic()
                 if time.monotonic() - behind_since < self.s.ready_timeout_s:
                     self._pump(self.s.poll_s)
@@ -352,8 +352,7 @@ class Orchestrator:
     def _run_round(self, t: int) -> None:
         t0 = time.monotonic()
         seed = round_seed(self.s.master_seed, t)
-        expected = frozenset(k for k, m in self._members.items()
-                             if m.next_round == t and m.clock_check is None)
+        expected = self._current(t)
         self._round = _RoundState(t, seed, expected, sent_at=t0)
         self._broadcast(Round(t=t, seed=seed, deadline_s=self.s.ready_timeout_s, lr=self.s.lr))
         deadline = t0 + self.s.ready_timeout_s
@@ -690,6 +689,11 @@ class Orchestrator:
         self._send(inbound.peer, JoinAck(node=j.node, next_round=self._log.next_round,
                                          hash_every=self.s.hash_every))
         self._check_clock(j.node, self._members[j.node])
+
+    def _current(self, t: int) -> frozenset[int]:
+        """Members that can take part in round t: at it (not catching up) and clock-checked."""
+        return frozenset(k for k, m in self._members.items()
+                         if m.next_round == t and m.clock_check is None)
 
     def _checked(self) -> list[int]:
         """Members whose radio's device time agrees with the AP's (or that need no check)."""
