@@ -20,9 +20,10 @@ the calibration CLI and by ``bench/phy_nmse.py``. One frame per federated round:
 A node is precoded once its estimate is trustworthy: on a shared 10 MHz reference (USRPs) after
 one pilot frame, its oscillators' residual offset tracked from then on from the phase advance
 between its pilots (:func:`pairzero.phy.tx.track_phase`: the payload is precoded for the phase
-predicted at its own sample time, however long ago the last pilot was); in loopback, where the emulator applies a CFO, after its CFO has been
-refined from the phase advance between two consecutive frames (:func:`pairzero.phy.tx.refine_cfo`);
-one pilot's CFO error times a frame stride would be too large a phase error. With privacy on, a
+predicted at its own sample time, however long ago the last pilot was); in loopback, where
+the emulator applies a CFO, after its CFO has been refined from the phase advance between two
+consecutive frames (:func:`pairzero.phy.tx.refine_cfo`); one pilot's CFO error times a frame
+stride would be too large a phase error. With privacy on, a
 node is also precoded only once the change of its gain between two of its pilot frames (the
 error a precoding would have made) has been measured: the privacy plan bounds that error from
 measurements, never from a configured value (:mod:`pairzero.ota.charging`), so on radios the
