@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from pairzero.ota import (  # noqa: E402
     ChannelModel,
-    PrivacyCalibration,
+    PrivacyRule,
     ota_round,
     plan_round,
 )
@@ -60,7 +60,7 @@ def run_point(k: int, snr_db: float, private: bool, trials: int, seed: int,
     the 0.2 dB target (4.7 %) stays >= 4.7 r at every point, also where cf_i vary (small K).
     """
     model = ChannelModel(k, seed=seed, snr_db=snr_db, fading="rayleigh")
-    cal = PrivacyCalibration.from_target(EPS, DELTA, T) if private else None
+    cal = PrivacyRule.from_target(EPS, DELTA, T) if private else None
     rng = np.random.default_rng([seed, k, int(snr_db * 10), int(private)])
     sq: list[float] = []
     cf: list[float] = []

@@ -64,7 +64,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pairzero.config import PhyConfig, load_config  # noqa: E402
-from pairzero.ota.channel import ChannelModel  # noqa: E402
 from pairzero.ota.charging import (  # noqa: E402
     LedgerCorrupt,
     NodeBudget,
@@ -75,7 +74,8 @@ from pairzero.ota.charging import (  # noqa: E402
     plan_payload,
     terms_of,
 )
-from pairzero.ota.privacy import PrivacyCalibration, epsilon_from_mu  # noqa: E402
+from pairzero.ota.fading import ChannelModel  # noqa: E402
+from pairzero.ota.privacy import PrivacyRule, epsilon_from_mu  # noqa: E402
 from pairzero.phy.frame import FrameLayout  # noqa: E402
 from pairzero.phy.rx import BurstReceiver  # noqa: E402
 from pairzero.phy.schedule import quiet_slices  # noqa: E402
@@ -149,7 +149,7 @@ class Deployment:
                                   reference_distance_m=10.0, fading="rayleigh", snr_db=self.snr_db,
                                   estimation_error_std=self.s_e, seed=i)
         self.h_bar = self.model.draw(0).h  # the deployment's channel; each frame moves it a little
-        self.cal = PrivacyCalibration.from_target(self.eps, DELTA, self.t_rounds)
+        self.cal = PrivacyRule.from_target(self.eps, DELTA, self.t_rounds)
         self.e_s, self.e_p, self.n_quiet, self.n_lags = _layout_constants(k)
         self.n0 = self.model.noise_var
         self.n0_y = self.n0 / self.e_s

@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pairzero.ota import ChannelModel, OTARoundRunner, PrivacyCalibration  # noqa: E402
+from pairzero.ota import ChannelModel, OTARoundRunner, PrivacyRule  # noqa: E402
 from pairzero.runinfo import git_revision  # noqa: E402
 
 K = 10
@@ -66,7 +66,7 @@ def deployment(i: int, err_std: float) -> ChannelModel:
 def run_scheme(scheme: str, draws: int) -> tuple[np.ndarray, float, dict]:
     """(draws, K) realized epsilon, the smallest path-loss spread (dB), limit counts."""
     err = CSI_ERR if scheme == "calibrated_csi_error" else 0.0
-    cal = None if scheme == "naive" else PrivacyCalibration.from_target(
+    cal = None if scheme == "naive" else PrivacyRule.from_target(
         EPS, DELTA, T, estimation_error_std=err)
     eps = np.empty((draws, K))
     min_spread = math.inf

@@ -21,7 +21,11 @@ import numpy as np
 
 from calibration.session import ControlPlaneCalibrator, Measurement, calibration_file, spreads
 from pairzero.config import ExperimentConfig, load_config
-from pairzero.phy.calibration import CalibrationFile, load_ap_calibration, write_calibration_file
+from pairzero.phy.calibration_file import (
+    CalibrationFile,
+    load_ap_calibration,
+    write_calibration_file,
+)
 from pairzero.phy.mode import PhyMode, phy_mode
 from pairzero.runinfo import git_revision
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from pairzero.config import ExperimentConfig, config_to_dict
 from pairzero.errors import OperationalError
-from pairzero.phy.calibration import (
+from pairzero.phy.calibration_file import (
     MAX_TIMING_ADVANCE,
     CalibrationFile,
     NodeCalibration,

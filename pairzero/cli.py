@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
                  "pairzero.launch:cmd_loopback"),
     "ap": ("run the access-point process", "access_point.main:cmd_ap"),
     "edge": ("run one edge-node process", "edge_node.main:cmd_edge"),
-    "channel": ("run the loopback channel emulator process", "radio.channel_cli:cmd_channel"),
+    "channel": ("run the loopback channel emulator process", "radio.emulator_cli:cmd_channel"),
     "calibrate": ("align the power the AP receives from each node", "calibration.cli:cmd_calibrate"),
     "simulate": ("train in one process with simulated nodes and channel", "pairzero.simulate:cmd_simulate"),
     "report": ("plots and summary from run directories", "pairzero.plots:cmd_report"),
@@ -157,7 +157,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     if getattr(args, "resolve_clip", False):
         import dataclasses
 
-        from pairzero.clip import resolve_clip
+        from pairzero.clip_bound import resolve_clip
         from pairzero.tasks import with_task_prompt
 
         cfg, cal = resolve_clip(dataclasses.replace(cfg, task=with_task_prompt(cfg.task)))
@@ -173,7 +173,7 @@ def _resolve_clip_for_loopback(args: argparse.Namespace) -> str | None:
     """``pairzero loopback`` with ``zo.clip_quantile``: measure G once, here, before the launch.
 
     The launcher hands one resolved config to the AP and every node, so they share the same G
-    (a separately started ``ap`` / ``edge`` refuses an unresolved one, see pairzero.clip).
+    (a separately started ``ap`` / ``edge`` refuses an unresolved one, see pairzero.clip_bound).
     """
     import dataclasses
     import tempfile
@@ -183,7 +183,7 @@ def _resolve_clip_for_loopback(args: argparse.Namespace) -> str | None:
     cfg = load_config(args.config, args.overrides)
     if cfg.zo.clip_quantile is None:
         return None
-    from pairzero.clip import resolve_clip
+    from pairzero.clip_bound import resolve_clip
     from pairzero.tasks import with_task_prompt
 
     cfg, cal = resolve_clip(dataclasses.replace(cfg, task=with_task_prompt(cfg.task)))

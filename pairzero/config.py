@@ -140,7 +140,7 @@ class ZOConfig:
     perturbation: Literal["gaussian", "rademacher"] = "gaussian"
     num_perturbations: int = _f(1, ge=1, le=64, doc="q perturbations per round")
     clip: float = _f(50.0, gt=0.0, doc="clip bound G on each node's scalar")
-    clip_quantile: float | None = _f(None, gt=0.0, lt=1.0, doc="set G before round 0 to this quantile of |g| on the AP's validation split (pairzero.clip); null: zo.clip as given")
+    clip_quantile: float | None = _f(None, gt=0.0, lt=1.0, doc="set G before round 0 to this quantile of |g| on the AP's validation split (pairzero.clip_bound); null: zo.clip as given")
     clip_warmup_draws: int = _f(64, ge=4, le=4096, doc="perturbation draws of the clip warm-up (zo.clip_quantile)")
     weight_decay: float = _f(0.0, ge=0.0)
     threads: int = _f(0, ge=0, le=64, doc="threads generating z (0: usable CPUs, at most 8); speed only, never the bits")
@@ -255,7 +255,7 @@ class RadioConfig:
     clock_source: Literal["internal", "external", "gpsdo"] = "external"
     tx_antenna: str = _f("TX/RX", doc="the nodes' transmit port (a B2xx / UBX transmits only on TX/RX; `pairzero doctor` lists a device's ports)")
     rx_antenna: str = _f("RX2", doc="the AP's receive port (TX/RX or RX2 on a B2xx / UBX)")
-    calibration_file: str | None = _f(None, doc="calibration file (pairzero.phy.calibration) the nodes apply at start (TX gain, digital scale and phase, timing advance) and the AP checks; `pairzero calibrate` writes it; null: uncalibrated (every node at radio.tx_gain_db)")
+    calibration_file: str | None = _f(None, doc="calibration file (pairzero.phy.calibration_file) the nodes apply at start (TX gain, digital scale and phase, timing advance) and the AP checks; `pairzero calibrate` writes it; null: uncalibrated (every node at radio.tx_gain_db)")
     calibration_max_age_h: float = _f(24.0, ge=0.0, le=1e6, doc="warn at start when radio.calibration_file is older than this (hours; 0: never)")
     tx_lead_s: float = _f(0.005, ge=0.0, le=10.0, doc="radios: a frame's time is this far (s) beyond the worst SCHEDULE-to-radio latency measured in the last 20 rounds")
     capture_slack_s: float = _f(1.0, gt=0.0, le=600.0, doc="radios: the AP gives up on a window this long (s) after it is due")

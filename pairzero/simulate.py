@@ -21,7 +21,7 @@ data shard; the channel, power control, artificial noise and privacy accounting 
   for what backpropagation buys at 32·d bits per node per round).
 
 With ``zo.clip_quantile`` set, the clip bound G is measured before round 0
-(:mod:`pairzero.clip`); the saved ``config.yaml`` holds the resolved G and ``summary.json`` the
+(:mod:`pairzero.clip_bound`); the saved ``config.yaml`` holds the resolved G and ``summary.json`` the
 warm-up record. ``wall_s`` is the whole run: model loading, warm-up, zero-shot evaluation,
 training and the last evaluation.
 
@@ -48,12 +48,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairzero.clip import resolve_clip
+from pairzero.clip_bound import resolve_clip
 from pairzero.config import ExperimentConfig, load_config
 from pairzero.metrics import METRICS_FILE, MetricsWriter, progress_line, row_round
 from pairzero.ota.comm import downlink_cost, uplink_cost
 from pairzero.ota.pipeline import OTARoundRunner
-from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration
+from pairzero.ota.privacy import GaussianDPAccountant, PrivacyRule
 from pairzero.runinfo import make_run_dir
 from pairzero.seeds import round_seed
 from pairzero.tasks import with_task_prompt
@@ -103,7 +103,7 @@ class _DigitalLocalDP:
     """zo_digital with privacy: each node adds its own Gaussian noise (see the module doc)."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
-        cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds)
+        cal = PrivacyRule.from_target(cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds)
         self.sigma = 2.0 * cfg.zo.clip * cal.z_star  # per node, per round
         self.mu_round = 2.0 * cfg.zo.clip / self.sigma  # = 1/z*: the per-round GDP mu
         self.seed = cfg.run.seed

@@ -7,7 +7,7 @@
 * :mod:`radio.emulated` -- stand-ins for gr-uhd's blocks: the emulated USRP (``type=emulated``);
 * :mod:`radio.emulator` -- the channel emulator flowgraph; :mod:`radio.blocks` its blocks and
   the front ends' (the ``.grc`` files in ``grc_flowgraphs/`` use the same blocks);
-* :mod:`radio.channel_cli` -- ``pairzero channel``, the emulator as a process.
+* :mod:`radio.emulator_cli` -- ``pairzero channel``, the emulator as a process.
 
 The round protocol on top (:mod:`pairzero.phy.round`) sees only the front-end interface
 (:mod:`pairzero.phy.frontend`).

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 #: Seed stream of the emulator's per-node delays and CFOs (``SeedSequence([seed, 2])``); the
-#: complex gains come from :class:`pairzero.ota.channel.ChannelModel` (streams 0 and 1).
+#: complex gains come from :class:`pairzero.ota.fading.ChannelModel` (streams 0 and 1).
 _STREAM_SYNC = 2
 
 
@@ -53,7 +53,7 @@ def draw_node_channels(channel: ChannelConfig, nodes: NodesConfig, seed: int,
                        round_t: int = 0) -> list[NodeChannelParams]:
     """Seeded per-node channels of the experiment's channel model.
 
-    The complex gain of node k is ``h_k`` of :class:`pairzero.ota.channel.ChannelModel` (the
+    The complex gain of node k is ``h_k`` of :class:`pairzero.ota.fading.ChannelModel` (the
     model ``pairzero simulate`` uses): path loss ``(reference_distance_m / d_k)^alpha`` in power
     from ``nodes.distances_m`` (or distances drawn in ``nodes.min/max_distance_m``), times the
     small-scale fading of ``channel.fading`` (``random_phase``, ``rician_k_db``), as drawn for
@@ -64,7 +64,7 @@ def draw_node_channels(channel: ChannelConfig, nodes: NodesConfig, seed: int,
     +-``max_cfo`` (their own seed stream, so they do not move when the gain model changes).
     ``channel.estimation_error_std`` is not emulated: the AP's estimates come from real pilots.
     """
-    from pairzero.ota.channel import ChannelModel
+    from pairzero.ota.fading import ChannelModel
 
     h = ChannelModel.from_config(channel, nodes, seed).draw(round_t).h  # (K,) complex
     k = nodes.count

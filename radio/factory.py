@@ -19,7 +19,11 @@ import logging
 from typing import Any
 
 from pairzero.config import ConfigError, ExperimentConfig
-from pairzero.phy.calibration import NodeCalibration, load_ap_calibration, load_node_calibration
+from pairzero.phy.calibration_file import (
+    NodeCalibration,
+    load_ap_calibration,
+    load_node_calibration,
+)
 from pairzero.phy.frontend import RadioFrontEnd
 from pairzero.phy.mode import PhyMode, node_device_args, phy_mode
 from pairzero.phy.round import ApRoundPhy, NodeRoundPhy
@@ -79,7 +83,7 @@ def _uhd_api(cfg: ExperimentConfig, mode: PhyMode, tx_address: str | None = None
         return None
     from radio.emulated import EmulatedUhd
 
-    # The emulator's channel gains hold at radio.tx_gain_db (see pairzero.phy.calibration).
+    # The emulator's channel gains hold at radio.tx_gain_db (see pairzero.phy.calibration_file).
     return EmulatedUhd(tx_address, rx_address, mode.rate_factor,
                        reference_tx_gain_db=cfg.radio.tx_gain_db)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from calibration.session import ControlPlaneCalibrator, Measurement, calibration_file
 from edge_node.runtime import EdgeNode
 from pairzero.config import ExperimentConfig
-from pairzero.phy.calibration import write_calibration_file
+from pairzero.phy.calibration_file import write_calibration_file
 from pairzero.phy.mode import phy_mode
 from pairzero.protocol.testing import QuadraticTrainer
 from pairzero.protocol.transport import InProcHub

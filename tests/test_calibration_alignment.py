@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pairzero.phy.calibration import read_calibration_file
+from pairzero.phy.calibration_file import read_calibration_file
 
 pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator
 

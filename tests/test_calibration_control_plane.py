@@ -23,7 +23,7 @@ import yaml
 pytest.importorskip("gnuradio.gr")
 
 from pairzero.config import load_config  # noqa: E402
-from pairzero.phy.calibration import read_calibration_file  # noqa: E402
+from pairzero.phy.calibration_file import read_calibration_file  # noqa: E402
 from tests.e2e_util import free_port_block  # noqa: E402
 
 pytestmark = pytest.mark.e2e  # starts processes or runs the channel emulator

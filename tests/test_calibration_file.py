@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pairzero.config import load_config
-from pairzero.phy.calibration import (
+from pairzero.phy.calibration_file import (
     FORMAT,
     CalibrationError,
     CalibrationFile,
@@ -126,7 +126,7 @@ def test_an_old_file_is_accepted_with_a_warning(tmp_path, caplog):
     cfg = load_config(None, ["nodes.count=2", "radio.calibration_max_age_h=24"])
     now = utc_now()
     old = _file(cfg, created=now - dt.timedelta(hours=48))
-    with caplog.at_level(logging.WARNING, logger="pairzero.phy.calibration"):
+    with caplog.at_level(logging.WARNING, logger="pairzero.phy.calibration_file"):
         check_calibration(old, cfg, [0, 1], now=now)
         check_calibration(_file(cfg, created=now - dt.timedelta(hours=23)), cfg, [0, 1], now=now)
         check_calibration(old, load_config(None, ["nodes.count=2", "radio.calibration_max_age_h=0"]),
@@ -160,7 +160,7 @@ def test_nodes_apply_the_file_at_start_and_log_it(tmp_path, caplog):
     cfg = load_config(None, ["nodes.count=3"])
     path = write_calibration_file(tmp_path / "cal.yaml", _file(cfg))
     cfg = load_config(None, ["nodes.count=3", f"radio.calibration_file={path}"])
-    with caplog.at_level(logging.INFO, logger="pairzero.phy.calibration"):
+    with caplog.at_level(logging.INFO, logger="pairzero.phy.calibration_file"):
         phys = [build_node_phy(cfg, k) for k in range(3)]
     try:
         for k, phy in enumerate(phys):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pairzero.cli import main
-from pairzero.clip import calibrate_clip, resolve_clip
+from pairzero.clip_bound import measure_clip, resolve_clip
 from pairzero.config import load_config
 from pairzero.models import load_model, trainable_parameters
 from pairzero.seeds import batch_seed, warmup_seed
@@ -40,13 +40,13 @@ def test_clip_is_the_quantile_of_the_unclipped_scalars_on_validation_data() -> N
         g.append(abs(engine.scalars(s, [lambda m, e=enc: obj.loss(m, e)])[0]))
         engine.apply_update(s, 0.0)
     # Execute
-    cal = calibrate_clip(cfg, 0.8, 12)
+    cal = measure_clip(cfg, 0.8, 12)
     # Assert: G = the 0.8-quantile to 3 significant digits; 20 % of the warm-up scalars above it
     assert cal.clip == pytest.approx(float(np.quantile(g, 0.8)), rel=5e-3)
     assert cal.frac_clipped_at_start == pytest.approx(float(np.mean(np.asarray(g) > cal.clip)))
     assert 0.1 <= cal.frac_clipped_at_start <= 0.3
     assert "no node data" in cal.privacy_charge
-    assert calibrate_clip(cfg, 0.8, 12).clip == cal.clip  # deterministic
+    assert measure_clip(cfg, 0.8, 12).clip == cal.clip  # deterministic
 
 
 def test_simulate_resolves_clip_before_round_0_and_saves_it(tmp_path: Path) -> None:

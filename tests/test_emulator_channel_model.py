@@ -1,5 +1,5 @@
 """The loopback / emulated-USRP channel emulator draws its per-node gains from the configured
-channel model (pairzero.ota.channel.ChannelModel, the one `pairzero simulate` uses): path loss
+channel model (pairzero.ota.fading.ChannelModel, the one `pairzero simulate` uses): path loss
 from the node geometry, fading, phases."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("gnuradio.gr")
 
 from pairzero.config import load_config  # noqa: E402
-from pairzero.ota.channel import ChannelModel  # noqa: E402
+from pairzero.ota.fading import ChannelModel  # noqa: E402
 from radio.emulator import ChannelEmulator, draw_node_channels, emulator_arguments  # noqa: E402
 from radio.loopback import LoopbackFrontEnd  # noqa: E402
 from tests.e2e_util import free_port_block  # noqa: E402

@@ -52,7 +52,7 @@ def test_radios_naming_different_emulators_are_refused() -> None:
 
 def test_channel_refuses_an_emulator_host_that_is_not_its_own_address(tmp_path) -> None:
     # 192.0.2.1 (TEST-NET-1) is no address of this machine: the emulator cannot bind it
-    from radio.channel_cli import cmd_channel
+    from radio.emulator_cli import cmd_channel
 
     args = argparse.Namespace(config=EMULATED, overrides=_radios("192.0.2.1"))
     with pytest.raises(OSError, match="emulator=HOST must name the host running `pairzero channel`"):

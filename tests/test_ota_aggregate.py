@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pairzero.ota.aggregate import analog_estimate, closed_form_mse, ota_round, receive
-from pairzero.ota.channel import ChannelModel
 from pairzero.ota.comm import downlink_cost, uplink_bits_per_round, uplink_cost
+from pairzero.ota.fading import ChannelModel
 from pairzero.ota.power import plan_round
-from pairzero.ota.privacy import PrivacyCalibration
+from pairzero.ota.privacy import PrivacyRule
 
 G = 2.0
 
@@ -23,7 +23,7 @@ def test_closed_form_mse_matches_monte_carlo(snr_db: float, eta_floor_factor: fl
     # N = 20000 -> 1.0 %; tolerance 5 sigma = 5 %. Bias: |mean err| <= 5 sqrt(m/N).
     n_trials = 20000
     st = ChannelModel(8, seed=11, snr_db=snr_db, fading="rayleigh").draw(0)
-    cal = PrivacyCalibration.from_target(6.0, 1e-5, rounds=100)
+    cal = PrivacyRule.from_target(6.0, 1e-5, rounds=100)
     floor = eta_floor_factor * cal.eta_priv(st.noise_var, G)
     plan = plan_round(st.h_est, 10.0, G, st.noise_var, g_th=0.05, privacy=cal, eta_floor=floor)
     rng = np.random.default_rng(123)
@@ -89,7 +89,7 @@ def test_skipped_round_when_nobody_is_active() -> None:
 
 def test_realized_mu_matches_design_with_perfect_csi() -> None:
     st = ChannelModel(5, seed=1, snr_db=30.0).draw(0)
-    cal = PrivacyCalibration.from_target(2.0, 1e-6, rounds=20)
+    cal = PrivacyRule.from_target(2.0, 1e-6, rounds=20)
     plan = plan_round(st.h_est, 10.0, G, st.noise_var, privacy=cal)
     res = ota_round(np.zeros(5), st, plan, np.random.default_rng(0))
     np.testing.assert_allclose(res.mu_t[plan.active], cal.mu_round, rtol=1e-9)

@@ -1,7 +1,7 @@
 """The round protocol (pairzero.phy.round) on a numpy stand-in for the radio front ends.
 
 The front ends are replaced by :class:`Air`, which places each node's frame on the shared sample
-clock and passes the AP's window through :func:`pairzero.phy.channel.apply_channel` (the
+clock and passes the AP's window through :func:`pairzero.phy.reference_channel.apply_channel` (the
 emulator's model); everything else is the real planning, precoding, receiver and aggregation
 code. The same protocol through the running emulator: tests/test_phy_loopback_flowgraph.py; on
 the emulated USRP: tests/test_radio_emulated_usrp.py.
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from pairzero.config import load_config
-from pairzero.phy.channel import apply_channel
 from pairzero.phy.frontend import Capture, EventKind, RadioEvent, SendReport
+from pairzero.phy.reference_channel import apply_channel
 from pairzero.phy.round import LATENCY_ROUNDS, ApRoundPhy, NodeRoundPhy
 from pairzero.protocol.interfaces import ReadyTiming
 from pairzero.protocol.messages import Schedule

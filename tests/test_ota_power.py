@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from pairzero.ota.channel import ChannelModel
+from pairzero.ota.fading import ChannelModel
 from pairzero.ota.power import amplitude_bound, plan_round
-from pairzero.ota.privacy import PrivacyCalibration
+from pairzero.ota.privacy import PrivacyRule
 
 G = 5.0
 
@@ -41,7 +41,7 @@ def test_power_limits_and_truncation_respected(seed: int) -> None:
 def test_energy_optimal_privacy_plan_uses_eta_priv_without_artificial_noise() -> None:
     # Prepare: high SNR, big budget -> privacy-limited
     st = _channel(snr_db=40.0)
-    cal = PrivacyCalibration.from_target(4.0, 1e-5, rounds=50)
+    cal = PrivacyRule.from_target(4.0, 1e-5, rounds=50)
     # Execute
     plan = plan_round(st.h_est, 100.0, G, st.noise_var, privacy=cal)
     # Assert
@@ -55,7 +55,7 @@ def test_energy_optimal_privacy_plan_uses_eta_priv_without_artificial_noise() ->
 def test_eta_floor_adds_exactly_the_artificial_noise_the_target_needs() -> None:
     # Prepare
     st = _channel(snr_db=40.0)
-    cal = PrivacyCalibration.from_target(4.0, 1e-5, rounds=50)
+    cal = PrivacyRule.from_target(4.0, 1e-5, rounds=50)
     eta_priv = cal.eta_priv(st.noise_var, G)
     # Execute
     plan = plan_round(st.h_est, 100.0, G, st.noise_var, privacy=cal, eta_floor=3 * eta_priv)
@@ -69,7 +69,7 @@ def test_eta_floor_adds_exactly_the_artificial_noise_the_target_needs() -> None:
 
 def test_capped_artificial_noise_reports_privacy_slack() -> None:
     st = _channel(snr_db=40.0)
-    cal = PrivacyCalibration.from_target(4.0, 1e-5, rounds=50)
+    cal = PrivacyRule.from_target(4.0, 1e-5, rounds=50)
     eta_priv = cal.eta_priv(st.noise_var, G)
     plan = plan_round(st.h_est, 100.0, G, st.noise_var, privacy=cal, eta_floor=3 * eta_priv,
                       sigma_a_max=0.0)
@@ -87,7 +87,7 @@ def test_unreachable_floor_falls_back_to_power_limit_and_reports_slack() -> None
 def test_power_limited_round_has_privacy_margin() -> None:
     # Prepare: very low SNR makes eta_priv huge, so power binds
     st = _channel(snr_db=-20.0)
-    cal = PrivacyCalibration.from_target(4.0, 1e-5, rounds=50)
+    cal = PrivacyRule.from_target(4.0, 1e-5, rounds=50)
     # Execute
     plan = plan_round(st.h_est, 1e-3, G, st.noise_var, privacy=cal)
     # Assert
@@ -98,8 +98,8 @@ def test_power_limited_round_has_privacy_margin() -> None:
 
 def test_error_bound_lowers_eta_priv_by_one_plus_bound() -> None:
     st = _channel(snr_db=40.0)
-    exact = PrivacyCalibration.from_target(4.0, 1e-5, rounds=50)
-    noisy = PrivacyCalibration.from_target(4.0, 1e-5, rounds=50, estimation_error_std=0.05)
+    exact = PrivacyRule.from_target(4.0, 1e-5, rounds=50)
+    noisy = PrivacyRule.from_target(4.0, 1e-5, rounds=50, estimation_error_std=0.05)
     assert noisy.eta_priv(st.noise_var, G) == pytest.approx(
         exact.eta_priv(st.noise_var, G) / (1 + noisy.error_bound))
 

@@ -16,7 +16,7 @@ import pytest
 
 from pairzero.config import load_config
 from pairzero.ota.aggregate import one_bit_symbol, ota_round
-from pairzero.ota.channel import ChannelState
+from pairzero.ota.fading import ChannelState
 from pairzero.ota.power import PowerPlan
 from pairzero.phy.baseband import BasebandApPhy, BasebandNodePhy
 from pairzero.phy.frontend import RadioFrontEnd

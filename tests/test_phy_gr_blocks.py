@@ -11,7 +11,7 @@ import zmq
 gr_mod = pytest.importorskip("gnuradio.gr")
 from gnuradio import blocks, gr  # noqa: E402
 
-from pairzero.phy.channel import apply_channel  # noqa: E402
+from pairzero.phy.reference_channel import apply_channel  # noqa: E402
 from radio.blocks import FIR_TAPS, BurstSource, NodeChannel, fractional_delay_taps  # noqa: E402
 
 

@@ -11,7 +11,7 @@ pytest.importorskip("gnuradio.gr")
 
 from pairzero.config import PhyConfig, load_config  # noqa: E402
 from pairzero.phy import BurstReceiver, FrameLayout, build_node_burst  # noqa: E402
-from pairzero.phy.channel import apply_channel  # noqa: E402
+from pairzero.phy.reference_channel import apply_channel  # noqa: E402
 from pairzero.phy.round import ApRoundPhy, NodeRoundPhy  # noqa: E402
 from radio.emulator import ChannelEmulator, NodeChannelParams  # noqa: E402
 from radio.loopback import LoopbackFrontEnd  # noqa: E402

@@ -5,7 +5,7 @@ import pytest
 
 from pairzero.config import PhyConfig
 from pairzero.phy import BurstReceiver, FrameLayout, build_node_burst, compute_precoding, refine_cfo
-from pairzero.phy.channel import apply_channel
+from pairzero.phy.reference_channel import apply_channel
 
 PAD = 300
 

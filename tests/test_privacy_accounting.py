@@ -11,7 +11,7 @@ from dp_accounting.pld import pld_privacy_accountant
 
 from pairzero.ota.privacy import (
     GaussianDPAccountant,
-    PrivacyCalibration,
+    PrivacyRule,
     delta_from_mu,
     epsilon_from_mu,
     mu_from_epsilon_delta,
@@ -71,7 +71,7 @@ def test_heterogeneous_rounds_agree_with_pld_accountant() -> None:
 
 
 def test_calibration_reaches_the_target_exactly_after_t_rounds() -> None:
-    cal = PrivacyCalibration.from_target(8.0, 1e-5, rounds=100)
+    cal = PrivacyRule.from_target(8.0, 1e-5, rounds=100)
     acc = GaussianDPAccountant(1)
     for _ in range(100):
         acc.add(cal.mu_round)
@@ -91,7 +91,7 @@ def test_calibration_reaches_the_target_exactly_after_t_rounds() -> None:
         (lambda: delta_from_mu(1.0, -1.0), "epsilon"),
         (lambda: GaussianDPAccountant(0), "n_nodes"),
         (lambda: GaussianDPAccountant(2).add(np.array([-1.0, 0.0])), "mu_t"),
-        (lambda: PrivacyCalibration.from_target(1.0, 1e-5, 10, estimation_error_std=1.5),
+        (lambda: PrivacyRule.from_target(1.0, 1e-5, 10, estimation_error_std=1.5),
          "estimation_error_std"),
     ],
 )

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pairzero.ota.aggregate import ota_round
-from pairzero.ota.channel import ChannelModel
+from pairzero.ota.fading import ChannelModel
 from pairzero.ota.power import amplitude_bound, plan_round
-from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration
+from pairzero.ota.privacy import GaussianDPAccountant, PrivacyRule
 
 # Floating-point slack on the privacy boundary (eta = eta_priv exactly): 1e-9 relative.
 REL_TOL = 1e-9
@@ -58,7 +58,7 @@ def test_realized_epsilon_never_exceeds_target(s: dict) -> None:
                          rician_k_db=s["k_db"], min_distance_m=s["dmin"],
                          max_distance_m=s["dmax"], path_loss_exponent=s["alpha"],
                          estimation_error_std=s["err_std"])
-    cal = PrivacyCalibration.from_target(s["eps"], delta, s["rounds"],
+    cal = PrivacyRule.from_target(s["eps"], delta, s["rounds"],
                                          estimation_error_std=s["err_std"], tail_prob=TAIL)
     a = amplitude_bound(s["scheme"], s["clip"])
     floor = s["floor_factor"] * cal.eta_priv(model.noise_var, a)

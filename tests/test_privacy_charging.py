@@ -28,7 +28,7 @@ from pairzero.ota.charging import (
     RadioPrivacy,
     terms_of,
 )
-from pairzero.ota.privacy import PrivacyCalibration, epsilon_from_mu
+from pairzero.ota.privacy import PrivacyRule, epsilon_from_mu
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.round import ApRoundPhy, NodeRoundPhy
 from pairzero.protocol.messages import (
@@ -227,7 +227,7 @@ def _payload(layout: FrameLayout, burst: np.ndarray) -> complex:
 def test_a_node_refuses_a_payload_that_would_exceed_its_budget_and_remembers(tmp_path: Path) -> None:
     # Prepare: T = 2; the AP tells mu = the per-round target each round
     cfg = _cfg("run.rounds=2")
-    cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, 2)
+    cal = PrivacyRule.from_target(cfg.privacy.epsilon, cfg.privacy.delta, 2)
     air = Air(GAINS, [0.0] * 3, [0.0] * 3, NOISE)
     node = NodeRoundPhy(cfg, 0, air.node(0))
     node.attach_ledger(str(tmp_path / "edge0-privacy.jsonl"))
@@ -290,7 +290,7 @@ def test_the_noise_floor_lower_bound_holds_at_its_level() -> None:
 
 def test_the_precoding_error_bound_covers_the_next_frames_error() -> None:
     # Prepare: a node whose precoding error is CN(0, 0.2^2); 32 measured frames, then one more
-    cal = PrivacyCalibration.from_target(8.0, 1e-5, 100)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 100)
     rng = np.random.default_rng(4)
     sigma, p, trials = 0.2, 1e-3, 2000
     misses = 0
@@ -342,7 +342,7 @@ def test_a_node_with_another_clip_bound_is_refused_at_join_naming_it() -> None:
 
 
 def test_budget_spent_message_names_the_target() -> None:
-    cal = PrivacyCalibration.from_target(8.0, 1e-5, 4)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 4)
     rp = RadioPrivacy(cal, 2, 1.0, tail_prob=1e-6)
     refused = rp.admit({0: cal.mu_total * 1.01, 1: cal.mu_round})
     assert list(refused) == [0]
@@ -355,7 +355,7 @@ def test_a_node_in_every_round_spends_no_more_than_the_per_round_target(tmp_path
     # measured error and pilot bounds, so each payload is planned at most at mu* / sqrt(T) and
     # T rounds fit every node's budget: no node is ever left out for it
     cfg = _cfg("run.rounds=16")
-    cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, 16)
+    cal = PrivacyRule.from_target(cfg.privacy.epsilon, cfg.privacy.delta, 16)
     air, ap, nodes = _radio(cfg, tmp_path / "privacy.jsonl")
     with caplog.at_level(logging.WARNING):
         plans = [_round(air, ap, nodes, t)[0] for t in range(16)]

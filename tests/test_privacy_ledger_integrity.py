@@ -23,7 +23,7 @@ from pairzero.ota.charging import (
     ledger_head_path,
     terms_of,
 )
-from pairzero.ota.privacy import PrivacyCalibration
+from pairzero.ota.privacy import PrivacyRule
 from pairzero.protocol.messages import RoundRecord
 from pairzero.runinfo import experiment_id, write_provenance
 
@@ -139,7 +139,7 @@ def _record(exp: str, t: int, active: tuple[int, ...]) -> RoundRecord:
 
 def test_an_ap_never_rebuilds_the_account_from_the_round_log_alone(tmp_path: Path) -> None:
     # Prepare: both the ledger and its head are gone; the round log has payload rounds
-    cal = PrivacyCalibration.from_target(8.0, 1e-5, 10)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 10)
     rp = RadioPrivacy(cal, 2, 1.0, 1e-6, ledger=PrivacyLedger(tmp_path / "privacy.jsonl", _terms()))
     records = [_record("e", 0, ()), _record("e", 1, ()), _record("e", 2, (0, 1))]
     # Execute / Assert

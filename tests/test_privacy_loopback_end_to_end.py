@@ -22,7 +22,7 @@ from pairzero.config import config_to_dict, load_config
 from pairzero.launch import free_port_block
 from pairzero.metrics import round_rows
 from pairzero.ota.charging import PrivacyLedger, terms_of
-from pairzero.ota.privacy import PrivacyCalibration
+from pairzero.ota.privacy import PrivacyRule
 from tests.e2e_util import replay_hash, round_log
 
 pytestmark = pytest.mark.e2e  # starts processes and the channel emulator
@@ -44,7 +44,7 @@ def test_a_node_with_a_spent_account_is_left_out_before_the_frame_and_never_in_s
     conf.write_text(yaml.safe_dump(config_to_dict(cfg)))
     run = tmp_path / "run"
     (run / "nodes").mkdir(parents=True)
-    cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, ROUNDS)
+    cal = PrivacyRule.from_target(cfg.privacy.epsilon, cfg.privacy.delta, ROUNDS)
     node_ledger = run / "nodes" / "edge2-privacy.jsonl"
     led = PrivacyLedger(node_ledger, terms_of(cfg))
     led.append({"kind": "sent", "t": 0, "mu": 0.999 * cal.mu_total})

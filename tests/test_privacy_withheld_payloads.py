@@ -18,7 +18,7 @@ import pytest
 
 from pairzero.config import load_config
 from pairzero.ota.charging import NodeBudget, RadioPrivacy
-from pairzero.ota.privacy import PrivacyCalibration
+from pairzero.ota.privacy import PrivacyRule
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.round import ApRoundPhy, NodeRoundPhy
 from pairzero.phy.rx import BurstReceiver
@@ -41,7 +41,7 @@ def _noisy_cfg(rounds: int = 40):
     noise share, and the shares make up most of the noise that protects every node."""
     base = ["nodes.count=6", "channel.snr_db=30.0", "zo.clip=1.0", f"run.rounds={rounds}"]
     cfg = load_config(None, base)
-    cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, rounds)
+    cal = PrivacyRule.from_target(cfg.privacy.epsilon, cfg.privacy.delta, rounds)
     lay = FrameLayout(cfg.phy, K)
     e_s = float(np.vdot(lay.payload_template, lay.payload_template).real)
     floor = FLOOR_FACTOR * cal.eta_priv(NOISE / e_s, 1.0)
@@ -153,7 +153,7 @@ def test_an_unmeasured_charge_holds_whichever_other_shares_went_out(tmp_path: Pa
 
 def test_the_budget_admits_a_node_only_if_its_worst_case_fits() -> None:
     # A node with room for its planned round but not for the round's worst case is left out
-    cal = PrivacyCalibration.from_target(8.0, 1e-5, 10)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 10)
     rp = RadioPrivacy(cal, 2, 1.0, tail_prob=1e-6)
     rp.note_reported(0, math.sqrt(cal.mu_total**2 - 2 * cal.mu_round**2))
     assert rp.admit({0: 1.2 * cal.mu_round, 1: 1.2 * cal.mu_round}) == {}
@@ -165,7 +165,7 @@ def test_the_budget_admits_a_node_only_if_its_worst_case_fits() -> None:
 
 
 def test_a_node_is_precoded_only_after_two_significant_pilots_in_a_row() -> None:
-    cal = PrivacyCalibration.from_target(8.0, 1e-5, 10)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 10)
     rp = RadioPrivacy(cal, 1, 1.0, tail_prob=1e-6)
     rp.record_error(0, 0.01)
     rp.note_pilot(0, True)
@@ -234,7 +234,7 @@ def test_a_node_refuses_a_precoding_above_its_power_budget() -> None:
 
 
 def test_the_node_budget_bound_uses_the_largest_recently_implied_gain() -> None:
-    cal = PrivacyCalibration.from_target(8.0, 1e-5, 100)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 100)
     nb = NodeBudget(cal, 1.0)
     base = nb.cost(0.0, 0.01, 0.0, 1e-4, b_abs=0.01 / 0.8)
     assert base == pytest.approx(2 * 0.01 / math.sqrt(1e-4 / 2), rel=1e-12)

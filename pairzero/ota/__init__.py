@@ -1,10 +1,11 @@
 """Over-the-air (OTA) aggregation, power control and differential privacy (pure numpy/scipy).
 
 Modules:
-    channel:   seeded block-fading channel, ChannelModel.draw(t) -> ChannelState.
+    fading:    seeded block-fading channel, ChannelModel.draw(t) -> ChannelState.
     power:     per-round power control (the optimisation problem and its solution are in
                :mod:`pairzero.ota.power`'s docstring), plan_round(...) -> PowerPlan.
-    privacy:   analytic Gaussian DP, noise multiplier z*, calibration, per-node accountant.
+    privacy:   analytic Gaussian DP, noise multiplier z*, the per-round rule (PrivacyRule), per-node
+               accountant.
     aggregate: receive / estimate / one-bit vote / closed-form MSE, ota_round(...) -> RoundResult.
     comm:      communication cost per round of pAirZero and baselines.
     pipeline:  OTARoundRunner, the per-round glue for the training loop.
@@ -24,13 +25,13 @@ from pairzero.ota.aggregate import (
     realized_mu,
     receive,
 )
-from pairzero.ota.channel import ChannelModel, ChannelState, noise_var_from_snr_db
 from pairzero.ota.comm import CommCost, downlink_cost, uplink_bits_per_round, uplink_cost
+from pairzero.ota.fading import ChannelModel, ChannelState, noise_var_from_snr_db
 from pairzero.ota.pipeline import OTARoundRunner
 from pairzero.ota.power import PowerPlan, amplitude_bound, plan_round
 from pairzero.ota.privacy import (
     GaussianDPAccountant,
-    PrivacyCalibration,
+    PrivacyRule,
     delta_from_mu,
     epsilon_from_mu,
     estimation_error_bound,
@@ -45,7 +46,7 @@ __all__ = [
     "GaussianDPAccountant",
     "OTARoundRunner",
     "PowerPlan",
-    "PrivacyCalibration",
+    "PrivacyRule",
     "RoundResult",
     "amplitude_bound",
     "analog_estimate",

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from pairzero.ota.channel import ChannelState
+from pairzero.ota.fading import ChannelState
 from pairzero.ota.power import PowerPlan
 
 __all__ = [

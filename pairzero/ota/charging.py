@@ -62,7 +62,7 @@ from pairzero.errors import OperationalError
 from pairzero.ota.power import PowerPlan, plan_round
 from pairzero.ota.privacy import (
     GaussianDPAccountant,
-    PrivacyCalibration,
+    PrivacyRule,
     charge_logged_rounds,
     epsilon_from_mu,
 )
@@ -372,7 +372,7 @@ class RadioPrivacy:
     """The AP's planning bounds, budget and charges for the radio path (one per run).
 
     Args:
-        calibration: the per-round rule (target over ``rounds``; its ``error_bound`` is the
+        rule: the per-round rule (target over ``rounds``; its ``error_bound`` is the
             configured floor of the precoding-error bound).
         n_nodes: K.
         amplitude: A, the bound on a node's transmitted symbol (G analog, 1 one-bit).
@@ -381,15 +381,15 @@ class RadioPrivacy:
         ledger: durable record (None: in memory only, for tools and tests).
     """
 
-    def __init__(self, calibration: PrivacyCalibration, n_nodes: int, amplitude: float,
+    def __init__(self, rule: PrivacyRule, n_nodes: int, amplitude: float,
                  tail_prob: float, window: int = 32, ledger: PrivacyLedger | None = None) -> None:
         if not 0.0 < tail_prob < 1.0:
             raise ValueError(f"tail_prob: {tail_prob!r} must be in (0, 1)")
-        self.cal = calibration
+        self.cal = rule
         self.k = n_nodes
         self.amplitude = float(amplitude)
         self.tail_prob = float(tail_prob)
-        self.mu_budget = calibration.mu_total  # mu* of the whole run
+        self.mu_budget = rule.mu_total  # mu* of the whole run
         self.charged = GaussianDPAccountant(n_nodes)  # what the AP charges (measured or planned)
         self.told = GaussianDPAccountant(n_nodes)  # what the nodes were told (their own accounts)
         self.reported = np.zeros(n_nodes)  # what each node said it has spent (READY), largest
@@ -450,8 +450,8 @@ class RadioPrivacy:
         r = magnitude_bounds(0j, est_err_var, self.tail_prob)[1]
         return self.error_bound(node) + (r / h_abs if h_abs > 0 else math.inf)
 
-    def calibration_for(self, nodes: Iterable[int], h_est: np.ndarray,
-                        est_err_var: float = 0.0) -> PrivacyCalibration:
+    def rule_for(self, nodes: Iterable[int], h_est: np.ndarray,
+                        est_err_var: float = 0.0) -> PrivacyRule:
         """The per-round rule with the largest :meth:`planning_bound` of ``nodes`` (eta is common
         to all, so the least certain node sets it)."""
         bound = max((self.planning_bound(k, abs(complex(h_est[k])), est_err_var) for k in nodes),
@@ -661,7 +661,7 @@ class PayloadPlan:
 
 def plan_payload(
     h_est: np.ndarray, available: np.ndarray, noise_var_y: float, charges: RadioPrivacy | None,
-    privacy: PrivacyCalibration | None, power_budget: float, amplitude: float, g_th: float = 0.0,
+    privacy: PrivacyRule | None, power_budget: float, amplitude: float, g_th: float = 0.0,
     eta_floor: float = 0.0, sigma_a_max: float | None = None, est_err_var: float = 0.0,
 ) -> PayloadPlan:
     """Plan a round's payload (:func:`pairzero.ota.power.plan_round`) with each node's measured
@@ -674,7 +674,7 @@ def plan_payload(
     while True:
         cal = privacy
         if charges is not None:
-            cal = charges.calibration_for((int(k) for k in np.flatnonzero(avail)), h_est, est_err_var)
+            cal = charges.rule_for((int(k) for k in np.flatnonzero(avail)), h_est, est_err_var)
         pp = plan_round(h_est, power_budget, amplitude, noise_var_y, g_th=g_th, privacy=cal,
                         eta_floor=eta_floor, sigma_a_max=sigma_a_max, available=avail)
         active = [int(k) for k in np.flatnonzero(pp.active)]
@@ -722,12 +722,12 @@ class NodeBudget:
     protocol violation and refused. A payload is refused when sqrt(spent^2 + cost^2) > mu*.
     """
 
-    def __init__(self, calibration: PrivacyCalibration, amplitude: float,
+    def __init__(self, rule: PrivacyRule, amplitude: float,
                  ledger: PrivacyLedger | None = None, power_budget: float = math.inf) -> None:
-        self.cal = calibration
+        self.cal = rule
         self.amplitude = float(amplitude)
         self.power_budget = float(power_budget)
-        self.mu_budget = calibration.mu_total
+        self.mu_budget = rule.mu_total
         self.ledger = ledger
         self.spent_sq = 0.0
         self.payloads = 0

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from pairzero.ota.aggregate import RoundResult, Scheme, ota_round
-from pairzero.ota.channel import ChannelModel, ChannelState
+from pairzero.ota.fading import ChannelModel, ChannelState
 from pairzero.ota.power import PowerPlan, amplitude_bound, plan_round
-from pairzero.ota.privacy import GaussianDPAccountant, PrivacyCalibration
+from pairzero.ota.privacy import GaussianDPAccountant, PrivacyRule
 
 __all__ = ["OTARoundRunner"]
 
@@ -40,7 +40,7 @@ class OTARoundRunner:
         clip_G: ZOConfig.clip (G).
         g_th: truncation threshold on |h_est|^2.
         scheme: ``analog`` or ``one_bit``.
-        privacy: calibration, or None for no privacy (full power).
+        privacy: the per-round rule, or None for no privacy (full power).
         eta_floor: minimum alignment gain.
         sigma_a_max: artificial-noise std cap (None: unlimited).
         seed: seed of the receiver-noise stream (round t uses SeedSequence([seed, 2, t])).
@@ -53,7 +53,7 @@ class OTARoundRunner:
         clip_G: float,
         g_th: float = 0.0,
         scheme: Scheme = "analog",
-        privacy: PrivacyCalibration | None = None,
+        privacy: PrivacyRule | None = None,
         eta_floor: float = 0.0,
         sigma_a_max: float | None = None,
         seed: int = 0,
@@ -76,7 +76,7 @@ class OTARoundRunner:
         channel = ChannelModel.from_config(cfg.channel, cfg.nodes, cfg.run.seed)
         privacy = None
         if cfg.privacy.enabled:
-            privacy = PrivacyCalibration.from_target(
+            privacy = PrivacyRule.from_target(
                 cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds,
                 estimation_error_std=cfg.channel.estimation_error_std,
                 tail_prob=cfg.privacy.error_tail_prob,

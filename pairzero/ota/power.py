@@ -51,7 +51,7 @@ from typing import Literal
 
 import numpy as np
 
-from pairzero.ota.privacy import PrivacyCalibration
+from pairzero.ota.privacy import PrivacyRule
 
 __all__ = ["PowerPlan", "plan_round", "amplitude_bound"]
 
@@ -134,7 +134,7 @@ def plan_round(
     clip_G: float,
     noise_var: float,
     g_th: float = 0.0,
-    privacy: PrivacyCalibration | None = None,
+    privacy: PrivacyRule | None = None,
     eta_floor: float = 0.0,
     sigma_a_max: float | None = None,
     available: np.ndarray | None = None,

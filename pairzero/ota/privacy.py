@@ -55,7 +55,7 @@ __all__ = [
     "mu_from_epsilon_delta",
     "noise_multiplier",
     "estimation_error_bound",
-    "PrivacyCalibration",
+    "PrivacyRule",
     "GaussianDPAccountant",
     "charge_logged_rounds",
 ]
@@ -169,7 +169,7 @@ def estimation_error_bound(error_std: float, tail_prob: float = DEFAULT_ERROR_TA
 
 
 @dataclass(frozen=True)
-class PrivacyCalibration:
+class PrivacyRule:
     """Per-round privacy rule for a target (epsilon, delta) over ``rounds`` rounds.
 
     Attributes:
@@ -193,8 +193,8 @@ class PrivacyCalibration:
         rounds: int,
         estimation_error_std: float = 0.0,
         tail_prob: float = DEFAULT_ERROR_TAIL_PROB,
-    ) -> PrivacyCalibration:
-        """Build the calibration; ``estimation_error_std`` is the relative std of e_k."""
+    ) -> PrivacyRule:
+        """Build the rule; ``estimation_error_std`` is the relative std of e_k."""
         z = noise_multiplier(epsilon, delta, rounds)
         bound = estimation_error_bound(estimation_error_std, tail_prob)
         return cls(epsilon=float(epsilon), delta=float(delta), rounds=int(rounds), z_star=z,

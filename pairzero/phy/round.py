@@ -71,8 +71,8 @@ from pairzero.ota.charging import (
     terms_of,
 )
 from pairzero.ota.power import PowerPlan, amplitude_bound
-from pairzero.ota.privacy import PrivacyCalibration
-from pairzero.phy.calibration import NodeCalibration, calibrate_burst, radio_identity
+from pairzero.ota.privacy import PrivacyRule
+from pairzero.phy.calibration_file import NodeCalibration, calibrate_burst, radio_identity
 from pairzero.phy.frame import FrameLayout
 from pairzero.phy.frontend import (
     EventKind,
@@ -159,7 +159,7 @@ class ApRoundPhy:
         self.privacy = None
         self.charges: RadioPrivacy | None = None
         if cfg.privacy.enabled:
-            self.privacy = PrivacyCalibration.from_target(
+            self.privacy = PrivacyRule.from_target(
                 cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds,
                 estimation_error_std=cfg.channel.estimation_error_std,
                 tail_prob=cfg.privacy.error_tail_prob,
@@ -462,7 +462,7 @@ class NodeRoundPhy:
         self._events: list[TxEvent] = []
         self.budget: NodeBudget | None = None
         if cfg.privacy.enabled:
-            cal = PrivacyCalibration.from_target(cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds)
+            cal = PrivacyRule.from_target(cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds)
             self.budget = NodeBudget(cal, amplitude_bound(cfg.ota.scheme, cfg.zo.clip),
                                      power_budget=cfg.nodes.power_budget)
 

@@ -386,7 +386,7 @@ class Calibrate:
     (dB); ``digital_scale``: linear amplitude factor on the samples, (0, 1]; ``phase_rad``:
     rotation of the samples (rad); ``timing_advance_samples``: send this much early (samples);
     ``tx_sample``: the frame's start on the shared sample clock (the node sends preamble and
-    pilot in its slot, no payload). Units as in :mod:`pairzero.phy.calibration`.
+    pilot in its slot, no payload). Units as in :mod:`pairzero.phy.calibration_file`.
     """
 
     node: int
@@ -471,7 +471,7 @@ _RANGES: Final[dict[str, tuple[float, float]]] = {
     "iteration": (0, 1 << 20),
     "tx_gain_db": (-200.0, 200.0),
     "digital_scale": (1e-12, 1.0),
-    "timing_advance_samples": (-16.0, 16.0),  # pairzero.phy.calibration.MAX_TIMING_ADVANCE
+    "timing_advance_samples": (-16.0, 16.0),  # pairzero.phy.calibration_file.MAX_TIMING_ADVANCE
 }
 
 # Allowed values of string fields: field name -> choices.

@@ -226,9 +226,9 @@ def run_loopback(point: Point, preset: Preset, work: Path) -> Result:
     """``pairzero loopback`` (AP + channel emulator + K node processes) on the point's config.
 
     The clip bound and the task prompt are resolved here, once, and the launcher runs the
-    resolved config, so every process uses the same G (see :mod:`pairzero.clip`).
+    resolved config, so every process uses the same G (see :mod:`pairzero.clip_bound`).
     """
-    from pairzero.clip import resolve_clip
+    from pairzero.clip_bound import resolve_clip
     from pairzero.launch import LoopbackFailed
     from pairzero.launch import run_loopback as launch_loopback
     from pairzero.tasks import with_task_prompt

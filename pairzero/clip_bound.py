@@ -43,13 +43,13 @@ import numpy as np
 
 from pairzero.config import ExperimentConfig
 
-__all__ = ["ClipCalibration", "calibrate_clip", "resolve_clip"]
+__all__ = ["ClipWarmup", "measure_clip", "resolve_clip"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ClipCalibration:
+class ClipWarmup:
     """Outcome of the clip warm-up.
 
     Attributes:
@@ -83,7 +83,7 @@ def _three_digits(x: float) -> float:
     return float(f"{x:.3g}")
 
 
-def calibrate_clip(cfg: ExperimentConfig, quantile: float, draws: int) -> ClipCalibration:
+def measure_clip(cfg: ExperimentConfig, quantile: float, draws: int) -> ClipWarmup:
     """Measure |g| at the initial model on the validation split and return G (see module doc)."""
     from pairzero.models import load_model, trainable_parameters
     from pairzero.seeds import batch_seed, warmup_seed
@@ -117,7 +117,7 @@ def calibrate_clip(cfg: ExperimentConfig, quantile: float, draws: int) -> ClipCa
             f"trainable set {cfg.model.trainable!r} does not change the loss; choose another "
             "model.trainable or set zo.clip"
         )
-    cal = ClipCalibration(
+    cal = ClipWarmup(
         clip=g_clip, quantile=quantile, draws=draws, batch_size=cfg.task.batch_size,
         abs_g_quantiles={f"p{int(p * 100)}": float(np.quantile(a, p)) for p in (0.1, 0.5, 0.9, 0.99)}
         | {"max": float(a.max())},
@@ -131,11 +131,11 @@ def calibrate_clip(cfg: ExperimentConfig, quantile: float, draws: int) -> ClipCa
     return cal
 
 
-def resolve_clip(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ClipCalibration | None]:
+def resolve_clip(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ClipWarmup | None]:
     """``cfg`` with a numeric ``zo.clip`` (warm-up run when ``zo.clip_quantile`` is set)."""
     q = cfg.zo.clip_quantile
     if q is None:
         return cfg, None
-    cal = calibrate_clip(cfg, q, cfg.zo.clip_warmup_draws)
+    cal = measure_clip(cfg, q, cfg.zo.clip_warmup_draws)
     zo = dataclasses.replace(cfg.zo, clip=cal.clip, clip_quantile=None)
     return dataclasses.replace(cfg, zo=zo), cal

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pairzero.config import ChannelConfig, NodesConfig
-from pairzero.ota.channel import ChannelModel, noise_var_from_snr_db
+from pairzero.ota.fading import ChannelModel, noise_var_from_snr_db
 
 
 def test_same_seed_and_round_give_same_draw_regardless_of_order() -> None:
