@@ -288,10 +288,38 @@ def distinguishability(
     return out
 
 
+#: One run of a learning curve: (seed, its result, its point).
+_Run = tuple[int, dict[str, Any], Point]
+#: One point of a sweep: (x, final accuracy, seed, its point).
+_SweepPoint = tuple[float, float, int, Point]
+#: The sweeps of section 4: group, title, config key, unit.
+_SWEEPS = (("snr", "SNR", ("channel", "snr_db"), "dB"),
+           ("epsilon", "privacy budget ε", ("privacy", "epsilon"), ""),
+           ("nodes", "number of nodes K", ("nodes", "count"), ""))
+
+
 def _learning(doc: _Doc, preset: Preset, pts: list[Point], figs: Path) -> None:
     doc.add("## 4. Learning", "")
-    curve_pts = [p for p in pts if p.params["group"] == "curves"]
-    by_method: dict[str, list[tuple[int, dict[str, Any], Point]]] = defaultdict(list)
+    by_method, missing, cfg, n_eval = _curve_runs(doc, [p for p in pts if p.params["group"] == "curves"])
+    if cfg is not None:
+        _learning_setup(doc, cfg, n_eval)
+    finals = _curve_table(doc, by_method, missing)
+    _noise_gap(doc, finals)
+    curves = {m: [r["curve"] for _, r, _ in sorted(v, key=lambda x: x[0])] for m, v in by_method.items()}
+    if curves and n_eval:
+        _curve_separation(doc, curves, n_eval)
+        _curve_figure(doc, curves, figs)
+    for group, title, key, unit in _SWEEPS:
+        gp = [p for p in pts if p.params["group"] == group]
+        if gp:
+            _learning_sweep(doc, gp, (group, title, key, unit), by_method, finals, figs)
+
+
+def _curve_runs(doc: _Doc, curve_pts: list[Point]) -> tuple[
+        dict[str, list[_Run]], list[tuple[str, Any, str, Point]], dict[str, Any] | None, Any]:
+    """The curves' runs by method, the points without a result (label, seed, why, point), the
+    config of the last point and its number of validation examples."""
+    by_method: dict[str, list[_Run]] = defaultdict(list)
     missing = []
     n_eval = None
     task = None
@@ -305,15 +333,24 @@ def _learning(doc: _Doc, preset: Preset, pts: list[Point], figs: Path) -> None:
             missing.append((METHOD_LABEL[method], cfg["run"]["seed"], _na(rec), p))
             continue
         by_method[method].append((cfg["run"]["seed"], rec["result"], p))  # type: ignore[index]
-    if task is not None:
-        doc.add(f"Task `{task['task']['name']}`, model `{task['model']['name']}` "
-                f"(trainable `{task['model']['trainable']}`), K = {task['nodes']['count']} nodes, "
-                f"{task['run']['rounds']} rounds, batch {task['task']['batch_size']} per node, "
-                f"SNR {task['channel']['snr_db']:g} dB ({task['channel']['fading']}), "
-                f"ε = {task['privacy']['epsilon']:g}, δ = {task['privacy']['delta']:g}, "
-                f"ZO lr {task['zo']['lr']:g}, FO lr {task['run']['fo_lr']:g}, clip G from the "
-                f"warm-up {task['zo']['clip_quantile']}-quantile of |g| (public validation split, no "
-                f"privacy charge); validation accuracy on {n_eval} examples.", "")
+    return by_method, missing, task, n_eval
+
+
+def _learning_setup(doc: _Doc, task: dict[str, Any], n_eval: Any) -> None:
+    doc.add(f"Task `{task['task']['name']}`, model `{task['model']['name']}` "
+            f"(trainable `{task['model']['trainable']}`), K = {task['nodes']['count']} nodes, "
+            f"{task['run']['rounds']} rounds, batch {task['task']['batch_size']} per node, "
+            f"SNR {task['channel']['snr_db']:g} dB ({task['channel']['fading']}), "
+            f"ε = {task['privacy']['epsilon']:g}, δ = {task['privacy']['delta']:g}, "
+            f"ZO lr {task['zo']['lr']:g}, FO lr {task['run']['fo_lr']:g}, clip G from the "
+            f"warm-up {task['zo']['clip_quantile']}-quantile of |g| (public validation split, no "
+            f"privacy charge); validation accuracy on {n_eval} examples.", "")
+
+
+def _curve_table(doc: _Doc, by_method: dict[str, list[_Run]],
+                 missing: list[tuple[str, Any, str, Point]]) -> dict[str, dict[int, float]]:
+    """The table of the curves, one row per method (then the missing points); returns each
+    method's final accuracy per seed."""
     rows = []
     finals: dict[str, dict[int, float]] = {}
     for m in METHOD_ORDER:
@@ -321,23 +358,32 @@ def _learning(doc: _Doc, preset: Preset, pts: list[Point], figs: Path) -> None:
         if not runs:
             continue
         finals[m] = {s: r["final_val_accuracy"] for s, r, _ in runs}
-        aucs = [statistics.mean(c["val_accuracy"] for c in r["curve"]) for _, r, _ in runs]
-        eps = [r["eps_spent"] for _, r, _ in runs if finite(r.get("eps_spent"))]
-        rows.append([
-            METHOD_LABEL[m], ", ".join(str(s) for s, _, _ in runs),
-            _mean_sd([r["start_val_accuracy"] for _, r, _ in runs]),
-            _mean_sd([r["final_val_accuracy"] for _, r, _ in runs]),
-            ", ".join(f"{r['final_val_accuracy']:.3f}" for _, r, _ in runs),
-            _mean_sd(aucs), _fmt(max(eps), 2) if eps else "–",
-            _fmt(statistics.mean(r["clip"] for _, r, _ in runs if finite(r.get("clip"))), 3)
-            if any(finite(r.get("clip")) for _, r, _ in runs) else "–",
-            _fmt(statistics.mean(r["wall_s"] for _, r, _ in runs), 0),
-            ", ".join(doc.src(p) for _, _, p in runs)])
+        rows.append(_curve_row(doc, m, runs))
     for label, seed, why, p in missing:
         rows.append([label, str(seed), why, "", "", "", "", "", "", doc.src(p)])
     doc.add("### Accuracy against round", "")
     doc.table(["method", "seeds", "start acc", "final acc (mean ± sd)", "final per seed",
                "mean acc over the curve", "max ε spent", "clip G", "wall s / run", "source"], rows)
+    return finals
+
+
+def _curve_row(doc: _Doc, m: str, runs: list[_Run]) -> list[str]:
+    aucs = [statistics.mean(c["val_accuracy"] for c in r["curve"]) for _, r, _ in runs]
+    eps = [r["eps_spent"] for _, r, _ in runs if finite(r.get("eps_spent"))]
+    return [
+        METHOD_LABEL[m], ", ".join(str(s) for s, _, _ in runs),
+        _mean_sd([r["start_val_accuracy"] for _, r, _ in runs]),
+        _mean_sd([r["final_val_accuracy"] for _, r, _ in runs]),
+        ", ".join(f"{r['final_val_accuracy']:.3f}" for _, r, _ in runs),
+        _mean_sd(aucs), _fmt(max(eps), 2) if eps else "–",
+        _fmt(statistics.mean(r["clip"] for _, r, _ in runs if finite(r.get("clip"))), 3)
+        if any(finite(r.get("clip")) for _, r, _ in runs) else "–",
+        _fmt(statistics.mean(r["wall_s"] for _, r, _ in runs), 0),
+        ", ".join(doc.src(p) for _, _, p in runs)]
+
+
+def _noise_gap(doc: _Doc, finals: dict[str, dict[int, float]]) -> None:
+    """pAirZero's final accuracy against noiseless ZO's, on the seeds both ran."""
     if "pairzero" in finals and "zo_noiseless" in finals:
         common = sorted(set(finals["pairzero"]) & set(finals["zo_noiseless"]))
         gaps = [finals["pairzero"][s] - finals["zo_noiseless"][s] for s in common]
@@ -347,98 +393,109 @@ def _learning(doc: _Doc, preset: Preset, pts: list[Point], figs: Path) -> None:
                     f"{100 * g:+.1f} points (per seed: "
                     + ", ".join(f"{100 * x:+.1f}" for x in gaps)
                     + f"); within 2 points: {'yes' if g >= -0.02 else 'NO'}.", "")
-    curves = {m: [r["curve"] for _, r, _ in sorted(v, key=lambda x: x[0])] for m, v in by_method.items()}
-    if curves and n_eval:
-        dist = distinguishability(curves, n_eval)
-        doc.add("Pairwise separation of the curves (largest |Δ accuracy| over the evaluation "
-                "rounds, in standard errors; distinguishable at ≥ 2):", "")
-        doc.table(["method A", "method B", "largest mean Δ acc", "at round", "z", "distinguishable"],
-                  [[METHOD_LABEL[d["a"]], METHOD_LABEL[d["b"]], _fmt(d["max_abs_diff"]),
-                    str(d["round"] or "–"), _fmt(d["z"], 1), _fmt(d["distinguishable"])] for d in dist])
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for i, m in enumerate(m for m in METHOD_ORDER if m in curves):
-            color = f"C{i}"
-            cs = curves[m]
-            for c in cs:
-                ax.plot([r["round"] for r in c], [r["val_accuracy"] for r in c], color=color, lw=0.6, alpha=0.35)
-            rounds = [r["round"] for r in cs[0]]
-            mean = [statistics.mean(next(r["val_accuracy"] for r in c if r["round"] == rnd) for c in cs
-                                    if any(r["round"] == rnd for r in c)) for rnd in rounds]
-            ax.plot(rounds, mean, "o-", color=color, ms=3, label=f"{METHOD_LABEL[m]} ({len(cs)} seed{'s' * (len(cs) > 1)})")
-        ax.set_xlabel("round")
-        ax.set_ylabel("validation accuracy")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = figs / "learning_curves.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        doc.add(f"![learning curves]({os.path.relpath(path, doc.report.parent)})", "")
 
-    base = by_method.get("pairzero", [])
-    base_noiseless = by_method.get("zo_noiseless", [])
-    for group, title, key, unit in (("snr", "SNR", ("channel", "snr_db"), "dB"),
-                                    ("epsilon", "privacy budget ε", ("privacy", "epsilon"), ""),
-                                    ("nodes", "number of nodes K", ("nodes", "count"), "")):
-        gp = [p for p in pts if p.params["group"] == group]
-        if not gp:
+
+def _curve_separation(doc: _Doc, curves: dict[str, list[list[dict[str, Any]]]], n_eval: int) -> None:
+    dist = distinguishability(curves, n_eval)
+    doc.add("Pairwise separation of the curves (largest |Δ accuracy| over the evaluation "
+            "rounds, in standard errors; distinguishable at ≥ 2):", "")
+    doc.table(["method A", "method B", "largest mean Δ acc", "at round", "z", "distinguishable"],
+              [[METHOD_LABEL[d["a"]], METHOD_LABEL[d["b"]], _fmt(d["max_abs_diff"]),
+                str(d["round"] or "–"), _fmt(d["z"], 1), _fmt(d["distinguishable"])] for d in dist])
+
+
+def _curve_figure(doc: _Doc, curves: dict[str, list[list[dict[str, Any]]]], figs: Path) -> None:
+    """Every seed's curve (thin) and their mean per method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, m in enumerate(m for m in METHOD_ORDER if m in curves):
+        color = f"C{i}"
+        cs = curves[m]
+        for c in cs:
+            ax.plot([r["round"] for r in c], [r["val_accuracy"] for r in c], color=color, lw=0.6, alpha=0.35)
+        rounds = [r["round"] for r in cs[0]]
+        mean = [statistics.mean(next(r["val_accuracy"] for r in c if r["round"] == rnd) for c in cs
+                                if any(r["round"] == rnd for r in c)) for rnd in rounds]
+        ax.plot(rounds, mean, "o-", color=color, ms=3, label=f"{METHOD_LABEL[m]} ({len(cs)} seed{'s' * (len(cs) > 1)})")
+    ax.set_xlabel("round")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = figs / "learning_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    doc.add(f"![learning curves]({os.path.relpath(path, doc.report.parent)})", "")
+
+
+def _learning_sweep(doc: _Doc, gp: list[Point], sweep: tuple[str, str, tuple[str, str], str],
+                    by_method: dict[str, list[_Run]], finals: dict[str, dict[int, float]],
+                    figs: Path) -> None:
+    """One sweep's table and figure; the curves' default point (same seeds) belongs to it."""
+    group, title, key, unit = sweep
+    doc.add(f"### Accuracy against {title}", "")
+    series: dict[str, list[_SweepPoint]] = defaultdict(list)
+    rows = []
+    sweep_seeds = {p.params["config"]["run"]["seed"] for p in gp}
+    extra = [(r, p, "pairzero") for s, r, p in by_method.get("pairzero", []) if s in sweep_seeds]
+    if group == "nodes":
+        extra += [(r, p, "zo_noiseless") for s, r, p in by_method.get("zo_noiseless", []) if s in sweep_seeds]
+    for p in gp:
+        rec = load_point(doc.out, p)
+        cfg = p.params["config"]
+        x = float(cfg[key[0]][key[1]])
+        if not _ok(rec):
+            rows.append([METHOD_LABEL[cfg["run"]["method"]], _fmt(x, 0 if group == "nodes" else 1),
+                         str(cfg["run"]["seed"]), _na(rec), "", doc.src(p)])
             continue
-        doc.add(f"### Accuracy against {title}", "")
-        series: dict[str, list[tuple[float, float, int, Point]]] = defaultdict(list)
-        rows = []
-        sweep_seeds = {p.params["config"]["run"]["seed"] for p in gp}
-        extra = [(r, p, "pairzero") for s, r, p in base if s in sweep_seeds]
-        if group == "nodes":
-            extra += [(r, p, "zo_noiseless") for s, r, p in base_noiseless if s in sweep_seeds]
-        for p in gp:
+        r = rec["result"]  # type: ignore[index]
+        series[cfg["run"]["method"]].append((x, r["final_val_accuracy"], cfg["run"]["seed"], p))
+    for r, p, m in extra:  # the default point of the curves belongs to every sweep
+        cfg = p.params["config"]
+        series[m].append((float(cfg[key[0]][key[1]]), r["final_val_accuracy"], cfg["run"]["seed"], p))
+    for m, pts_m in series.items():
+        for x, acc, seed, p in sorted(pts_m, key=lambda t: (t[0], t[2])):
             rec = load_point(doc.out, p)
-            cfg = p.params["config"]
-            x = float(cfg[key[0]][key[1]])
-            if not _ok(rec):
-                rows.append([METHOD_LABEL[cfg["run"]["method"]], _fmt(x, 0 if group == "nodes" else 1),
-                             str(cfg["run"]["seed"]), _na(rec), "", doc.src(p)])
-                continue
-            r = rec["result"]  # type: ignore[index]
-            series[cfg["run"]["method"]].append((x, r["final_val_accuracy"], cfg["run"]["seed"], p))
-        for r, p, m in extra:  # the default point of the curves belongs to every sweep
-            cfg = p.params["config"]
-            series[m].append((float(cfg[key[0]][key[1]]), r["final_val_accuracy"], cfg["run"]["seed"], p))
-        for m, pts_m in series.items():
-            for x, acc, seed, p in sorted(pts_m, key=lambda t: (t[0], t[2])):
-                rec = load_point(doc.out, p)
-                eps_spent = rec["result"].get("eps_spent") if rec else None
-                rows.append([METHOD_LABEL[m], _fmt(x, 0 if group == "nodes" else 1) + (f" {unit}" if unit else ""),
-                             str(seed), _fmt(acc), _fmt(eps_spent, 2), doc.src(p)])
-        doc.table(["method", title, "seed", "final acc", "ε spent", "source"], rows)
-        if series:
-            plt = _pyplot()
-            fig, ax = plt.subplots(figsize=(5.5, 3.8))
-            for m, pts_m in sorted(series.items()):
-                by_x: dict[float, list[float]] = defaultdict(list)
-                for x, acc, _, _ in pts_m:
-                    by_x[x].append(acc)
-                xs = sorted(by_x)
-                ax.plot(xs, [statistics.mean(by_x[x]) for x in xs], "o-", label=METHOD_LABEL[m])
-            ref = [a for sd, a in finals.get("zo_noiseless", {}).items() if sd in sweep_seeds]
-            if group != "nodes" and ref:  # the same seeds as the sweep, at the default point
-                ax.axhline(statistics.mean(ref), color="k", ls="--", lw=0.8,
-                           label="noiseless ZO, default point, same seed" + ("s" if len(ref) > 1 else ""))
-            if group in ("epsilon", "nodes"):
-                ax.set_xscale("log")
-                ticks = sorted({x for pts_m in series.values() for x, _, _, _ in pts_m})
-                ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
-                ax.minorticks_off()
-            ys = [acc for pts_m in series.values() for _, acc, _, _ in pts_m] + ref
-            # at least +-0.05: differences below the binomial error (~0.02) must not look large
-            ax.set_ylim(max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
-            ax.set_xlabel(f"{title}" + (f" ({unit})" if unit else ""))
-            ax.set_ylabel("final validation accuracy")
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            path = figs / f"accuracy_vs_{group}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            doc.add(f"![accuracy vs {group}]({os.path.relpath(path, doc.report.parent)})", "")
+            eps_spent = rec["result"].get("eps_spent") if rec else None
+            rows.append([METHOD_LABEL[m], _fmt(x, 0 if group == "nodes" else 1) + (f" {unit}" if unit else ""),
+                         str(seed), _fmt(acc), _fmt(eps_spent, 2), doc.src(p)])
+    doc.table(["method", title, "seed", "final acc", "ε spent", "source"], rows)
+    if series:
+        ref = [a for sd, a in finals.get("zo_noiseless", {}).items() if sd in sweep_seeds]
+        _sweep_figure(doc, series, ref, sweep, figs)
+
+
+def _sweep_figure(doc: _Doc, series: dict[str, list[_SweepPoint]], ref: list[float],
+                  sweep: tuple[str, str, tuple[str, str], str], figs: Path) -> None:
+    """Final accuracy against the swept value, per method; ``ref``: noiseless ZO's final
+    accuracies at the default point, on the sweep's seeds."""
+    group, title, _, unit = sweep
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for m, pts_m in sorted(series.items()):
+        by_x: dict[float, list[float]] = defaultdict(list)
+        for x, acc, _, _ in pts_m:
+            by_x[x].append(acc)
+        xs = sorted(by_x)
+        ax.plot(xs, [statistics.mean(by_x[x]) for x in xs], "o-", label=METHOD_LABEL[m])
+    if group != "nodes" and ref:  # the same seeds as the sweep, at the default point
+        ax.axhline(statistics.mean(ref), color="k", ls="--", lw=0.8,
+                   label="noiseless ZO, default point, same seed" + ("s" if len(ref) > 1 else ""))
+    if group in ("epsilon", "nodes"):
+        ax.set_xscale("log")
+        ticks = sorted({x for pts_m in series.values() for x, _, _, _ in pts_m})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
+    ys = [acc for pts_m in series.values() for _, acc, _, _ in pts_m] + ref
+    # at least +-0.05: differences below the binomial error (~0.02) must not look large
+    ax.set_ylim(max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
+    ax.set_xlabel(f"{title}" + (f" ({unit})" if unit else ""))
+    ax.set_ylabel("final validation accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = figs / f"accuracy_vs_{group}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    doc.add(f"![accuracy vs {group}]({os.path.relpath(path, doc.report.parent)})", "")
 
 
 def _learning_rate(doc: _Doc, pts: list[Point], figs: Path) -> None:
