@@ -236,6 +236,8 @@ class _NodeThreads:
         except BaseException as e:
             self.errors.append(e)
             log.error("node %d failed: %s", node.node_id, e)
+            for n in self.nodes:
+                n.stop()
             self._on_failure()
 
     def finish(self, timeout_s: float = 60.0) -> None:
