@@ -210,8 +210,10 @@ def _protocol_rounds(cfg: ExperimentConfig, trainer: ZOTrainer, run_dir: Path,
         threads = _NodeThreads(nodes, cfg.run.rounds, on_failure=stop_all)
         try:
             orch.run()
-        finally:
-            threads.finish()
+        except BaseException:
+            threads.finish(timeout_s=0.0)  # the AP failed (or Ctrl-C): stop the nodes now
+            raise
+        threads.finish()
     if orch.next_round < cfg.run.rounds:
         raise RuntimeError(f"pairzero simulate stopped after {orch.next_round} of "
                            f"{cfg.run.rounds} rounds: {orch.stop_reason or 'stopped'}")
