@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,17 @@ log = logging.getLogger(__name__)
 class ApProgress:
     """The AP's metrics: the orchestrator's row of each committed round plus the PHY's privacy
     (eps spent) and channel fields and an evaluation every ``task.eval_every`` rounds, written
-    by the run's :class:`~pairzero.metrics.MetricsWriter`, and a progress line."""
+    by the run's :class:`~pairzero.metrics.MetricsWriter`, and a progress line (``echo``).
+    ``extra``: fields the run adds to every round row (``pairzero simulate``: the training loss
+    and the channel costs)."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, replica: Any, phy: ApPhy) -> None:
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, replica: Any, phy: ApPhy,
+                 extra: Callable[[], Mapping[str, Any]] | None = None, echo: bool = True) -> None:
         self.cfg = cfg
         self.replica = replica
         self.phy = phy
+        self.extra = extra
+        self.echo = echo
         self.writer = MetricsWriter(run_dir / METRICS_FILE)
         self.where = self.writer.where
         self.t0 = time.monotonic()
@@ -72,6 +78,8 @@ class ApProgress:
 
     def __call__(self, row: dict[str, Any]) -> None:
         out = dict(row)
+        if self.extra is not None:
+            out.update(self.extra())
         eps = self.phy.eps_spent()
         if eps is not None:
             # JSON has no infinity: baseband's "no privacy against the AP" is null + a note.
@@ -86,7 +94,10 @@ class ApProgress:
         self.write(out)
         self.last = out
         if out["round"] % self.cfg.output.log_every == 0 or "val_accuracy" in out:
-            print(progress_line(out, self.cfg.run.rounds), flush=True)
+            line = progress_line(out, self.cfg.run.rounds)
+            log.debug("%s", line)
+            if self.echo:
+                print(line, flush=True)
 
     def close(self) -> None:
         self.writer.close()

@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "edge": ("run one edge-node process", "edge_node.main:cmd_edge"),
     "channel": ("run the loopback channel emulator process", "radio.emulator_cli:cmd_channel"),
     "calibrate": ("align the power the AP receives from each node", "calibration.cli:cmd_calibrate"),
-    "simulate": ("train in one process with simulated nodes and channel", "pairzero.simulate:cmd_simulate"),
+    "simulate": ("train in one process with simulated nodes and channel", "simulation.run:cmd_simulate"),
     "report": ("plots and summary from run directories", "pairzero.plots:cmd_report"),
     "results": ("run the experiment set and write docs/results.md from its result files",
                 "pairzero.results:cmd_results"),

@@ -1,8 +1,10 @@
 """The ZO trainer of one process: model + data shards + objective + ZO engine.
 
-Used by ``pairzero simulate`` (one process hosts all K nodes and shares ONE model copy: every
-node's loss is evaluated at the same perturbed weights) and by each edge node (hosts one node;
-implements the control plane's :class:`pairzero.protocol.interfaces.Trainer`).
+Used by each edge node (hosts one node; implements the control plane's
+:class:`pairzero.protocol.interfaces.Trainer`) and by ``pairzero simulate``, where one process
+hosts all K nodes on ONE model copy (every node's loss is evaluated at the same perturbed
+weights): :class:`SharedWeights` gives each node, and the AP's replica, a view of that copy that
+refuses to serve a node whose update history is not the copy's (so sharing is provably exact).
 
 Determinism: round t's perturbation seed comes from the AP (``round_seed(run.seed, t)``); node
 k's mini-batch from :func:`batch_seed` (seed, k); the data partition from ``run.seed``. So a
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from pairzero.config import ExperimentConfig
@@ -26,7 +30,7 @@ from pairzero.tasks import Example, load_task, make_objective, partition, sample
 from pairzero.zo.checkpoint import tensors_sha256
 from pairzero.zo.engine import ZOEngine
 
-__all__ = ["ZOTrainer"]
+__all__ = ["ZOTrainer", "SharedWeights", "SharedView"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,9 @@ class ZOTrainer:
         self.compute_s: dict[int, float] = {}  # round t -> seconds of compute_scalar (edge node)
         self.update_s: dict[int, float] = {}  # round t -> seconds of its apply_update
         self._last_t: tuple[int, int] | None = None  # (t, seed) of the latest compute_scalar
+        # Every loss value of the latest local_scalars, in evaluation order (per perturbation j:
+        # the hosted nodes' losses at θ+εz_j, then at θ-εz_j): their mean is the training loss.
+        self.last_losses: list[float] = []
         log.info(
             "trainer: model %s (%s trainable values, mode %s), nodes %s, %d train / %d validation",
             cfg.model.name, f"{self.engine.manifest.numel:,}", cfg.model.trainable, self.node_ids,
@@ -93,7 +100,17 @@ class ZOTrainer:
             log.error("round seed %d was never committed; θ restored up to rounding, so this node "
                       "has diverged from the others", self.engine.pending_seed)
             self.engine.restore()
-        g = self.engine.scalars(seed, self.loss_fns(seed))
+        losses: list[float] = []
+
+        def recording(fn: Callable[[torch.nn.Module], torch.Tensor]) -> Callable[[torch.nn.Module], float]:
+            def loss(m: torch.nn.Module) -> float:
+                v = float(fn(m))  # the engine takes float(loss) too: the same value either way
+                losses.append(v)
+                return v
+            return loss
+
+        g = self.engine.scalars(seed, [recording(fn) for fn in self.loss_fns(seed)])
+        self.last_losses = losses
         self._cached = (seed, list(g))
         return g
 
@@ -161,3 +178,101 @@ class ZOTrainer:
         self.model.eval()
         with torch.inference_mode():
             return self.objective.evaluate(self.model, self.validation)
+
+
+class SharedWeights:
+    """One :class:`ZOTrainer` hosting every node of a run, shared by K node views and the AP's
+    replica view (``pairzero simulate``): one model copy instead of K + 1.
+
+    Sharing is exact only while every view has applied the same updates: the copy keeps the
+    sequence of (seed, g_hat) it applied, and each view the length of the prefix it has seen. A
+    view applying an update the copy already applied checks it is the same one (else it raises:
+    that view's weights would differ from the copy's); the first view to apply a new update
+    applies it to the copy. Scalars, hashes and evaluations are served only to a view at the
+    copy's latest update. Thread-safe (one lock): the nodes and the AP run in their own threads.
+    """
+
+    def __init__(self, trainer: ZOTrainer) -> None:
+        self.trainer = trainer
+        self.lock = threading.RLock()
+        self.applied: list[tuple[int, float]] = []  # (seed, g_hat) of every update, in order
+        self._hash: tuple[int, str] | None = None  # (updates applied, model hash)
+
+    def view(self, node: int | None = None) -> SharedView:
+        """Node ``node``'s view (a :class:`~pairzero.protocol.interfaces.Trainer`), or with
+        ``node`` None the AP's replica (a :class:`~pairzero.protocol.interfaces.ModelReplica`)."""
+        if node is not None and node not in self.trainer.node_ids:
+            raise ValueError(f"node: {node} is not hosted here (nodes {self.trainer.node_ids})")
+        return SharedView(self, node)
+
+    def train_loss(self) -> float | None:
+        """Mean of every loss evaluated for the latest round's scalars (None before the first)."""
+        losses = self.trainer.last_losses
+        return float(np.mean(losses)) if losses else None
+
+
+class SharedView:
+    """One node's (or the AP replica's) view of a :class:`SharedWeights` copy."""
+
+    def __init__(self, shared: SharedWeights, node: int | None) -> None:
+        self.shared = shared
+        self.node = node
+        self.applied = 0  # updates this view has applied (a prefix of shared.applied)
+
+    def _at_copy(self, what: str) -> None:
+        if self.applied != len(self.shared.applied):
+            raise RuntimeError(
+                f"{what}: {self._who()} has applied {self.applied} updates, the shared model "
+                f"{len(self.shared.applied)}: its weights are not the shared copy's")
+
+    def _who(self) -> str:
+        return "the AP replica" if self.node is None else f"node {self.node}"
+
+    def compute_scalar(self, t: int, seed: int) -> float:
+        """This node's clipped scalar of round ``t``: the first node asking computes every hosted
+        node's (one perturbation, K losses each side), the others get theirs from the cache."""
+        if self.node is None:
+            raise RuntimeError("compute_scalar: the AP replica has no data shard")
+        with self.shared.lock:
+            self._at_copy("compute_scalar")
+            tr = self.shared.trainer
+            return float(tr.local_scalars(seed)[tr.node_ids.index(self.node)])
+
+    def apply_update(self, seed: int, g_hat: float, lr: float | None = None) -> None:
+        """Apply one committed update: to the copy if it is new, else check it is the one the
+        copy applied at this view's position."""
+        with self.shared.lock:
+            done = self.shared.applied
+            if self.applied < len(done):
+                if done[self.applied] != (seed, g_hat):
+                    raise RuntimeError(
+                        f"apply_update: {self._who()}'s update {self.applied} is (seed {seed}, "
+                        f"g_hat {g_hat!r}), the shared model applied {done[self.applied]}: the "
+                        "nodes would no longer share one model")
+            else:
+                self.shared.trainer.apply_update(seed, g_hat, lr)
+                done.append((seed, g_hat))
+            self.applied += 1
+
+    def replay(self, records: Sequence[Any]) -> None:
+        """Apply committed rounds in order (objects with .seed, .g_hat and .lr)."""
+        for r in records:
+            self.apply_update(r.seed, r.g_hat, r.lr)
+
+    def manifest_digest(self) -> str:
+        return self.shared.trainer.manifest_digest()
+
+    def model_hash(self) -> str:
+        """The copy's hash (computed once per update, whichever view asks first)."""
+        with self.shared.lock:
+            self._at_copy("model_hash")
+            n = len(self.shared.applied)
+            if self.shared._hash is None or self.shared._hash[0] != n:
+                self.shared._hash = (n, self.shared.trainer.model_hash())
+            return self.shared._hash[1]
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and accuracy of the copy."""
+        with self.shared.lock:
+            self._at_copy("evaluate")
+            return self.shared.trainer.evaluate()

@@ -1,10 +1,10 @@
 """The rooms say what they hold: import arrows point down, and docs/architecture.md names only
 modules that exist.
 
-Layers (an arrow may only point down): tests, bench -> access_point, edge_node, calibration ->
-radio -> pairzero (the core) -> sync. The core imports nothing from the processes, the radios'
-callers, the tests or the benchmarks (not even inside a function), and the benchmarks nothing
-from the tests.
+Layers (an arrow may only point down): tests, bench -> simulation -> access_point, edge_node,
+calibration -> radio -> pairzero (the core) -> sync. The core imports nothing from the processes,
+the radios' callers, the one-process simulation, the tests or the benchmarks (not even inside a
+function), and the benchmarks nothing from the tests.
 """
 
 from __future__ import annotations
@@ -35,12 +35,14 @@ def _arrows(package: str, forbidden: set[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [
-    ("pairzero", {"access_point", "edge_node", "calibration", "radio", "tests", "bench"}),
-    ("sync", {"pairzero", "access_point", "edge_node", "calibration", "radio", "tests", "bench"}),
-    ("radio", {"access_point", "edge_node", "calibration", "tests", "bench"}),
-    ("access_point", {"edge_node", "calibration", "tests", "bench"}),
-    ("edge_node", {"access_point", "calibration", "tests", "bench"}),
-    ("calibration", {"access_point", "edge_node", "tests", "bench"}),
+    ("pairzero", {"access_point", "edge_node", "calibration", "radio", "simulation", "tests", "bench"}),
+    ("sync", {"pairzero", "access_point", "edge_node", "calibration", "radio", "simulation", "tests",
+              "bench"}),
+    ("radio", {"access_point", "edge_node", "calibration", "simulation", "tests", "bench"}),
+    ("access_point", {"edge_node", "calibration", "simulation", "tests", "bench"}),
+    ("edge_node", {"access_point", "calibration", "simulation", "tests", "bench"}),
+    ("calibration", {"access_point", "edge_node", "simulation", "tests", "bench"}),
+    ("simulation", {"calibration", "tests", "bench"}),
     ("bench", {"tests"}),
 ])
 def test_no_arrow_points_up(package: str, forbidden: set[str]) -> None:

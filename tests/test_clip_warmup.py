@@ -15,10 +15,10 @@ from pairzero.clip_bound import measure_clip, resolve_clip
 from pairzero.config import load_config
 from pairzero.models import load_model, trainable_parameters
 from pairzero.seeds import batch_seed, warmup_seed
-from pairzero.simulate import run_simulation
 from pairzero.tasks import load_task, make_objective, sample_batch
 from pairzero.trainer import ZOTrainer
 from pairzero.zo import ZOEngine
+from simulation.run import run_simulation
 
 BASE = ["output.plots=false", "task.name=builtin-topic", "nodes.count=3", "run.rounds=2",
         "task.eval_every=2", "task.eval_examples=32"]

@@ -13,8 +13,8 @@ from pairzero.config import load_config
 from pairzero.log import quiet_third_party
 from pairzero.metrics import read_metrics
 from pairzero.ota.privacy import noise_multiplier
-from pairzero.simulate import run_simulation
 from pairzero.trainer import ZOTrainer
+from simulation.run import run_simulation
 
 TOPIC = Path(__file__).resolve().parent.parent / "configs" / "topic.yaml"
 

@@ -12,7 +12,7 @@ import pytest
 from pairzero.cli import main
 from pairzero.config import load_config
 from pairzero.metrics import read_metrics
-from pairzero.simulate import run_simulation
+from simulation.run import run_simulation
 
 
 def _sim(tmp_path: Path, *overrides: str) -> tuple[dict, list[dict], Path]:

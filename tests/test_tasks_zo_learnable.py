@@ -1,5 +1,5 @@
 """The shipped opt-tiny is what its pretrain_report.json says, and (slow) federated ZO
-fine-tuning through the real engine (pairzero.simulate.run_simulation) lifts builtin-sentiment
+fine-tuning through the real engine (simulation.run.run_simulation) lifts builtin-sentiment
 validation accuracy by >= 10 points within 200 rounds (a few minutes on 2 cores)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 
 from pairzero.config import ModelConfig, TaskConfig, load_config
 from pairzero.models import OPT_TINY_DIR, load_model
-from pairzero.simulate import run_simulation
 from pairzero.tasks import load_task, make_objective
 from pairzero.tasks.lexicon import NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES
+from simulation.run import run_simulation
 
 # Settings found to learn (see the report of the corpus redesign); 3 nodes, zo_noiseless.
 ZO_SETTINGS = [

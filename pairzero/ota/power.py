@@ -153,33 +153,10 @@ def plan_round(
         sigma_a_max: largest artificial-noise std per real dimension available (None: any).
         available: (K,) bool, nodes that answered READY this round (None: all).
     """
-    h = np.asarray(h_est)
-    if h.ndim != 1 or h.shape[0] < 1:
-        raise ValueError(
-            f"h_est: shape {h.shape} is invalid; allowed: one complex gain per node, K >= 1"
-        )
-    if not np.all(np.isfinite(h)):
-        raise ValueError("h_est: contains non-finite values; allowed: finite complex gains")
+    h, p = _checked_inputs(h_est, power_budget, clip_G, noise_var, g_th, eta_floor, sigma_a_max)
     k = h.shape[0]
-    p = _power_array(power_budget, k)
-    if not (math.isfinite(clip_G) and clip_G > 0):
-        raise ValueError(f"clip_G: {clip_G!r} is invalid; allowed: a finite number > 0")
-    if not (math.isfinite(noise_var) and noise_var > 0):
-        raise ValueError(f"noise_var: {noise_var!r} is invalid; allowed: a finite number > 0")
-    if not (math.isfinite(g_th) and g_th >= 0):
-        raise ValueError(f"g_th: {g_th!r} is invalid; allowed: a finite number >= 0")
-    if not (math.isfinite(eta_floor) and eta_floor >= 0):
-        raise ValueError(f"eta_floor: {eta_floor!r} is invalid; allowed: a finite number >= 0")
-    if sigma_a_max is not None and not (sigma_a_max >= 0 and math.isfinite(sigma_a_max)):
-        raise ValueError(f"sigma_a_max: {sigma_a_max!r} is invalid; allowed: >= 0 or None")
-
     gain2 = np.abs(h) ** 2  # (K,) estimated power gains
-    active = (gain2 >= g_th) & (gain2 > 0)
-    if available is not None:
-        av = np.asarray(available, dtype=bool)
-        if av.shape != (k,):
-            raise ValueError(f"available: shape {av.shape} is invalid; allowed: ({k},) bool")
-        active &= av
+    active = _active_set(gain2, g_th, available, k)
     mu_target = privacy.mu_round if privacy is not None else math.inf
     eta_priv = privacy.eta_priv(noise_var, clip_G) if privacy is not None else math.inf
     if not np.any(active):
@@ -193,19 +170,11 @@ def plan_round(
 
     # Power: |b_k| A = eta A / |h_est_k| <= sqrt(P_k)  =>  eta <= sqrt(P_k) |h_est_k| / A
     eta_pow = float(np.min(np.sqrt(p[active] * gain2[active]))) / clip_G
-    sigma_a = 0.0
-    if privacy is None or eta_pow < eta_priv:
-        eta, limited_by = eta_pow, "power"
-    else:
-        eta, limited_by = eta_priv, "privacy"
-    if eta < eta_floor:
-        if eta_floor <= eta_pow:
-            eta, limited_by = eta_floor, "floor"
-        else:
-            eta, limited_by = eta_pow, "power"
+    eta, limited_by = _alignment_gain(eta_pow, eta_priv, eta_floor, privacy is not None)
     floor_slack = max(eta_floor - eta, 0.0)
     if floor_slack > 0:
         log.warning("eta floor %.3g unreachable with the power budget: eta=%.3g", eta_floor, eta)
+    sigma_a = 0.0
     if privacy is not None and eta > eta_priv:
         sigma_a = privacy.sigma_a_required(eta, noise_var, clip_G)
         if sigma_a_max is not None and sigma_a > sigma_a_max:
@@ -213,12 +182,8 @@ def plan_round(
     # Never let rounding push us above the plan's power: recompute b from the final eta.
     b = np.zeros(k, dtype=complex)
     b[active] = eta * np.conj(h[active]) / gain2[active]
-    e_max = privacy.error_bound if privacy is not None else 0.0
-    sigma_t = math.sqrt(noise_var / 2.0 + sigma_a**2)
-    mu_design = 2.0 * clip_G * eta * (1.0 + e_max) / sigma_t
-    privacy_slack = max(mu_design / mu_target - 1.0, 0.0) if privacy is not None else 0.0
-    # 1e-9: floating-point rounding on the boundary, not a real violation
-    if privacy_slack > 1e-9:
+    mu_design, privacy_slack = _privacy_design(privacy, clip_G, eta, noise_var, sigma_a, mu_target)
+    if privacy_slack > 1e-9:  # 1e-9: floating-point rounding on the boundary, not a violation
         log.warning(
             "privacy target missed this round: mu_t=%.4g > target %.4g (artificial noise "
             "capped at sigma_a_max=%s)", mu_design, mu_target, sigma_a_max,
@@ -229,3 +194,67 @@ def plan_round(
         mu_design=float(mu_design), mu_target=mu_target, privacy_slack=float(privacy_slack),
         floor_slack=float(floor_slack), limited_by=limited_by,
     )
+
+
+def _checked_inputs(
+    h_est: np.ndarray, power_budget: float | np.ndarray, clip_G: float, noise_var: float,
+    g_th: float, eta_floor: float, sigma_a_max: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(h_est, P_k as (K,)) once every argument of :func:`plan_round` is checked (else a
+    ValueError naming the argument and what is allowed)."""
+    h = np.asarray(h_est)
+    if h.ndim != 1 or h.shape[0] < 1:
+        raise ValueError(
+            f"h_est: shape {h.shape} is invalid; allowed: one complex gain per node, K >= 1"
+        )
+    if not np.all(np.isfinite(h)):
+        raise ValueError("h_est: contains non-finite values; allowed: finite complex gains")
+    p = _power_array(power_budget, h.shape[0])
+    if not (math.isfinite(clip_G) and clip_G > 0):
+        raise ValueError(f"clip_G: {clip_G!r} is invalid; allowed: a finite number > 0")
+    if not (math.isfinite(noise_var) and noise_var > 0):
+        raise ValueError(f"noise_var: {noise_var!r} is invalid; allowed: a finite number > 0")
+    if not (math.isfinite(g_th) and g_th >= 0):
+        raise ValueError(f"g_th: {g_th!r} is invalid; allowed: a finite number >= 0")
+    if not (math.isfinite(eta_floor) and eta_floor >= 0):
+        raise ValueError(f"eta_floor: {eta_floor!r} is invalid; allowed: a finite number >= 0")
+    if sigma_a_max is not None and not (sigma_a_max >= 0 and math.isfinite(sigma_a_max)):
+        raise ValueError(f"sigma_a_max: {sigma_a_max!r} is invalid; allowed: >= 0 or None")
+    return h, p
+
+
+def _active_set(gain2: np.ndarray, g_th: float, available: np.ndarray | None, k: int) -> np.ndarray:
+    """S: the nodes above the truncation threshold (with a nonzero estimate) that are available."""
+    active = (gain2 >= g_th) & (gain2 > 0)
+    if available is not None:
+        av = np.asarray(available, dtype=bool)
+        if av.shape != (k,):
+            raise ValueError(f"available: shape {av.shape} is invalid; allowed: ({k},) bool")
+        active &= av
+    return np.asarray(active)
+
+
+def _alignment_gain(eta_pow: float, eta_priv: float, eta_floor: float,
+                    private: bool) -> tuple[float, str]:
+    """(eta, what set it): cases 1-3 of the module docstring."""
+    if not private or eta_pow < eta_priv:
+        eta, limited_by = eta_pow, "power"
+    else:
+        eta, limited_by = eta_priv, "privacy"
+    if eta < eta_floor:
+        if eta_floor <= eta_pow:
+            eta, limited_by = eta_floor, "floor"
+        else:
+            eta, limited_by = eta_pow, "power"
+    return eta, limited_by
+
+
+def _privacy_design(privacy: PrivacyRule | None, clip_G: float, eta: float,
+                    noise_var: float, sigma_a: float, mu_target: float) -> tuple[float, float]:
+    """(mu_design, privacy_slack) of the plan: the per-round GDP mu with the error bound e_max,
+    and how far it exceeds the target (0 when met or without privacy)."""
+    e_max = privacy.error_bound if privacy is not None else 0.0
+    sigma_t = math.sqrt(noise_var / 2.0 + sigma_a**2)
+    mu_design = 2.0 * clip_G * eta * (1.0 + e_max) / sigma_t
+    privacy_slack = max(mu_design / mu_target - 1.0, 0.0) if privacy is not None else 0.0
+    return mu_design, privacy_slack

@@ -203,13 +203,22 @@ def _curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_simulate(point: Point, preset: Preset, work: Path) -> Result:
-    """A ``pairzero simulate`` run; its run directory is removed, the curve is kept."""
+    """``pairzero simulate`` (its own process) on the point's config; its run directory is
+    removed, the curve is kept."""
     from pairzero.metrics import read_metrics
-    from pairzero.simulate import run_simulation
 
     cfg = load_config_dict(point.params["config"])
-    summary = run_simulation(cfg, work, echo=False)
-    run_dir = Path(summary["run_dir"])
+    path = dump_config(cfg, work / f"{point.name}.yaml")
+    out = work / f"{point.name}-runs"
+    cmd = [sys.executable, "-m", "pairzero.cli", "simulate", "--log-level", "WARNING",
+           "--config", str(path), "--out", str(out)]
+    _subprocess(cmd, preset.timeout_s, "pairzero simulate")
+    runs = sorted(p for p in out.iterdir() if (p / "summary.json").is_file()) if out.is_dir() else []
+    if len(runs) != 1:
+        raise PointFailed(f"pairzero simulate: expected one run directory with summary.json in "
+                          f"{out}, found {len(runs)}")
+    run_dir = runs[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     rows = read_metrics(run_dir)
     result = {k: summary.get(k) for k in (
@@ -218,7 +227,7 @@ def run_simulate(point: Point, preset: Preset, work: Path) -> Result:
         "privacy_target", "clip", "clip_calibration", "uplink_bits_per_node_per_round",
         "train_s", "wall_s")}
     result["curve"] = _curve(rows)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     return result, resolved, cfg.run.seed
 
 
