@@ -735,7 +735,9 @@ class Orchestrator:
                      b.node, (now[0] - sent[1] + 2 * tol) * 1e3)
             return
         else:
+            # midpoints of the brackets: each off by at most half the exchange's round trip
             off = b.device_time - (sent[1] + now[0]) / 2
+            half_ms = (now[0] - sent[1]) / 2 * 1e3
             host = ("" if b.host_time is None else
                     f"; its host clock is {b.host_time - (sent[2] + now[1]) / 2:+.3f} s from the "
                     "AP host's")
@@ -744,7 +746,8 @@ class Orchestrator:
                      if abs(off) >= 0.5 else
                      "is its radio's PPS input connected, and radio.clock_source 'external' or "
                      "'gpsdo' on every host?")
-            why = (f"its radio's device time is {off:+.3f} s from the AP's{host}: every frame "
+            why = (f"its radio's device time is {off:+.3f} s (± {half_ms:.1f} ms) from the "
+                   f"AP's{host}: every frame "
                    f"would miss its window ({cause})")
         log.warning("node %d refused: %s", b.node, why)
         self._members.pop(b.node, None)
