@@ -154,8 +154,7 @@ def learning_config(preset: Preset, *overrides: str) -> ExperimentConfig:
 
 
 def _learning_point(preset: Preset, group: str, slug: str, kind: str, *overrides: str) -> Point:
-    cfg = learning_config(preset, *overrides)
-    return Point("learning", slug, {"group": group, "kind": kind, "config": config_to_dict(cfg)})
+    return config_point("learning", slug, group, kind, learning_config(preset, *overrides))
 
 
 def plan(preset: Preset) -> list[Point]:
