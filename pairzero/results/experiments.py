@@ -97,6 +97,7 @@ class Preset:
     real_prompts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     real_sweep_prompt: tuple[str, tuple[str, ...]] = ("{sentence} It was", (" terrible", " great"))
     real_sweep: tuple[tuple[str, float, float], ...] = ()
+    real_fo_lrs: tuple[float, ...] = ()  # FO (SGD) on the config's trainable set
     real_sweep_overrides: tuple[str, ...] = ()
 
 
@@ -124,6 +125,7 @@ PRESETS: dict[str, Preset] = {
         memory=("opt-125m:16x128", "opt-350m:8x64"),
         real_seeds=(1234, 1, 2), real_loopback_seeds=(1234,),
         real_prompts=REAL_PROMPTS, real_sweep_prompt=REAL_PROMPTS[1], real_sweep=REAL_SWEEP,
+        real_fo_lrs=(0.1, 1.0, 10.0),
         real_sweep_overrides=("run.rounds=12", "task.eval_every=12"),
     ),
     # Every section, one seed, smaller sweeps (under 15 min on 2 cores).
@@ -273,6 +275,10 @@ def plan_real(preset: Preset) -> list[Point]:
                                "run.method=zo_noiseless", f"model.trainable={trainable}",
                                f"zo.lr={lr}", f"zo.clip_quantile={q}",
                                f"run.seed={preset.sweep_seeds[0]}"))
+    for lr in preset.real_fo_lrs:
+        pts.append(_real_point("real_sweep", preset, "fo", f"fo_fedavg-lr{lr:g}", "simulate",
+                               *prompt, *preset.real_sweep_overrides, "run.method=fo_fedavg",
+                               f"run.fo_lr={lr}", f"run.seed={preset.sweep_seeds[0]}"))
     for seed in preset.real_seeds:
         for m in preset.real_methods:
             pts.append(_real_point("real", preset, "curves", f"{m}-seed{seed}", "simulate",
