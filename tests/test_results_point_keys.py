@@ -27,9 +27,11 @@ def test_loopback_key_follows_network_and_radio() -> None:
     assert config_point("learning", "p", "curves", "loopback", _cfg("output.dir=elsewhere")).key == base.key
 
 
-def test_zero_shot_key_reads_model_task_and_seed_only() -> None:
+def test_zero_shot_key_reads_model_prompt_validation_and_seed_only() -> None:
     base = config_point("real_sweep", "z", "prompt", "zeroshot", _cfg())
-    assert config_point("real_sweep", "z", "prompt", "zeroshot", _cfg("zo.lr=0.5", "nodes.count=7")).key == base.key
+    unread = ("zo.lr=0.5", "nodes.count=7", "task.batch_size=2", "task.eval_every=3")
+    assert config_point("real_sweep", "z", "prompt", "zeroshot", _cfg(*unread)).key == base.key
+    assert config_point("real_sweep", "z", "prompt", "zeroshot", _cfg("task.template=\"{sentence} So\"")).key != base.key
     assert config_point("real_sweep", "z", "prompt", "zeroshot", _cfg("run.seed=9")).key != base.key
 
 

@@ -109,9 +109,8 @@ REAL_PROMPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Movie review: {sentence}\nDid the reviewer like the movie? Answer:", (" No", " Yes")),
 )
 REAL_SWEEP: tuple[tuple[str, float, float], ...] = (
-    ("final_norm", 0.03, 0.9), ("final_norm", 0.1, 0.9), ("final_norm", 0.3, 0.9),
-    ("final_norm", 0.1, 0.5), ("final_norm", 0.1, 0.99),
-    ("layernorm", 5e-3, 0.9),  # the README's opt-tiny rule lr = 175 / d on all 35,136 norm values
+    ("final_norm", 0.1, 0.9), ("final_norm", 0.3, 0.9), ("final_norm", 1.0, 0.9),
+    ("layernorm", 5e-3, 0.9),  # the opt-tiny rule lr = 175 / d on all 35,136 norm values
 )
 
 PRESETS: dict[str, Preset] = {
@@ -125,8 +124,8 @@ PRESETS: dict[str, Preset] = {
         memory=("opt-125m:16x128", "opt-350m:8x64"),
         real_seeds=(1234, 1, 2), real_loopback_seeds=(1234,),
         real_prompts=REAL_PROMPTS, real_sweep_prompt=REAL_PROMPTS[1], real_sweep=REAL_SWEEP,
-        real_fo_lrs=(0.1, 1.0, 10.0),
-        real_sweep_overrides=("run.rounds=12", "task.eval_every=12"),
+        real_fo_lrs=(1.0, 10.0),
+        real_sweep_overrides=("task.eval_every=10",),
     ),
     # Every section, one seed, smaller sweeps (under 15 min on 2 cores).
     "quick": Preset(
@@ -222,10 +221,11 @@ def _prompt_overrides(template: str, verbalizer: tuple[str, ...]) -> list[str]:
 # The config a learning point's kind reads, by section ("section.key" for one key): its key is
 # made of these alone, so a change elsewhere (a network port, a radio setting, the output
 # folder) does not rerun it. simulate never reads network, radio or output (it writes no
-# plots here); loopback reads everything but output; zero-shot only the model, the task and
-# the seed that draws the validation subsample.
+# plots here); loopback reads everything but output; zero-shot only the model, the prompt,
+# the validation examples and the seed that draws their subsample.
 KIND_READS: dict[str, tuple[str, ...]] = {
-    "zeroshot": ("model", "task", "run.seed"),
+    "zeroshot": ("model", "task.name", "task.kind", "task.template", "task.verbalizer",
+                 "task.max_length", "task.eval_examples", "run.seed"),
     "simulate": ("run", "model", "task", "zo", "nodes", "channel", "privacy", "ota", "phy"),
     "loopback": ("run", "model", "task", "zo", "nodes", "channel", "privacy", "ota", "phy",
                  "network", "radio"),
