@@ -124,7 +124,7 @@ PRESETS: dict[str, Preset] = {
         memory=("opt-125m:16x128", "opt-350m:8x64"),
         real_seeds=(1234, 1, 2), real_loopback_seeds=(1234,),
         real_prompts=REAL_PROMPTS, real_sweep_prompt=REAL_PROMPTS[1], real_sweep=REAL_SWEEP,
-        real_fo_lrs=(1.0, 10.0),
+        real_fo_lrs=(1.0, 10.0, 100.0),
         real_sweep_overrides=("task.eval_every=10",),
     ),
     # Every section, one seed, smaller sweeps (under 15 min on 2 cores).
@@ -243,7 +243,9 @@ def keyed_config(kind: str, cfg: ExperimentConfig) -> dict[str, Any]:
         if key:
             out.setdefault(section, {})[key] = full[section][key]
         else:
-            out[section] = full[section]
+            out[section] = dict(full[section])
+    if kind != "zeroshot" and cfg.run.method != "fo_fedavg":
+        del out["run"]["fo_lr"]  # the ZO methods never read the FO baseline's rate
     return out
 
 
