@@ -147,7 +147,7 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--report", default=None,
                        help="report to write (default: docs/results.md for full, <out>/results.md otherwise)")
         p.add_argument("--sections", default=None,
-                       help="comma-separated subset of communication,privacy,learning,memory,phy")
+                       help="comma-separated subset of communication,privacy,learning,memory,phy,real_sweep,real")
         p.add_argument("--force", action="store_true", help="rerun points that are already done")
         p.add_argument("--report-only", action="store_true", help="only rewrite the report from the files")
         p.add_argument("--strict", action="store_true", help="exit with status 1 if a point failed")

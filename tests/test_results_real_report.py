@@ -48,9 +48,11 @@ def test_real_section_reads_its_numbers_from_the_files(tmp_path: Path) -> None:
     # mean 0.82, sample sd 0.02; 200 s / 20 rounds of wall, 300 / 20 of CPU, 80 / 20 of training
     assert "| 1, 2, 1234 | 0.750 ± 0.000 | 0.820 ± 0.020 | 0.820, 0.840, 0.800 |" in zo_row  # seed order
     assert "| 10.0 | 15.0 | 4.0 |" in zo_row
-    assert "+7.0 points, more than the seed spread" in section
-    assert "pAirZero (simulated) ends at 0.800 ± 0.010: -2.0 points from noiseless ZO (within 2 points)" in section
-    assert "+9.0 points above noiseless ZO" in section
+    # gains paired by seed: 0.80/0.82/0.84 - 0.75 -> +7.0 ± 2.0 points
+    assert "a gain of +7.0 ± 2.0 points (paired by seed), more than its seed spread" in section
+    assert ("pAirZero (simulated) ends at 0.800 ± 0.010 (gain +5.0 points): -2.0 points from "
+            "noiseless ZO (within 2 points)") in section
+    assert "(gain +16.0 points): +9.0 points from noiseless ZO" in section
     assert "not available: pAirZero (loopback radio), seed 1234" in section
     assert (tmp_path / "figures" / "real_accuracy_vs_round.png").is_file()
     # A changed file changes the page.
@@ -61,4 +63,5 @@ def test_real_section_reads_its_numbers_from_the_files(tmp_path: Path) -> None:
     path.write_text(json.dumps(rec))
     text = write_report(PRESET, tmp_path, tmp_path / "results.md").read_text()
     assert "0.700, 0.840, 0.800" in text
-    assert "not more than the seed spread" in text
+    # gains 0.07, -0.05, 0.09: mean +3.7, sd 7.6 points
+    assert "a gain of +3.7 ± 7.6 points (paired by seed), not more than its seed spread" in text

@@ -92,6 +92,9 @@ class Preset:
     real_seeds: tuple[int, ...] = ()
     real_methods: tuple[str, ...] = ("zo_noiseless", "pairzero", "fo_fedavg")
     real_loopback_seeds: tuple[int, ...] = ()
+    # (K, batch per node) for noiseless ZO and pAirZero at the first real seed: the privacy
+    # noise on the aggregate falls as 1/K at the same examples per round
+    real_nodes: tuple[tuple[int, int], ...] = ()
     # real_sweep: zero-shot accuracy per (template, verbalizer); then noiseless ZO per
     # (trainable, zo.lr, zo.clip_quantile) on real_sweep_prompt, with real_sweep_overrides
     real_prompts: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -122,7 +125,7 @@ PRESETS: dict[str, Preset] = {
                  ("bias_layernorm", (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
                  ("all", (3e-5, 1e-4, 3e-4, 1e-3, 3e-3))),
         memory=("opt-125m:16x128", "opt-350m:8x64"),
-        real_seeds=(1234, 1, 2), real_loopback_seeds=(1234,),
+        real_seeds=(1234, 1, 2), real_loopback_seeds=(1234,), real_nodes=((16, 1),),
         real_prompts=REAL_PROMPTS, real_sweep_prompt=REAL_PROMPTS[1], real_sweep=REAL_SWEEP,
         real_fo_lrs=(1.0, 10.0, 100.0),
         real_sweep_overrides=("task.eval_every=10",),
@@ -285,6 +288,11 @@ def plan_real(preset: Preset) -> list[Point]:
         for m in preset.real_methods:
             pts.append(_real_point("real", preset, "curves", f"{m}-seed{seed}", "simulate",
                                    f"run.method={m}", f"run.seed={seed}"))
+    for k, batch in preset.real_nodes:
+        for m in ("zo_noiseless", "pairzero"):
+            pts.append(_real_point("real", preset, "nodes", f"{m}-K{k}-b{batch}-seed{preset.real_seeds[0]}",
+                                   "simulate", f"run.method={m}", f"nodes.count={k}",
+                                   f"task.batch_size={batch}", f"run.seed={preset.real_seeds[0]}"))
     for seed in preset.real_loopback_seeds:
         pts.append(_real_point("real", preset, "curves", f"pairzero_loopback-seed{seed}", "loopback",
                                "run.method=pairzero", f"run.seed={seed}"))
