@@ -19,10 +19,11 @@ def test_simulate_key_ignores_network_radio_and_output() -> None:
         assert config_point("learning", "p", "curves", "simulate", _cfg(change)).key == base.key, change
     assert config_point("learning", "p", "curves", "simulate", _cfg("zo.lr=0.5")).key != base.key
     assert config_point("learning", "p", "curves", "simulate", _cfg("channel.snr_db=3")).key != base.key
-    # The ZO methods do not read the FO baseline's rate; the FO baseline does.
+    # The ZO methods do not read the FO baseline's rate, nor the FO baseline the ZO rate.
     assert config_point("learning", "p", "curves", "simulate", _cfg("run.fo_lr=0.5")).key == base.key
     fo = config_point("learning", "p", "curves", "simulate", _cfg("run.method=fo_fedavg"))
     assert config_point("learning", "p", "curves", "simulate", _cfg("run.method=fo_fedavg", "run.fo_lr=0.5")).key != fo.key
+    assert config_point("learning", "p", "curves", "simulate", _cfg("run.method=fo_fedavg", "zo.lr=0.5")).key == fo.key
 
 
 def test_loopback_key_follows_network_and_radio() -> None:

@@ -53,7 +53,8 @@ def test_real_section_reads_its_numbers_from_the_files(tmp_path: Path) -> None:
     assert ("pAirZero (simulated) ends at 0.800 ± 0.010 (gain +5.0 points): -2.0 points from "
             "noiseless ZO (within 2 points)") in section
     assert "(gain +16.0 points): +9.0 points from noiseless ZO" in section
-    assert "not available: pAirZero (loopback radio), seed 1234" in section
+    assert "- pAirZero (loopback radio), seed 1234: not available" in section
+    assert "**Nodes**" in section and "| noiseless federated ZO | 16 | 1 | 0.750 → 0.800 |" in section
     assert (tmp_path / "figures" / "real_accuracy_vs_round.png").is_file()
     # A changed file changes the page.
     (zo,) = [p for p in plan(PRESET) if p.section == "real" and p.slug == "zo_noiseless-seed1"]
@@ -63,5 +64,5 @@ def test_real_section_reads_its_numbers_from_the_files(tmp_path: Path) -> None:
     path.write_text(json.dumps(rec))
     text = write_report(PRESET, tmp_path, tmp_path / "results.md").read_text()
     assert "0.700, 0.840, 0.800" in text
-    # gains 0.07, -0.05, 0.09: mean +3.7, sd 7.6 points
-    assert "a gain of +3.7 ± 7.6 points (paired by seed), not more than its seed spread" in text
+    # gains by seed 1234, 1, 2: +0.05, -0.05, +0.09: mean +3.0, sd 7.2 points
+    assert "a gain of +3.0 ± 7.2 points (paired by seed), not more than its seed spread" in text

@@ -247,8 +247,13 @@ def keyed_config(kind: str, cfg: ExperimentConfig) -> dict[str, Any]:
             out.setdefault(section, {})[key] = full[section][key]
         else:
             out[section] = dict(full[section])
-    if kind != "zeroshot" and cfg.run.method != "fo_fedavg":
-        del out["run"]["fo_lr"]  # the ZO methods never read the FO baseline's rate
+    if kind != "zeroshot":
+        # Each method's rate alone: the ZO methods never read run.fo_lr, the FO baseline never
+        # reads zo.lr.
+        if cfg.run.method == "fo_fedavg":
+            out["zo"] = {k: v for k, v in out["zo"].items() if k != "lr"}
+        else:
+            del out["run"]["fo_lr"]
     return out
 
 
