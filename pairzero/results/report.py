@@ -742,6 +742,20 @@ def _real(doc: _Doc, sweep: list[Point], pts: list[Point], figs: Path) -> None:
     _real_nodes(doc, [p for p in pts if p.params["group"] == "nodes"], curves)
     if statements:
         doc.add("**Headline:** " + " ".join(statements), "")
+    if curves:
+        c = curves[0].params["config"]
+        k, t = c["nodes"]["count"], c["run"]["rounds"]
+        recs = [load_point(doc.out, p) for p in curves]
+        d = next((r["result"].get("trainable_params") for r in recs if _ok(r)), None)  # type: ignore[index]
+        doc.add(f"Reading: the budget is small ({t} rounds of K = {k}: {k * t} ZO scalars for "
+                f"{_fmt(d)} trainable values (`{c['model']['trainable']}`), chosen to fit two "
+                "shared cores), so every method "
+                "stays within a few points of zero-shot, and 1 point is 2 of the 200 validation "
+                "examples. ZO is not far from FO here because FO cannot go faster either: at "
+                "its best rate in the sweep it moves about as far in these rounds, and 10× that "
+                "rate already loses accuracy. The wall seconds were measured with up to ten runs "
+                "sharing the two cores (CPU seconds per round are the comparable figure; the "
+                "loopback's nodes run in parallel processes, hence its shorter wall time).", "")
 
 
 def write_report(preset: Preset, out: Path, report: Path) -> Path:
