@@ -577,6 +577,14 @@ def run_real(point: Point, preset: Preset, work: Path) -> Result:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
+    from pairzero.realdata import default_data_dir
+
+    cfg = point_config(point)
+    data = default_data_dir()
+    for name in (cfg.model.name, cfg.task.name.removeprefix("hf:")):
+        if name.startswith(("data/", "./data/")) and not Path(name).exists():
+            raise PointFailed(f"{name} is missing: run `make real-data` (pairzero fetch, into {data}) "
+                              "from the repository root first")
     kind = point.params["kind"]
     runner = {"zeroshot": run_zeroshot, "simulate": run_simulate, "loopback": run_loopback}[kind]
     c0, t0 = cpu(), time.monotonic()
