@@ -293,7 +293,7 @@ def plan_real(preset: Preset) -> list[Point]:
         for m in preset.real_methods:
             pts.append(_real_point("real", preset, "curves", f"{m}-seed{seed}", "simulate",
                                    f"run.method={m}", f"run.seed={seed}"))
-    for k, batch in preset.real_nodes:
+    for k, batch in preset.real_nodes if preset.real_seeds else ():
         for m in ("zo_noiseless", "pairzero"):
             pts.append(_real_point("real", preset, "nodes", f"{m}-K{k}-b{batch}-seed{preset.real_seeds[0]}",
                                    "simulate", f"run.method={m}", f"nodes.count={k}",
