@@ -240,9 +240,10 @@ def _privacy(doc: _Doc, pts: list[Point], figs: Path) -> None:
         doc.add(f"![privacy]({os.path.relpath(path, doc.report.parent)})", "")
 
 
-def _fo_lr(pts: list[Point]) -> str:
-    """``run.fo_lr`` of the FO points (the ZO points' keys leave it out: they never read it)."""
-    rates = sorted({p.params["config"]["run"]["fo_lr"] for p in pts if "fo_lr" in p.params["config"]["run"]})
+def _rate(pts: list[Point], section: str, key: str) -> str:
+    """``zo.lr`` or ``run.fo_lr`` of the points that read it (a ZO point's key leaves out
+    ``run.fo_lr``, an FO point's ``zo.lr``)."""
+    rates = sorted({p.params["config"][section][key] for p in pts if key in p.params["config"][section]})
     return ", ".join(f"{r:g}" for r in rates) or "–"
 
 
@@ -317,7 +318,7 @@ def _learning(doc: _Doc, preset: Preset, pts: list[Point], figs: Path) -> None:
                 f"{task['run']['rounds']} rounds, batch {task['task']['batch_size']} per node, "
                 f"SNR {task['channel']['snr_db']:g} dB ({task['channel']['fading']}), "
                 f"ε = {task['privacy']['epsilon']:g}, δ = {task['privacy']['delta']:g}, "
-                f"ZO lr {task['zo']['lr']:g}, FO lr {_fo_lr(curve_pts)}, clip G from the "
+                f"ZO lr {_rate(curve_pts, 'zo', 'lr')}, FO lr {_rate(curve_pts, 'run', 'fo_lr')}, clip G from the "
                 f"warm-up {task['zo']['clip_quantile']}-quantile of |g| (public validation split, no "
                 f"privacy charge); validation accuracy on {n_eval} examples.", "")
     rows = []
@@ -595,9 +596,9 @@ def _real_curves(doc: _Doc, pts: list[Point], figs: Path) -> list[str]:
                 f"`{c['task']['name']}` with the prompt `{c['task']['template']!r}` → "
                 f"{' / '.join(f'`{w!r}`' for w in c['task']['verbalizer'])}; K = "
                 f"{c['nodes']['count']} nodes, batch {c['task']['batch_size']} per node, "
-                f"{c['run']['rounds']} rounds, ZO lr {c['zo']['lr']:g}, clip G from the "
+                f"{c['run']['rounds']} rounds, ZO lr {_rate(pts, 'zo', 'lr')}, clip G from the "
                 f"{c['zo']['clip_quantile']}-quantile of |g|, FO (SGD on the same trainable set) "
-                f"lr {_fo_lr(pts)}; pAirZero at SNR {c['channel']['snr_db']:g} dB "
+                f"lr {_rate(pts, 'run', 'fo_lr')}; pAirZero at SNR {c['channel']['snr_db']:g} dB "
                 f"({c['channel']['fading']}), ε = {c['privacy']['epsilon']:g}, δ = "
                 f"{c['privacy']['delta']:g}. Accuracy on {c['task']['eval_examples']} held-out "
                 "validation examples; round 0 is the zero-shot model. Wall and CPU seconds per "
