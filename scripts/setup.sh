@@ -5,6 +5,7 @@
 #   2. a virtual environment (.venv) made from /usr/bin/python3 with --system-site-packages,
 #      so that GNU Radio's Python bindings are visible;
 #   3. the project and its Python dependencies (extras dev and hf), pinned by constraints.txt.
+# The real model and task (SmolLM2-135M, movie reviews) are a separate step: make real-data.
 # A second run checks and returns in about a second: apt is skipped when the packages are
 # installed, pip when pyproject.toml and constraints.txt are unchanged since the last install.
 # Environment: PAIRZERO_VENV (default .venv).
@@ -52,8 +53,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "[setup] installing pairzero and its dependencies into $VENV (pinned by constraints.txt)"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,hf]' \
         2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-    "$VENV/bin/python" -c "from gnuradio import gr; import torch, transformers, zmq, dp_accounting, datasets" || {
-        echo "[setup] the environment is incomplete: GNU Radio, torch, transformers, pyzmq, dp-accounting or datasets does not import" >&2
+    "$VENV/bin/python" -c "from gnuradio import gr; import torch, transformers, zmq, dp_accounting, datasets, gguf" || {
+        echo "[setup] the environment is incomplete: GNU Radio, torch, transformers, pyzmq, dp-accounting, datasets or gguf does not import" >&2
         exit 1
     }
     echo "$want" >"$stamp"

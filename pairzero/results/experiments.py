@@ -86,7 +86,35 @@ class Preset:
     calibration_nodes: int = 4
     calibration_seeds: tuple[int, ...] = (0, 1, 2)
     timeout_s: float = 3600.0  # per subprocess point
+    # real: SmolLM2-135M on movie reviews (configs/real_sentiment.yaml, `make real-data`)
+    real_config: str = "configs/real_sentiment.yaml"
+    real_overrides: tuple[str, ...] = ()
+    real_seeds: tuple[int, ...] = ()
+    real_methods: tuple[str, ...] = ("zo_noiseless", "pairzero", "fo_fedavg")
+    real_loopback_seeds: tuple[int, ...] = ()
+    # (K, batch per node) for noiseless ZO and pAirZero at the first real seed: the privacy
+    # noise on the aggregate falls as 1/K at the same examples per round
+    real_nodes: tuple[tuple[int, int], ...] = ()
+    # real_sweep: zero-shot accuracy per (template, verbalizer); then noiseless ZO per
+    # (trainable, zo.lr, zo.clip_quantile) on real_sweep_prompt, with real_sweep_overrides
+    real_prompts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    real_sweep_prompt: tuple[str, tuple[str, ...]] = ("{sentence} It was", (" terrible", " great"))
+    real_sweep: tuple[tuple[str, float, float], ...] = ()
+    real_fo_lrs: tuple[float, ...] = ()  # FO (SGD) on the config's trainable set
+    real_sweep_overrides: tuple[str, ...] = ()
 
+
+# The prompts tried zero-shot on SmolLM2-135M (real_sweep), and the noiseless-ZO grid.
+REAL_PROMPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("{sentence} It was", (" terrible", " great")),  # MeZO's SST-2 prompt (the generic one)
+    ("Review: {sentence}\nSentiment:", (" negative", " positive")),
+    ("{sentence} Overall, the movie was", (" bad", " good")),
+    ("Movie review: {sentence}\nDid the reviewer like the movie? Answer:", (" No", " Yes")),
+)
+REAL_SWEEP: tuple[tuple[str, float, float], ...] = (
+    ("final_norm", 0.1, 0.9), ("final_norm", 0.3, 0.9), ("final_norm", 1.0, 0.9),
+    ("layernorm", 5e-3, 0.9),  # the opt-tiny rule lr = 175 / d on all 35,136 norm values
+)
 
 PRESETS: dict[str, Preset] = {
     # The full set behind docs/results.md (about 1.5 h on 2 cores).
@@ -97,6 +125,10 @@ PRESETS: dict[str, Preset] = {
                  ("bias_layernorm", (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
                  ("all", (3e-5, 1e-4, 3e-4, 1e-3, 3e-3))),
         memory=("opt-125m:16x128", "opt-350m:8x64"),
+        real_seeds=(1234, 1, 2), real_loopback_seeds=(1234, 1), real_nodes=((16, 1),),
+        real_prompts=REAL_PROMPTS, real_sweep_prompt=REAL_PROMPTS[1], real_sweep=REAL_SWEEP,
+        real_fo_lrs=(1.0, 10.0, 100.0),
+        real_sweep_overrides=("task.eval_every=10",),
     ),
     # Every section, one seed, smaller sweeps (under 15 min on 2 cores).
     "quick": Preset(
@@ -126,8 +158,7 @@ def learning_config(preset: Preset, *overrides: str) -> ExperimentConfig:
 
 
 def _learning_point(preset: Preset, group: str, slug: str, kind: str, *overrides: str) -> Point:
-    cfg = learning_config(preset, *overrides)
-    return Point("learning", slug, {"group": group, "kind": kind, "config": config_to_dict(cfg)})
+    return config_point("learning", slug, group, kind, learning_config(preset, *overrides))
 
 
 def plan(preset: Preset) -> list[Point]:
@@ -175,6 +206,101 @@ def plan(preset: Preset) -> list[Point]:
         pts.append(Point("phy", f"calibration-K{preset.calibration_nodes}-seed{seed}", {
             "kind": "calibration", "config": "configs/loopback.yaml",
             "nodes": preset.calibration_nodes, "seed": seed}))
+    pts.extend(plan_real(preset))
+    return pts
+
+
+def real_config(preset: Preset, *overrides: str) -> ExperimentConfig:
+    """configs/real_sentiment.yaml (the preset's real_config) with its overrides, then ``overrides``."""
+    return load_config(REPO_ROOT / preset.real_config,
+                       [*preset.real_overrides, "output.plots=false", *overrides])
+
+
+def _prompt_overrides(template: str, verbalizer: tuple[str, ...]) -> list[str]:
+    # --set values are YAML: JSON strings are YAML, so quotes, spaces and newlines survive.
+    return [f"task.template={json.dumps(template)}", f"task.verbalizer={json.dumps(list(verbalizer))}"]
+
+
+# The config a learning point's kind reads, by section ("section.key" for one key): its key is
+# made of these alone, so a change elsewhere (a network port, a radio setting, the output
+# folder) does not rerun it. simulate never reads network, radio or output (it writes no
+# plots here); loopback reads everything but output; zero-shot only the model, the prompt,
+# the validation examples and the seed that draws their subsample.
+KIND_READS: dict[str, tuple[str, ...]] = {
+    "zeroshot": ("model", "task.name", "task.kind", "task.template", "task.verbalizer",
+                 "task.max_length", "task.eval_examples", "run.seed"),
+    "simulate": ("run", "model", "task", "zo", "nodes", "channel", "privacy", "ota", "phy"),
+    "loopback": ("run", "model", "task", "zo", "nodes", "channel", "privacy", "ota", "phy",
+                 "network", "radio"),
+}
+
+
+def keyed_config(kind: str, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The part of ``cfg`` that a point of ``kind`` reads (:data:`KIND_READS`): its key."""
+    if kind not in KIND_READS:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(KIND_READS)}")
+    full = config_to_dict(cfg)
+    out: dict[str, Any] = {}
+    for item in KIND_READS[kind]:
+        section, _, key = item.partition(".")
+        if key:
+            out.setdefault(section, {})[key] = full[section][key]
+        else:
+            out[section] = dict(full[section])
+    if kind != "zeroshot":
+        # Each method's rate alone: the ZO methods never read run.fo_lr, the FO baseline never
+        # reads zo.lr.
+        if cfg.run.method == "fo_fedavg":
+            out["zo"] = {k: v for k, v in out["zo"].items() if k != "lr"}
+        else:
+            del out["run"]["fo_lr"]
+    return out
+
+
+def config_point(section: str, slug: str, group: str, kind: str, cfg: ExperimentConfig) -> Point:
+    """A point that runs ``cfg``, keyed on the sections its kind reads (:func:`keyed_config`)."""
+    return Point(section, slug, {"group": group, "kind": kind, "config": keyed_config(kind, cfg)},
+                 run_with={"config": config_to_dict(cfg)})
+
+
+def point_config(point: Point) -> ExperimentConfig:
+    """The whole config a point runs (``run_with``; older points keep it in ``params``)."""
+    return load_config_dict(point.run_with.get("config") or point.params["config"])
+
+
+def _real_point(section: str, preset: Preset, group: str, slug: str, kind: str, *overrides: str) -> Point:
+    return config_point(section, slug, group, kind, real_config(preset, *overrides))
+
+
+def plan_real(preset: Preset) -> list[Point]:
+    """The real-model points: the sweep (``real_sweep``) and the curves (``real``)."""
+    pts: list[Point] = []
+    for i, (template, verbalizer) in enumerate(preset.real_prompts):
+        pts.append(_real_point("real_sweep", preset, "prompt", f"zeroshot-prompt{i}", "zeroshot",
+                               *_prompt_overrides(template, verbalizer)))
+    prompt = _prompt_overrides(*preset.real_sweep_prompt)
+    for trainable, lr, q in preset.real_sweep:
+        pts.append(_real_point("real_sweep", preset, "zo", f"zo_noiseless-{trainable}-lr{lr:g}-q{q:g}",
+                               "simulate", *prompt, *preset.real_sweep_overrides,
+                               "run.method=zo_noiseless", f"model.trainable={trainable}",
+                               f"zo.lr={lr}", f"zo.clip_quantile={q}",
+                               f"run.seed={preset.sweep_seeds[0]}"))
+    for lr in preset.real_fo_lrs:
+        pts.append(_real_point("real_sweep", preset, "fo", f"fo_fedavg-lr{lr:g}", "simulate",
+                               *prompt, *preset.real_sweep_overrides, "run.method=fo_fedavg",
+                               f"run.fo_lr={lr}", f"run.seed={preset.sweep_seeds[0]}"))
+    for seed in preset.real_seeds:
+        for m in preset.real_methods:
+            pts.append(_real_point("real", preset, "curves", f"{m}-seed{seed}", "simulate",
+                                   f"run.method={m}", f"run.seed={seed}"))
+    for k, batch in preset.real_nodes if preset.real_seeds else ():
+        for m in ("zo_noiseless", "pairzero"):
+            pts.append(_real_point("real", preset, "nodes", f"{m}-K{k}-b{batch}-seed{preset.real_seeds[0]}",
+                                   "simulate", f"run.method={m}", f"nodes.count={k}",
+                                   f"task.batch_size={batch}", f"run.seed={preset.real_seeds[0]}"))
+    for seed in preset.real_loopback_seeds:
+        pts.append(_real_point("real", preset, "curves", f"pairzero_loopback-seed{seed}", "loopback",
+                               "run.method=pairzero", f"run.seed={seed}"))
     return pts
 
 
@@ -207,7 +333,7 @@ def run_simulate(point: Point, preset: Preset, work: Path) -> Result:
     removed, the curve is kept."""
     from pairzero.metrics import read_metrics
 
-    cfg = load_config_dict(point.params["config"])
+    cfg = point_config(point)
     path = dump_config(cfg, work / f"{point.name}.yaml")
     out = work / f"{point.name}-runs"
     cmd = [sys.executable, "-m", "pairzero.cli", "simulate", "--log-level", "WARNING",
@@ -243,7 +369,7 @@ def run_loopback(point: Point, preset: Preset, work: Path) -> Result:
     from pairzero.tasks import with_task_prompt
 
     t0 = time.monotonic()
-    cfg = load_config_dict(point.params["config"])
+    cfg = point_config(point)
     cfg = dataclasses.replace(cfg, task=with_task_prompt(cfg.task))
     cfg, cal = resolve_clip(cfg)
     path = dump_config(cfg, work / f"{point.name}.yaml")
@@ -430,7 +556,56 @@ def communication_rows(model: str, ks: list[int], phy: Any, rounds: int) -> list
     return rows
 
 
+def run_zeroshot(point: Point, preset: Preset, work: Path) -> Result:
+    """Validation loss and accuracy of the model as loaded (no training) on the point's prompt."""
+    from pairzero.models import load_model
+    from pairzero.tasks import load_task, make_objective, with_task_prompt
+
+    cfg = point_config(point)
+    task = with_task_prompt(cfg.task)
+    model, tokenizer = load_model(cfg.model, seed=cfg.run.seed)
+    data = load_task(task, seed=cfg.run.seed)
+    ev = make_objective(task, tokenizer).evaluate(model, data.validation)
+    labels = [e.label for e in data.validation]
+    result = {"val_accuracy": ev["accuracy"], "val_loss": ev["loss"], "examples": len(labels),
+              "majority_fraction": max(labels.count(c) for c in set(labels)) / len(labels),
+              "template": task.template, "verbalizer": list(task.verbalizer)}
+    return result, config_to_dict(dataclasses.replace(cfg, task=task)), cfg.run.seed
+
+
+def run_real(point: Point, preset: Preset, work: Path) -> Result:
+    """A real-model point (zero-shot, simulate or loopback) with its CPU time measured.
+
+    ``cpu_s`` is this process's user + system time plus that of the children it waited for
+    (the loopback's AP, emulator and nodes); per round it is divided by the rounds.
+    """
+    import resource
+
+    def cpu() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    from pairzero.realdata import default_data_dir
+
+    cfg = point_config(point)
+    data = default_data_dir()
+    for name in (cfg.model.name, cfg.task.name.removeprefix("hf:")):
+        if name.startswith(("data/", "./data/")) and not Path(name).exists():
+            raise PointFailed(f"{name} is missing: run `make real-data` (pairzero fetch, into {data}) "
+                              "from the repository root first")
+    kind = point.params["kind"]
+    runner = {"zeroshot": run_zeroshot, "simulate": run_simulate, "loopback": run_loopback}[kind]
+    c0, t0 = cpu(), time.monotonic()
+    result, config, seed = runner(point, preset, work)
+    result["cpu_s"] = round(cpu() - c0, 2)
+    result["point_wall_s"] = round(time.monotonic() - t0, 2)
+    return result, config, seed
+
+
 RUNNERS: dict[str, Callable[[Point, Preset, Path], Result]] = {
+    "real": run_real,
+    "real_sweep": run_real,
     "communication": run_communication,
     "privacy": run_privacy,
     "memory": run_memory,

@@ -30,7 +30,7 @@ __all__ = ["run_results", "cmd_results", "SECTIONS", "DEFAULT_OUT", "DEFAULT_REP
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("communication", "privacy", "learning", "memory", "phy")
+SECTIONS = ("communication", "privacy", "learning", "memory", "phy", "real_sweep", "real")
 DEFAULT_OUT = {"full": REPO_ROOT / "docs" / "results", "quick": REPO_ROOT / "runs" / "results-quick",
                "tiny": REPO_ROOT / "runs" / "results-tiny"}
 DEFAULT_REPORT = {"full": REPO_ROOT / "docs" / "results.md"}

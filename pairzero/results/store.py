@@ -33,6 +33,9 @@ class Point:
     section: str
     slug: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: What the runner needs beyond ``params`` (a learning point's whole config, of which
+    #: ``params`` keeps only the sections its kind reads); not part of the key or the file name.
+    run_with: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
