@@ -29,6 +29,11 @@ returns, per loss, the mean over j of the clipped scalars, g = (1/q) Σ_j g_j.  
 * a sequence of q floats (one aggregate per j, from :meth:`ZOEngine.scalars_per_perturbation`):
   u_j = ĝ_j / q, i.e. θ -= (lr/q)·Σ_j ĝ_j z_j, MeZO's q-sample estimator (lower variance).
 
+Cost: three z sweeps per round (+εz, −2εz, restore+update).  With ``cfg.overlap`` (default)
+the first two run on background threads while the forward pass they feed runs, layer by layer
+(:meth:`ZOEngine._perturb_and_evaluate`); only the update sweep runs alone.  The float
+operations per element are the same, so are the bits.
+
 Weight decay (``cfg.weight_decay``) is applied once per round after the update, as
 θ ← θ(1 - lr·wd), to weights only: no decay on biases and LayerNorm parameters (MeZO/HF rule).
 """

@@ -6,8 +6,10 @@ every time it is needed.  Each parameter, flattened, is cut into chunks of
 seeded with ``sha256(digest|seed|j|i|c)`` (first 8 bytes, 63 bits).  So
 
 * z does not depend on the global RNG, on CUDA, or on how many threads generate it: the
-  chunks are independent and a small thread pool can fill them in any order (torch ops
-  release the GIL);
+  chunks are independent and worker threads fill them in any order (the generator call and
+  the numpy products and sums release the GIL); :func:`start_program` runs a sweep in the
+  background, parameter by parameter in manifest order, so that a forward pass can use the
+  first layers while the later ones are still being perturbed (``zo.overlap``);
 * z is fp32 and bit-identical in every process on machines with the same torch build and CPU
   capability (see the Gaussian caveat below);
 * no full-size copy of z or θ is ever allocated: each worker owns two chunk buffers
