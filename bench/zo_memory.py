@@ -19,8 +19,15 @@ What is measured is the code that trains (nothing re-implemented):
 * ``mezo_ref``: MeZO's reference step (its trainer's ``zo_step`` + ``zo_update``): four sweeps
   over the parameters, each regenerating z with ``torch.normal`` from the global RNG
   re-seeded with the step seed (+ε, −2ε, +ε, update), ``param.data = param.data + ...``;
+* ``zo_seq``: the same ZO step with ``zo.overlap: false`` (each ±εz sweep runs before its
+  forward pass instead of beside it);
 * ``fo_adam``: backpropagation through the same loss in the same ``eval()`` mode (no
-  dropout on either side) and ``torch.optim.AdamW.step()``.
+  dropout on either side) and ``torch.optim.AdamW.step()``;
+* memory floor (``--micro-batch m``, default 2): ``inference_micro`` and ``zo_micro`` are the
+  same B examples in forward passes of m (``task.micro_batch_size``, the loss reduced once
+  over the batch; ``loss_micro_bit_equal`` says whether it equals the one-pass loss bit for
+  bit), ``fo_adam_accum`` AdamW with gradient accumulation over the same micro-batches;
+  ``ratio_zo_over_weights`` = ``zo_micro_mb`` / ``model_mb`` (the RSS the loaded model added).
 
 One process per model shape holds all four variants, so they share the allocator, the
 imports and the machine's load at that moment. The process runs with
@@ -44,7 +51,11 @@ MeZO first in odd ones) after one warm-up repetition, and
 
 Flags (``targets``; each can fail): ZO peak <= 1.05 x inference (inference-level memory: a
 full-size copy of z or θ would add 478 MiB at opt-125m); ZO peak <= 0.25 x FO AdamW (the
-paper's 25 %); the paired ZO / MeZO step ratio < 1; ZO step <= 1.10 x its own two forwards.
+paper's 25 %); the paired ZO / MeZO step ratio < 1; ZO step <= L x its own two forwards and
+<= L x the inference pair of the same repetition (L = 1.10, 1.25 for opt-350m); the
+micro-batched ZO peak <= 1.10 x the weights and <= 1.05 x micro-batched inference.  With
+``zo.overlap`` the "own two forwards" include the sweeps they overlap: the paired inference
+ratio is the stricter one.
 
 Prints one JSON object as the last stdout line and writes ``<out>/zo_memory.json``; the
 top-level ``zo_mb``, ``fo_adam_mb``, ``inference_mb``, ``mezo_ref_mb`` and ratios are those of
