@@ -125,6 +125,7 @@ class TaskConfig:
     verbalizer: tuple[str, ...] = (" terrible", " great")
     max_length: int = _f(64, ge=4, le=4096, doc="tokens per example")
     batch_size: int = _f(16, ge=1, le=1 << 20, doc="examples per node per round")
+    micro_batch_size: int = _f(0, ge=0, le=1 << 20, doc="examples per forward pass inside one loss (0: the whole batch at once); the loss is still the mean over task.batch_size examples, activations memory scales with this")
     eval_examples: int = _f(200, ge=1, le=1 << 30)
     eval_every: int = _f(10, ge=1, le=MAX_ROUNDS, doc="rounds between evaluations")
     partition: Literal["iid", "dirichlet"] = "iid"
@@ -144,6 +145,7 @@ class ZOConfig:
     clip_warmup_draws: int = _f(64, ge=4, le=4096, doc="perturbation draws of the clip warm-up (zo.clip_quantile)")
     weight_decay: float = _f(0.0, ge=0.0)
     threads: int = _f(0, ge=0, le=64, doc="threads generating z (0: usable CPUs, at most 8); speed only, never the bits")
+    overlap: bool = _f(True, doc="apply the +εz and -2εz sweeps on background threads while the forward pass runs, layer by layer (speed only, never the bits)")
 
 
 @dataclass(frozen=True)
@@ -490,6 +492,12 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
             )
         if any(d <= 0 for d in n.distances_m):
             raise ConfigError(f"nodes.distances_m: every distance must be > 0, got {n.distances_m}")
+    if cfg.task.micro_batch_size > cfg.task.batch_size:
+        raise ConfigError(
+            f"task.micro_batch_size: {cfg.task.micro_batch_size} exceeds task.batch_size "
+            f"({cfg.task.batch_size}); allowed: 0 (the whole batch in one forward pass) or "
+            f"1..{cfg.task.batch_size}"
+        )
     if cfg.task.kind == "classification" and len(cfg.task.verbalizer) < 2:
         raise ConfigError(
             f"task.verbalizer: classification needs at least 2 label words, got {cfg.task.verbalizer!r}"

@@ -80,6 +80,9 @@ BAD_INPUTS = [
     ({"network": {"control_port": 70000}}, ["network.control_port", "<= 65535"]),
     ({"zo": {"epsilon": float("nan")}}, ["zo.epsilon", "finite"]),
     ({"zo": 3}, ["zo", "expected a mapping"]),
+    ({"zo": {"overlap": "sometimes"}}, ["zo.overlap", "true/false"]),
+    ({"task": {"micro_batch_size": -1}}, ["task.micro_batch_size", "out of range", ">= 0"]),
+    ({"task": {"batch_size": 8, "micro_batch_size": 9}}, ["task.micro_batch_size", "task.batch_size", "0 (the whole batch", "1..8"]),
     ({"radio": {"mode": "usrp", "clock_source": "internal"}}, ["radio.clock_source", "'external'"]),
 ]
 

@@ -112,3 +112,81 @@ def test_zo_perturb_rejects_bad_arguments() -> None:
         add_perturbation_([torch.zeros(3, dtype=torch.float16)], 0, 1.0, "gaussian", key=KEY)
     with pytest.raises(ValueError, match="threads"):
         add_perturbation_([torch.zeros(3)], 0, 1.0, "gaussian", key=KEY, threads=0)
+
+
+# The pinned z stream: layout (a chunk plus 5 values, a matrix, a scalar, two whole chunks),
+# seed, perturbation index and key.  A change of generator, chunk size, key derivation or
+# chunk order changes these digests: that is a protocol change (bump
+# pairzero.zo.manifest.Z_SCHEME, so old nodes and checkpoints are refused), never an accident.
+PIN_SHAPES = [(CHUNK_ELEMS + 5,), (3, 300), (1,), (CHUNK_ELEMS * 2,)]
+PIN_SEED, PIN_J, PIN_KEY = 20261207, 1, "pairzero-z-pin"
+PIN_DIGEST = {
+    # sha256 of the fp32 bytes of z over PIN_SHAPES, in order
+    "gaussian": "ad3f97eccb2f0a4567d6248bcbecca9b0874e77459bbfe1d8f28eadf6bd9e84d",
+    "rademacher": "18dffaaa35e98164a376f1d4fb8aacdf7a4959edef54920e5bada515a097bbae",
+}
+PIN_HEAD = {  # the first 4 values of parameter 0 and the first 2 of parameter 1
+    "gaussian": ([-1.1181163787841797, -0.06332780420780182, -0.02557995915412903, -0.9300885200500488],
+                 [-0.9328984618186951, -0.4026232063770294]),
+    "rademacher": ([1.0, -1.0, -1.0, 1.0], [1.0, 1.0]),
+}
+
+_PIN_CHILD = """
+import hashlib, sys, torch
+from pairzero.zo.perturb import ZStep, run_program_
+torch.set_num_threads(int(sys.argv[3]))  # a node with another intra-op thread count
+torch.manual_seed(999)
+shapes = eval(sys.argv[4])
+zs = [torch.zeros(s) for s in shapes]
+run_program_(zs, [ZStep(int(sys.argv[2]), int(sys.argv[5]), (1.0,))], sys.argv[1], key=sys.argv[6],
+             threads=int(sys.argv[3]))
+h = hashlib.sha256()
+for z in zs:
+    h.update(z.numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def _pin_digest(zs: list[torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for z in zs:
+        h.update(z.numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
+def test_z_stream_pinned_and_same_on_differently_built_nodes(dist: str) -> None:
+    from pairzero.zo.manifest import z_backend
+    from pairzero.zo.perturb import ZStep, run_program_, start_program
+
+    if dist == "gaussian" and not z_backend(dist).endswith("/x86-avx2"):
+        pytest.skip(f"Gaussian z is pinned for the x86-avx2 class; this node is {z_backend(dist)}")
+    # Execute: the same z built five ways: 1 and 3 threads; in the background, the parameters
+    # waited for in reverse order; one program of two steps whose sum is z; and a child
+    # process with another torch thread count and global RNG state.
+    ways: dict[str, list[torch.Tensor]] = {}
+    for threads in (1, 3):
+        zs = [torch.zeros(s) for s in PIN_SHAPES]
+        run_program_(zs, [ZStep(PIN_SEED, PIN_J, (1.0,))], dist, key=PIN_KEY, threads=threads)
+        ways[f"threads={threads}"] = zs
+    zs = [torch.zeros(s) for s in PIN_SHAPES]
+    sweep = start_program(zs, [ZStep(PIN_SEED, PIN_J, (1.0,))], dist, key=PIN_KEY, threads=2)
+    for i in reversed(range(len(zs))):
+        sweep.wait(i)
+    sweep.join()
+    ways["background"] = zs
+    zs = [torch.zeros(s) for s in PIN_SHAPES]  # 0 + fl(2z) + fl(-z) = z exactly (powers of 2)
+    run_program_(zs, [ZStep(PIN_SEED, PIN_J, (2.0,)), ZStep(PIN_SEED, PIN_J, (-1.0,))], dist,
+                 key=PIN_KEY, threads=2)
+    ways["program"] = zs
+    child = subprocess.run(
+        [sys.executable, "-c", _PIN_CHILD, dist, str(PIN_SEED), "1", repr(PIN_SHAPES), str(PIN_J), PIN_KEY],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    # Assert: every way gives the pinned digest and first values.
+    digests = {name: _pin_digest(zs) for name, zs in ways.items()} | {"child process": child}
+    assert digests == dict.fromkeys(digests, PIN_DIGEST[dist])
+    head0, head1 = PIN_HEAD[dist]
+    assert ways["threads=1"][0][:4].tolist() == head0
+    assert ways["threads=1"][1].view(-1)[:2].tolist() == head1

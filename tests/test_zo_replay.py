@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,36 @@ def test_zo_checkpoint_refuses_changed_initial_weights_or_config(tmp_path: Path)
         ck.apply_to(engine_for(model, cfg))
     with pytest.raises(ValueError, match="zo.lr"):
         ck.apply_to(engine_for(model, ZOConfig(lr=0.5)))
+
+
+@pytest.mark.parametrize("q", [1, 2])
+def test_zo_overlapped_sweeps_give_the_bits_of_sequential_sweeps(q: int) -> None:
+    # Prepare: two copies, one engine overlapping the ±εz sweeps with the forward pass
+    # (zo.overlap, the default), one applying each sweep before its forward pass.
+    cfg = ZOConfig(epsilon=1e-3, lr=1e-2, num_perturbations=q)
+    models = {ov: tiny_opt() for ov in (True, False)}
+    engines = {ov: engine_for(m, replace(cfg, overlap=ov)) for ov, m in models.items()}
+    # Execute: 5 rounds; the loss reads lm_head rows after the decoder call returned.
+    gs = {ov: [e.step(seed, make_loss(seed)) for seed in range(5)] for ov, e in engines.items()}
+    # Assert: the same scalars (so the same losses) and the same weights, bit for bit; the
+    # overlapping engine stayed overlapping.
+    assert gs[True] == gs[False]
+    assert_same_state(models[True], models[False])
+    assert engines[True]._overlap and not engines[False]._overlap
+
+
+def test_zo_overlap_falls_back_for_a_loss_without_module_calls() -> None:
+    # Prepare: a loss that reads a parameter directly (no module call the hooks could see).
+    cfg = ZOConfig(epsilon=1e-3, lr=1e-2)
+    models = {ov: tiny_opt() for ov in (True, False)}
+    engines = {ov: engine_for(m, replace(cfg, overlap=ov)) for ov, m in models.items()}
+
+    def loss(m: OPTForCausalLM) -> torch.Tensor:
+        return (m.model.decoder.layers[1].fc2.weight ** 2).sum()
+
+    # Execute
+    gs = {ov: [e.step(seed, loss) for seed in range(3)] for ov, e in engines.items()}
+    # Assert: evaluated again on the finished θ (same scalars), and overlap switched off.
+    assert gs[True] == gs[False]
+    assert_same_state(models[True], models[False])
+    assert not engines[True]._overlap

@@ -29,6 +29,11 @@ returns, per loss, the mean over j of the clipped scalars, g = (1/q) Σ_j g_j.  
 * a sequence of q floats (one aggregate per j, from :meth:`ZOEngine.scalars_per_perturbation`):
   u_j = ĝ_j / q, i.e. θ -= (lr/q)·Σ_j ĝ_j z_j, MeZO's q-sample estimator (lower variance).
 
+Cost: three z sweeps per round (+εz, −2εz, restore+update).  With ``cfg.overlap`` (default)
+the first two run on background threads while the forward pass they feed runs, layer by layer
+(:meth:`ZOEngine._perturb_and_evaluate`); only the update sweep runs alone.  The float
+operations per element are the same, so are the bits.
+
 Weight decay (``cfg.weight_decay``) is applied once per round after the update, as
 θ ← θ(1 - lr·wd), to weights only: no decay on biases and LayerNorm parameters (MeZO/HF rule).
 """
@@ -45,7 +50,7 @@ from torch import nn
 
 from pairzero.config import ZOConfig
 from pairzero.zo.manifest import ParamManifest, build_manifest, dedup_named_params
-from pairzero.zo.perturb import DecayStep, Step, ZStep, run_program_
+from pairzero.zo.perturb import DecayStep, Step, Sweep, ZStep, run_program_, start_program
 
 __all__ = ["ZOEngine", "LossFn", "clip_scalar", "two_point_scalar", "no_decay_names", "default_threads"]
 
@@ -88,6 +93,45 @@ def no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
+def _storage_key(p: torch.Tensor) -> tuple[int, int]:
+    return (p.untyped_storage().data_ptr(), int(p.storage_offset()))
+
+
+class _WaitForSweep:
+    """Forward hooks that hold each module until a running :class:`Sweep` has passed its
+    parameters, and hold the end of the outermost module call until the sweep is complete."""
+
+    def __init__(self, modules: Sequence[nn.Module], need: dict[int, int], sweep: Sweep) -> None:
+        self._modules, self._need, self._sweep = modules, need, sweep
+        self._last = sweep.count - 1
+        self._depth = 0
+        self.closed = False  # an outermost module call has returned (the sweep was complete)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _pre(self, mod: nn.Module, args: object) -> None:
+        self._depth += 1
+        need = self._need.get(id(mod), -1)
+        if need >= self._sweep.finished:
+            self._sweep.wait(need)
+
+    def _post(self, mod: nn.Module, args: object, out: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and not self.closed:
+            self._sweep.wait(self._last)
+            self.closed = True
+
+    def __enter__(self) -> _WaitForSweep:
+        for m in self._modules:
+            self._handles.append(m.register_forward_pre_hook(self._pre))
+            self._handles.append(m.register_forward_hook(self._post))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
 class ZOEngine:
     """Two-point ZO estimator and update over an ordered list of fp32 parameters.
 
@@ -125,6 +169,16 @@ class ZOEngine:
         exempt_ids = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n in exempt}
         self.decay_mask = [not (n in exempt or id(p) in exempt_ids) for n, p in named]
         self._pending: int | None = None  # seed whose θ-εz_{q-1} state is pending
+        # Overlap (cfg.overlap): for each module owning trainable tensors directly, the largest
+        # manifest index among them; a forward pre-hook waits until the sweep reaches it.
+        key_index = {_storage_key(p): i for i, p in enumerate(self.params)}
+        self._modules = list(model.modules())
+        self._need: dict[int, int] = {}
+        for mod in self._modules:
+            idx = [key_index[k] for p in mod.parameters(recurse=False) if (k := _storage_key(p)) in key_index]
+            if idx:
+                self._need[id(mod)] = max(idx)
+        self._overlap = cfg.overlap
         log.info(
             "ZO engine: %d tensors, %d values, %s z, q=%d, %d threads, manifest %s",
             len(self.params), self.manifest.numel, cfg.perturbation, cfg.num_perturbations,
@@ -152,6 +206,37 @@ class ZOEngine:
         finally:
             self.model.train(was_training)
 
+    def _perturb_and_evaluate(self, step: ZStep, loss_fns: Sequence[LossFn]) -> list[float]:
+        """Apply ``step`` to θ, then evaluate the losses; θ has ``step`` fully applied on return.
+
+        With ``cfg.overlap`` the sweep runs on background threads while the first loss's
+        forward pass runs: each module waits, in a forward pre-hook, until the sweep has
+        passed its parameters (manifest order = registration order, which is the order of the
+        forward pass for the layers of a causal LM), and when the outermost module call
+        returns every parameter is done, so anything the loss reads after it (the LM head's
+        verbalizer rows) is perturbed too.  The bits of θ and of the loss are those of the
+        sequential path; only the time differs.  A loss that made no module call (a toy loss
+        reading a parameter directly) may have read θ mid-sweep: it is evaluated again on the
+        finished θ, and the engine stops overlapping.
+        """
+        if not self._overlap:
+            self._run([step])
+            return self._evaluate(loss_fns)
+        sweep = start_program(
+            self.params, [step], self.cfg.perturbation, key=self.manifest.digest,
+            decay_mask=self.decay_mask, threads=self.threads,
+        )
+        try:
+            with _WaitForSweep(self._modules, self._need, sweep) as guard:
+                first = self._evaluate(loss_fns[:1])
+        finally:
+            sweep.join()
+        if not guard.closed:
+            log.info("ZO overlap off: the loss read the parameters outside any module call")
+            self._overlap = False
+            first = self._evaluate(loss_fns[:1])
+        return first + self._evaluate(loss_fns[1:])
+
     @staticmethod
     def _check_seed(seed: int) -> None:
         if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
@@ -178,12 +263,10 @@ class ZOEngine:
         j = 0
         try:
             for j in range(q):
-                self._run([ZStep(seed, j, (eps,))])
-                offset = 1.0
-                lp = self._evaluate(loss_fns)
-                self._run([ZStep(seed, j, (-2.0 * eps,))])
+                offset = 1.0  # set first: an interrupted sweep has still finished (joined)
+                lp = self._perturb_and_evaluate(ZStep(seed, j, (eps,)), loss_fns)
                 offset = -1.0
-                lm = self._evaluate(loss_fns)
+                lm = self._perturb_and_evaluate(ZStep(seed, j, (-2.0 * eps,)), loss_fns)
                 if j < q - 1:
                     self._run([ZStep(seed, j, (eps,))])
                     offset = 0.0
