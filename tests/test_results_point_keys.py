@@ -50,3 +50,13 @@ def test_planned_learning_points_carry_only_what_they_read() -> None:
         if p.section == "learning" and p.params["kind"] == "simulate":
             assert not {"network", "radio", "output"} & set(p.params["config"])
             assert {"network", "radio"} <= set(p.run_with["config"])
+
+
+def test_how_a_point_is_computed_is_not_part_of_its_key() -> None:
+    # overlapped z sweeps (same bits) and micro-batched forwards (same loss within the stated
+    # tolerance) change how a point is computed, not what: its stored result still holds
+    for kind in ("simulate", "loopback"):
+        base = config_point("learning", "p", "curves", kind, _cfg())
+        how = _cfg("zo.overlap=false", "task.micro_batch_size=2")
+        assert config_point("learning", "p", "curves", kind, how).key == base.key, kind
+        assert config_point("learning", "p", "curves", kind, _cfg("task.batch_size=2")).key != base.key

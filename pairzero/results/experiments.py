@@ -235,6 +235,13 @@ KIND_READS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Settings that change how a point is computed, never what it computes: the overlapped z sweeps
+# give the same bits (tests/test_zo_replay.py), micro-batched forwards the same loss within the
+# float tolerance tests/test_tasks_objective.py states (exactly, at the default). They are left
+# out of every key, so turning them on does not rerun a point.
+HOW_NOT_WHAT: tuple[str, ...] = ("zo.overlap", "task.micro_batch_size")
+
+
 def keyed_config(kind: str, cfg: ExperimentConfig) -> dict[str, Any]:
     """The part of ``cfg`` that a point of ``kind`` reads (:data:`KIND_READS`): its key."""
     if kind not in KIND_READS:
@@ -247,6 +254,9 @@ def keyed_config(kind: str, cfg: ExperimentConfig) -> dict[str, Any]:
             out.setdefault(section, {})[key] = full[section][key]
         else:
             out[section] = dict(full[section])
+    for item in HOW_NOT_WHAT:
+        section, _, key = item.partition(".")
+        out.get(section, {}).pop(key, None)
     if kind != "zeroshot":
         # Each method's rate alone: the ZO methods never read run.fo_lr, the FO baseline never
         # reads zo.lr.
