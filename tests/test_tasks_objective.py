@@ -95,3 +95,20 @@ def test_micro_batched_loss_is_the_whole_batch_loss_within_64_ulps(model_tok, ki
     tol = 64 * torch.finfo(torch.float32).eps * abs(float(whole))
     for m, loss in micro.items():
         assert abs(float(loss) - float(whole)) <= tol, (m, float(loss), float(whole))
+
+
+def test_one_pass_classification_loss_is_cross_entropys_own_mean_bit_for_bit(model_tok) -> None:
+    # Pins: micro-batching must not move the default path's last bits (a mean of the
+    # reduction='none' terms does, and that moved every stored learning curve in docs/results).
+    model, tok = model_tok
+    tok.padding_side = "left"
+    # 16 examples: a size where the two reductions differ in the last bit on opt-tiny
+    examples = [Example(" ".join([ex.text] * (1 + i % 3)), ex.label) for i, ex in enumerate(BATCH * 6)][:16]
+    cfg = TaskConfig(max_length=48, batch_size=len(examples))
+    obj = make_objective(cfg, tok)
+    enc = obj.encode(examples)
+    with torch.inference_mode():
+        logits = obj.candidate_logits(model, enc)
+        want = torch.nn.functional.cross_entropy(logits, enc["labels"])
+        for m in (0, len(examples)):
+            assert torch.equal(make_objective(replace(cfg, micro_batch_size=m), tok).loss(model, enc), want)

@@ -110,7 +110,37 @@ class BasebandApPhy:
         """Nothing to release."""
 
 
-class BasebandNodePhy:
+class RadiolessNodePhy:
+    """The NodePhy members of a node without a radio (baseband, simulated): no events, no
+    device clock, nothing to calibrate, no privacy account of its own (the AP's, or none)."""
+
+    no_radio = "this node runs without a radio PHY (radio.mode: baseband)"
+
+    def take_events(self) -> tuple[TxEvent, ...]:
+        return ()
+
+    def spent_mu(self) -> float | None:
+        """No account of its own: the scalar goes to the AP as it is, or the AP accounts it."""
+        return None
+
+    def clock_report(self) -> tuple[float, float] | None:
+        """No radio, no device clock."""
+        return None
+
+    def calibrate(self, c: Calibrate) -> CalResult:
+        """No radio to calibrate: says so (nothing sent)."""
+        return CalResult(node=c.node, iteration=c.iteration, tx_gain_db=0.0, digital_scale=1.0,
+                         phase_rad=0.0, timing_advance_samples=0.0, sent=False,
+                         detail=self.no_radio)
+
+    def attach_ledger(self, path: str) -> None:
+        """No ledger of its own (see :meth:`spent_mu`)."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class BasebandNodePhy(RadiolessNodePhy):
     """Node side of the digital path: nothing goes over the air, the scalar travels in READY;
     remembers what it "sent" (round, scalar)."""
 
@@ -126,25 +156,3 @@ class BasebandNodePhy:
         if scalar is not None:
             self.sent.append((t, scalar))
 
-    def take_events(self) -> tuple[TxEvent, ...]:
-        return ()
-
-    def spent_mu(self) -> float | None:
-        """No privacy account: the scalar goes to the AP as it is."""
-        return None
-
-    def clock_report(self) -> tuple[float, float] | None:
-        """No radio, no device clock."""
-        return None
-
-    def calibrate(self, c: Calibrate) -> CalResult:
-        """No radio to calibrate: says so (nothing sent)."""
-        return CalResult(node=c.node, iteration=c.iteration, tx_gain_db=0.0, digital_scale=1.0,
-                         phase_rad=0.0, timing_advance_samples=0.0, sent=False,
-                         detail="this node runs without a radio PHY (radio.mode: baseband)")
-
-    def attach_ledger(self, path: str) -> None:
-        """No privacy account: the scalars go to the AP as they are (baseband)."""
-
-    def close(self) -> None:
-        """Nothing to release."""

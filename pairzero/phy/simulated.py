@@ -35,8 +35,9 @@ import numpy as np
 from pairzero.config import ExperimentConfig
 from pairzero.ota.pipeline import OTARoundRunner
 from pairzero.ota.privacy import GaussianDPAccountant, PrivacyRule
+from pairzero.phy.baseband import RadiolessNodePhy
 from pairzero.protocol.interfaces import Idle, PhyResult, ReadyTiming, RoundPlan
-from pairzero.protocol.messages import Calibrate, CalResult, RoundRecord, Schedule, TxEvent
+from pairzero.protocol.messages import RoundRecord, Schedule
 
 __all__ = ["SIMULATED_METHODS", "SimulatedAir", "SimulatedNodePhy", "SimulatedApPhy"]
 
@@ -93,11 +94,13 @@ class SimulatedAir:
                 idle(0.0)  # the control plane stays served while the AP waits
 
 
-class SimulatedNodePhy:
+class SimulatedNodePhy(RadiolessNodePhy):
     """Node ``node``'s transmit chain: on SCHEDULE its scalar goes on the air (``zo_digital``:
-    as a float32 word, with local privacy noise when ``privacy.enabled``)."""
+    as a float32 word, with local privacy noise when ``privacy.enabled``). The AP's PHY
+    accounts every node's privacy."""
 
     digital = False
+    no_radio = "this node runs on the simulated PHY (pairzero simulate)"
 
     def __init__(self, cfg: ExperimentConfig, node: int, air: SimulatedAir) -> None:
         if cfg.run.method not in SIMULATED_METHODS:
@@ -126,29 +129,6 @@ class SimulatedNodePhy:
     def transmit(self, t: int, scalar: float | None, sched: Schedule | None) -> None:
         if scalar is not None:  # None: no scalar for this round (pilots only): nothing to send
             self.air.send(t, self.node, scalar, self.word(t, scalar))
-
-    def take_events(self) -> tuple[TxEvent, ...]:
-        return ()
-
-    def spent_mu(self) -> float | None:
-        """No account of its own: the AP's PHY accounts every node's privacy."""
-        return None
-
-    def clock_report(self) -> tuple[float, float] | None:
-        """No radio, no device clock."""
-        return None
-
-    def calibrate(self, c: Calibrate) -> CalResult:
-        """No radio to calibrate: says so (nothing sent)."""
-        return CalResult(node=c.node, iteration=c.iteration, tx_gain_db=0.0, digital_scale=1.0,
-                         phase_rad=0.0, timing_advance_samples=0.0, sent=False,
-                         detail="this node runs on the simulated PHY (pairzero simulate)")
-
-    def attach_ledger(self, path: str) -> None:
-        """No ledger of its own (see :meth:`spent_mu`)."""
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 class SimulatedApPhy:

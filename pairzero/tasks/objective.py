@@ -199,12 +199,18 @@ class Objective:
     def loss(self, model: torch.nn.Module, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scalar fp32 mean loss (nats) of the batch: the mean of :meth:`per_example_losses`.
 
-        The terms of the whole batch are reduced once, by the same ``mean``, whatever
-        ``task.micro_batch_size`` is, so the scalar can differ from the one-pass value only
-        by how the matrix products round a row inside a smaller batch: within 64 fp32 ulps
-        of the loss (``tests/test_tasks_objective.py``; measured: 0-2 ulps).  Both losses of
-        a ZO step use the same micro-batches, so g is computed consistently.
+        In one pass (``task.micro_batch_size`` 0 or the whole batch) a classification loss is
+        ``cross_entropy``'s own mean, bit for bit what it always was (a mean of the
+        ``reduction='none'`` terms differs in the last bits, and those move every learning
+        curve). With micro-batches the terms of the whole batch are reduced once by ``mean``,
+        so the scalar differs from the one-pass value only by rounding: within 64 fp32 ulps
+        (``tests/test_tasks_objective.py``; measured: 0-2 ulps). Both losses of a ZO step use
+        the same micro-batches, so g is computed consistently.
         """
+        if self.kind == "classification" and len(self._micro_batches(encoded)) == 1:
+            # one pass: the reduction the loss always had, so results stay bit for bit
+            logits = self.candidate_logits(model, encoded)
+            return F.cross_entropy(logits, encoded["labels"].to(logits.device))
         terms = self.per_example_losses(model, encoded)
         if terms.numel() == 0:
             raise ValueError("batch: no target tokens (every text is a single token)")
