@@ -32,6 +32,15 @@ __all__ = ["BasebandApPhy", "BasebandNodePhy"]
 log = logging.getLogger(__name__)
 
 
+def node_mask(k: int, nodes: Sequence[int] | Mapping[int, object]) -> np.ndarray:
+    """The (k,) boolean mask of the enrolled nodes among ``nodes`` (others are ignored)."""
+    m = np.zeros(k, dtype=bool)
+    for n in nodes:
+        if 0 <= n < k:
+            m[n] = True
+    return m
+
+
 class BasebandApPhy:
     """RoundPlanner and ApPhy of the baseband mode (one object: the plan and the receive of a
     round must see the same channel draw).
@@ -52,16 +61,9 @@ class BasebandApPhy:
             log.warning("radio.mode baseband: the nodes send their exact scalars to the AP: no "
                         "privacy against the AP (epsilon = inf), whatever privacy.epsilon says")
 
-    def _mask(self, nodes: Sequence[int] | Mapping[int, object]) -> np.ndarray:
-        m = np.zeros(self.k, dtype=bool)
-        for n in nodes:
-            if 0 <= n < self.k:
-                m[n] = True
-        return m
-
     def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
         """Power plan for round t's channel draw and the nodes that answered READY."""
-        pp = self.runner.plan(self.runner.channel.draw(t), self._mask(nodes))
+        pp = self.runner.plan(self.runner.channel.draw(t), node_mask(self.k, nodes))
         return RoundPlan(eta=pp.eta, sigma_a=pp.sigma_a, noise_std=0.0, tx_sample=-1, mu=None)
 
     def receive(
@@ -77,7 +79,7 @@ class BasebandApPhy:
                             if v is None else f"not an enrolled node (nodes.count = {self.k})")
                 continue
             g[k] = usable[k] = v
-        res = self.runner.run_round(t, g, available=self._mask(usable))
+        res = self.runner.run_round(t, g, available=node_mask(self.k, usable))
         self.last = res
         assert self.runner.last_plan is not None
         present = tuple(int(k) for k in np.flatnonzero(self.runner.last_plan.active))

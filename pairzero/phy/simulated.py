@@ -35,7 +35,7 @@ import numpy as np
 from pairzero.config import ExperimentConfig
 from pairzero.ota.pipeline import OTARoundRunner
 from pairzero.ota.privacy import GaussianDPAccountant, PrivacyRule
-from pairzero.phy.baseband import RadiolessNodePhy
+from pairzero.phy.baseband import RadiolessNodePhy, node_mask
 from pairzero.protocol.interfaces import Idle, PhyResult, ReadyTiming, RoundPlan
 from pairzero.protocol.messages import RoundRecord, Schedule
 
@@ -57,6 +57,12 @@ def _local_dp_sigma(cfg: ExperimentConfig) -> float:
     """σ of a node's local privacy noise in ``zo_digital``: 2·G·z* (see the module doc)."""
     cal = PrivacyRule.from_target(cfg.privacy.epsilon, cfg.privacy.delta, cfg.run.rounds)
     return 2.0 * cfg.zo.clip * cal.z_star
+
+
+def _check_method(cfg: ExperimentConfig) -> None:
+    if cfg.run.method not in SIMULATED_METHODS:
+        raise ValueError(f"run.method: {cfg.run.method!r} is not simulated by this PHY; "
+                         f"allowed: {', '.join(SIMULATED_METHODS)}")
 
 
 class SimulatedAir:
@@ -103,9 +109,7 @@ class SimulatedNodePhy(RadiolessNodePhy):
     no_radio = "this node runs on the simulated PHY (pairzero simulate)"
 
     def __init__(self, cfg: ExperimentConfig, node: int, air: SimulatedAir) -> None:
-        if cfg.run.method not in SIMULATED_METHODS:
-            raise ValueError(f"run.method: {cfg.run.method!r} is not simulated by this PHY; "
-                             f"allowed: {', '.join(SIMULATED_METHODS)}")
+        _check_method(cfg)
         self.node = node
         self.k = cfg.nodes.count
         self.air = air
@@ -139,9 +143,7 @@ class SimulatedApPhy:
     scalar_bound: float | None = None  # READY carries no scalar
 
     def __init__(self, cfg: ExperimentConfig, air: SimulatedAir) -> None:
-        if cfg.run.method not in SIMULATED_METHODS:
-            raise ValueError(f"run.method: {cfg.run.method!r} is not simulated by this PHY; "
-                             f"allowed: {', '.join(SIMULATED_METHODS)}")
+        _check_method(cfg)
         self.cfg = cfg
         self.k = cfg.nodes.count
         self.air = air
@@ -156,19 +158,12 @@ class SimulatedApPhy:
             self.accountant = GaussianDPAccountant(self.k)
         self.last: dict[str, float | int | bool | None] = {}
 
-    def _mask(self, nodes: Sequence[int] | Mapping[int, object]) -> np.ndarray:
-        m = np.zeros(self.k, dtype=bool)
-        for n in nodes:
-            if 0 <= n < self.k:
-                m[n] = True
-        return m
-
     def plan(self, t: int, nodes: Sequence[int], timing: ReadyTiming | None = None) -> RoundPlan:
         """pairzero: the power plan of round t's channel draw for the nodes that answered
         READY; every method: a frame (SCHEDULE) for every node."""
         if self.runner is None:
             return RoundPlan(tx_sample=0)
-        pp = self.runner.plan(self.runner.channel.draw(t), self._mask(nodes))
+        pp = self.runner.plan(self.runner.channel.draw(t), node_mask(self.k, nodes))
         return RoundPlan(eta=pp.eta, sigma_a=pp.sigma_a, noise_std=0.0, tx_sample=0, mu=None)
 
     def receive(
@@ -209,7 +204,7 @@ class SimulatedApPhy:
     def _over_the_air(self, t: int, g: np.ndarray, frames: Mapping[int, object]) -> PhyResult:
         """pairzero: round t over the simulated channel, privacy accounted."""
         assert self.runner is not None
-        res = self.runner.run_round(t, g, available=self._mask(frames))
+        res = self.runner.run_round(t, g, available=node_mask(self.k, frames))
         assert self.runner.last_plan is not None
         present = tuple(int(k) for k in np.flatnonzero(self.runner.last_plan.active))
         self.last = {"g_true_mean": float(np.mean(g)), "sq_err": float(res.sq_err),
