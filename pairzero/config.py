@@ -65,6 +65,11 @@ MAX_DEADLINE_S = 86400.0
 #: radios that share a reference):
 #: no node is present in them while every node warms up.
 PILOT_ONLY_ROUNDS = 2
+#: With privacy on, up to two more: a node is precoded once the bound on its precoding error,
+#: from the errors measured between its frames, is tight enough or rests on three of them
+#: (pairzero.ota.charging.MAX_PLANNING_BOUND, HOLD_BACK_ERRORS: one frame more as a rule, two
+#: on a channel that changes by several per cent between frames).
+PRIVATE_PILOT_ONLY_ROUNDS = PILOT_ONLY_ROUNDS + 2
 
 
 class ConfigError(ValueError):
@@ -235,7 +240,7 @@ class NetworkConfig:
     hash_every: int = _f(10, ge=0, le=MAX_ROUNDS, doc="rounds between model-hash checks in UPDATE (0: never)")
     start_timeout_s: float = _f(60.0, ge=0.0, le=1e7, doc="AP wait for all nodes before round 0 (s)")
     ap_give_up_s: float = _f(600.0, ge=0.0, le=1e7, doc="edge node exits when the AP is silent this long (s; 0: never)")
-    max_empty_rounds: int = _f(5, ge=0, le=MAX_ROUNDS, doc="consecutive rounds with no node present (dead channel) that stop the run with status 1 (0: never; radio modes: >= 3, a node's first 2 rounds carry pilots only)")
+    max_empty_rounds: int = _f(5, ge=0, le=MAX_ROUNDS, doc="consecutive rounds with no node present (dead channel) that stop the run with status 1 (0: never; radio modes: >= 3, a node's first 2 rounds carry pilots only; >= 5 with privacy on, up to 4 then)")
 
 
 @dataclass(frozen=True)
@@ -531,11 +536,13 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
                     f"radio.ap_args / radio.node_args: the emulated radios name different channel "
                     f"emulators (emulator=): {hosts}; one `pairzero channel` plays every radio's RF, "
                     "so give every radio the same emulator=HOST (or none: 127.0.0.1)")
-    if cfg.radio.mode != "baseband" and 0 < cfg.network.max_empty_rounds <= PILOT_ONLY_ROUNDS:
+    warmup = PRIVATE_PILOT_ONLY_ROUNDS if cfg.privacy.enabled else PILOT_ONLY_ROUNDS
+    if cfg.radio.mode != "baseband" and 0 < cfg.network.max_empty_rounds <= warmup:
         raise ConfigError(
             f"network.max_empty_rounds: {cfg.network.max_empty_rounds} would stop a radio run "
-            f"during its start: a node's first {PILOT_ONLY_ROUNDS} rounds carry pilots only, so "
-            f"they have no node present; use at least {PILOT_ONLY_ROUNDS + 1} (or 0: never stop)"
+            f"during its start: a node's first {warmup} rounds carry pilots only"
+            f"{' (with privacy on)' if cfg.privacy.enabled else ''}, so they have no node "
+            f"present; use at least {warmup + 1} (or 0: never stop)"
         )
     if cfg.network.sample_port_base + n.count > 65535:
         raise ConfigError(

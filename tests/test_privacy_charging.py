@@ -21,11 +21,14 @@ from access_point.orchestrator import ApSettings, Orchestrator
 from access_point.roundlog import RoundLog
 from pairzero.config import load_config
 from pairzero.ota.charging import (
+    HOLD_BACK_ERRORS,
+    MAX_PLANNING_BOUND,
     LedgerMismatch,
     NoiseFloor,
     PrivacyBudgetSpent,
     PrivacyLedger,
     RadioPrivacy,
+    plan_payload,
     terms_of,
 )
 from pairzero.ota.privacy import PrivacyRule, epsilon_from_mu
@@ -302,6 +305,53 @@ def test_the_precoding_error_bound_covers_the_next_frames_error() -> None:
         misses += abs(1 + e[32]) > 1 + rp.error_bound(0)
     # Assert: misses need sigma_U < sigma (prob 1%) or a tail beyond sqrt(ln 1/p) (0.1%)
     assert misses / trials < 0.011 + 4 * math.sqrt(0.011 / trials)
+
+
+def test_a_node_sends_pilots_only_while_its_precoding_error_bound_is_loose() -> None:
+    # Prepare: two nodes whose measured precoding errors are the same size (rms 0.015), node 0
+    # measured over one frame, node 1 over eight: from one value the chi-square bound is
+    # 419 x the rms (6.3), from eight 11.6 x (0.17)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 10)
+    rp = RadioPrivacy(cal, 2, 1.0, tail_prob=1e-6)
+    rp.record_error(0, 0.015)
+    for _ in range(8):
+        rp.record_error(1, 0.015)
+    h = np.array([0.9 + 0.1j, 1.1 - 0.2j])
+    n0y, est = 1e-3, 1e-6
+
+    def plan(avail):
+        return plan_payload(h, np.array(avail), n0y, rp, cal, 1.0, 1.0, est_err_var=est)
+
+    # Execute
+    both, alone = plan([True, True]), plan([False, True])
+    # Assert: node 0 waits (its bound named), node 1 alone is planned exactly as without node 0,
+    # and the plan's eta is the one of node 1's own (tight) bound
+    b0, b1 = (rp.planning_bound(k, abs(h[k]), est) for k in (0, 1))
+    assert b0 > MAX_PLANNING_BOUND > b1
+    assert both.waiting == {0: pytest.approx(b0)} and both.active == [1] and not both.refused
+    assert both.power.eta == alone.power.eta
+    assert both.power.eta == pytest.approx(cal.eta_priv(n0y, 1.0) * (1 + cal.error_bound) / (1 + b1))
+    # and with a second measured error (bound 52 x 0.015 + r/|h| < 1) it is planned with node 1
+    rp.record_error(0, 0.015)
+    assert plan([True, True]).active == [0, 1]
+
+
+def test_a_node_on_a_fast_changing_channel_waits_for_three_measured_errors_only() -> None:
+    # Prepare: precoding errors of 20 % between frames: the bound stays above 1 however many
+    # are measured (3.7 x sigma_U >= 2 x 0.2 x 1.41 x 3.7)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 10)
+    rp = RadioPrivacy(cal, 1, 1.0, tail_prob=1e-6)
+    h = np.array([1.0 + 0j])
+    active = []
+    for _ in range(HOLD_BACK_ERRORS + 1):
+        rp.record_error(0, 0.2)
+        pl = plan_payload(h, np.array([True]), 1e-3, rp, cal, 1.0, 1.0, est_err_var=1e-6)
+        active.append((rp.error_history(0), pl.active, bool(pl.waiting)))
+    # Assert: pilots only while fewer than HOLD_BACK_ERRORS errors are known, then precoded
+    # with the bound it has (waiting would hardly tighten it)
+    assert rp.planning_bound(0, 1.0, 1e-6) > MAX_PLANNING_BOUND
+    assert active == [(n, [] if n < HOLD_BACK_ERRORS else [0], n < HOLD_BACK_ERRORS)
+                      for n in range(1, HOLD_BACK_ERRORS + 2)]
 
 
 def test_a_ledger_of_other_privacy_terms_is_refused_naming_the_field(tmp_path: Path) -> None:

@@ -86,6 +86,8 @@ __all__ = [
     "node_bound",
     "magnitude_bounds",
     "SIGMA_CONFIDENCE",
+    "MAX_PLANNING_BOUND",
+    "HOLD_BACK_ERRORS",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,19 @@ SIGMA_CONFIDENCE = 0.01
 _MAX_SHRINK = 0.9
 #: Relative slack for floating-point rounding when a node's budget is compared with mu*.
 _BUDGET_RTOL = 1e-9
+#: Largest relative bound on |h_k b_k| / eta - 1 (:meth:`RadioPrivacy.planning_bound`) with which
+#: a node is precoded while it has fewer than :data:`HOLD_BACK_ERRORS` measured precoding
+#: errors. eta is common to the round, so the least certain node's bound e scales the noise the
+#: plan puts on every node's scalar by 1 + e (:meth:`PrivacyRule.eta_priv`), and from one or two
+#: measured errors e is hundreds or tens of times their size (a chi-square bound from n values:
+#: 419 x their rms at n = 1, 52 x at n = 2, 27 x at n = 3): such a node sends pilots only
+#: (costing it no privacy) until its bound is at most this (at most twice the noise of a known
+#: channel) or it has HOLD_BACK_ERRORS errors measured, whichever comes first (a channel that
+#: changes that much between frames is precoded with the bound it has: waiting longer would
+#: hardly tighten it).
+MAX_PLANNING_BOUND = 1.0
+#: Measured precoding errors after which a node is precoded whatever its bound (see above).
+HOLD_BACK_ERRORS = 3
 
 
 class LedgerMismatch(OperationalError):
@@ -408,6 +423,10 @@ class RadioPrivacy:
         if math.isfinite(e):
             self._err.setdefault(node, deque(maxlen=self._window)).append(float(e) ** 2)
 
+    def error_history(self, node: int) -> int:
+        """How many precoding errors of node ``node`` are held (at most :attr:`window`)."""
+        return len(self._err.get(node, ()))
+
     def has_history(self, node: int) -> bool:
         """Whether node ``node`` has a measured precoding error: it is not precoded before (its
         error could not be bounded from a measurement)."""
@@ -639,14 +658,17 @@ class RadioPrivacy:
 class PayloadPlan:
     """One round's payload plan: the power plan, who sends (``active``), each node's artificial
     noise share (``noise_std``, per real dimension), who was left out for their budget
-    (``refused``: node -> why) and what the round may cost each active node (``cost``; None
-    without privacy)."""
+    (``refused``: node -> why), what the round may cost each active node (``cost``; None
+    without privacy) and who sends pilots only because its precoding-error bound, from fewer
+    than :data:`HOLD_BACK_ERRORS` errors, is above :data:`MAX_PLANNING_BOUND` (``waiting``:
+    node -> its bound)."""
 
     power: PowerPlan
     active: list[int]
     noise_std: float
     refused: dict[int, str]
     cost: PlannedCost | None = None
+    waiting: dict[int, float] = dataclasses.field(default_factory=dict)
 
     @property
     def planned(self) -> dict[int, float]:
@@ -665,12 +687,19 @@ def plan_payload(
     eta_floor: float = 0.0, sigma_a_max: float | None = None, est_err_var: float = 0.0,
 ) -> PayloadPlan:
     """Plan a round's payload (:func:`pairzero.ota.power.plan_round`) with each node's measured
-    precoding-error bound (the largest of the round's nodes: eta is common), and leave out the
-    nodes whose budget the round's worst case would exceed, planning again without them until
-    every planned node fits. ``noise_var_y``: N0 at the aggregate (a lower confidence bound with privacy);
+    precoding-error bound (the largest of the round's nodes: eta is common), leave out the nodes
+    whose bound, from fewer than :data:`HOLD_BACK_ERRORS` measured errors, exceeds
+    :data:`MAX_PLANNING_BOUND` (pilots only), and the nodes whose budget the
+    round's worst case would exceed, planning again without them until every planned node fits. ``noise_var_y``: N0 at the aggregate (a lower confidence bound with privacy);
     ``est_err_var``: a pilot estimate's error variance (:meth:`RadioPrivacy.planned_mu`)."""
     avail = np.asarray(available, dtype=bool).copy()
     refused: dict[int, str] = {}
+    waiting: dict[int, float] = {}
+    if charges is not None:
+        for k in np.flatnonzero(avail):
+            bound = charges.planning_bound(int(k), abs(complex(h_est[k])), est_err_var)
+            if bound > MAX_PLANNING_BOUND and charges.error_history(int(k)) < HOLD_BACK_ERRORS:
+                avail[k], waiting[int(k)] = False, bound
     while True:
         cal = privacy
         if charges is not None:
@@ -684,12 +713,12 @@ def plan_payload(
         noise_std = (pp.sigma_a / (pp.eta * shrink * math.sqrt(len(active)))
                      if pp.sigma_a > 0 and pp.eta > 0 and active else 0.0)
         if charges is None or not active:
-            return PayloadPlan(pp, active, noise_std, refused)
+            return PayloadPlan(pp, active, noise_std, refused, waiting=waiting)
         cost = charges.planned_mu(pp.b, h_est, active, noise_std, noise_var_y, est_err_var,
                                   eta=pp.eta, sigma_a=pp.sigma_a)
         over = charges.admit(cost.worst)
         if not over:
-            return PayloadPlan(pp, active, noise_std, refused, cost)
+            return PayloadPlan(pp, active, noise_std, refused, cost, waiting)
         refused.update(over)
         for k in over:
             avail[k] = False

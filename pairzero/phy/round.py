@@ -29,7 +29,12 @@ error a precoding would have made) has been measured: the privacy plan bounds th
 measurements, never from a configured value (:mod:`pairzero.ota.charging`), so on radios the
 first payload is in a node's third frame; and only once its pilot was *significant* in its last
 two frames (a statistic noise alone reaches with probability at most
-``privacy.error_tail_prob``), so that no node is precoded from a false detection. Nodes
+``privacy.error_tail_prob``), so that no node is precoded from a false detection; and only
+once the bound on its precoding error is at most
+:data:`~pairzero.ota.charging.MAX_PLANNING_BOUND` or rests on
+:data:`~pairzero.ota.charging.HOLD_BACK_ERRORS` measured errors (from one or two, that bound is
+many times the errors seen, and the plan would put several times the noise a known channel
+needs on every node's scalar: usually the payloads start one frame later). Nodes
 without such an estimate, and nodes that missed the READY deadline, send pilots only.
 
 S_t is the set of precoded nodes whose pilot is in the frame. A precoded node that does not
@@ -62,6 +67,7 @@ import numpy.typing as npt
 from pairzero.config import ExperimentConfig
 from pairzero.ota.aggregate import estimate_g_hat, one_bit_symbol
 from pairzero.ota.charging import (
+    MAX_PLANNING_BOUND,
     NodeBudget,
     NoiseFloor,
     PrivacyBudgetSpent,
@@ -280,7 +286,18 @@ class ApRoundPhy:
                           est_err_var=self.est_err_var)
         for k, why in sorted(pl.refused.items()):
             log.warning("round %d: node %d left out: %s", t, k, why)
+        if pl.waiting:
+            log.info("round %d: pilots only from nodes %s: their precoding-error bounds (%s), from "
+                     "their first frames, exceed %g", t, sorted(pl.waiting),
+                     " ".join(f"{pl.waiting[k]:.3g}" for k in sorted(pl.waiting)), MAX_PLANNING_BOUND)
         pp, active, planned, noise_std = pl.power, pl.active, pl.planned, pl.noise_std
+        if self.charges is not None and active and log.isEnabledFor(logging.DEBUG):
+            log.debug("round %d: eta %.4g limited by %s (eta_pow %.4g, eta_priv %.4g), sigma_a "
+                      "%.4g, N0_y %.4g, |h| %s, error bounds %s", t, pp.eta, pp.limited_by,
+                      pp.eta_pow, pp.eta_priv, pp.sigma_a, noise_y,
+                      " ".join(f"{abs(h[k]):.3g}" for k in active),
+                      " ".join(f"{self.charges.planning_bound(k, abs(h[k]), self.est_err_var):.3g}"
+                               for k in active))
         if not active and pl.refused:
             if self.charges is not None and self.charges.exhausted(pl.refused):
                 raise PrivacyBudgetSpent(
