@@ -194,6 +194,7 @@ class _RoundState:
     # reported, slack of its previous frame s or None)
     timing: dict[int, tuple[float, float, bool, float | None]] = field(default_factory=dict)
     spent: dict[int, float] = field(default_factory=dict)  # node -> privacy mu it reported
+    announced: set[int] = field(default_factory=set)  # nodes sent this round's ROUND again
 
     def ready_timing(self) -> ReadyTiming:
         """The worst latencies of the nodes that answered (what the frame time must allow for)
@@ -689,6 +690,17 @@ class Orchestrator:
         self._send(inbound.peer, JoinAck(node=j.node, next_round=self._log.next_round,
                                          hash_every=self.s.hash_every))
         self._check_clock(j.node, self._members[j.node])
+        if (r is not None and self._computing(j.node) and j.next_round == r.t
+                and self._members[j.node].clock_check is None and j.node not in r.announced):
+            # A node that took the AP for gone (the AP was busy longer than the node's patience:
+            # an evaluation, a long replica update) dropped this round's ROUND while it was
+            # re-joining: announce the round to it again, once, with what is left of its
+            # deadline, so the round does not wait for it in vain.
+            r.announced.add(j.node)
+            left = max(r.sent_at + self.s.ready_timeout_s - time.monotonic(), 0.0)
+            self._send(inbound.peer, Round(t=r.t, seed=r.seed, deadline_s=left, lr=self.s.lr))
+            log.info("round %d announced again to node %d (it re-joined while the round waited "
+                     "for it)", r.t, j.node)
 
     def _current(self, t: int) -> frozenset[int]:
         """Members that can take part in round t: at it (not catching up) and clock-checked."""

@@ -129,6 +129,10 @@ class EdgeNode:
         self.dropped = 0
         self._catchup_sent: float | None = None
         self._pending: tuple[int, float] | None = None  # (round, scalar) awaiting its SCHEDULE
+        # (round, seed, scalar, compute s) of the last round answered: a repeated ROUND for it
+        # (the AP re-sends ROUND to a node that re-joins while the round waits for it) is
+        # answered with the same scalar instead of a second forward pass.
+        self._answered: tuple[int, int, float, float] | None = None
         self._last_join = -1e9
         self._last_hb = 0.0
         self._last_ap = time.monotonic()
@@ -274,13 +278,22 @@ class EdgeNode:
             if r.t > self.next_round:
                 self._behind(r.t)
             return
-        t0 = time.monotonic()
-        scalar = float(self.trainer.compute_scalar(r.t, r.seed))
+        again = self._answered is not None and self._answered[:2] == (r.t, r.seed)
+        if again and self._answered is not None:
+            # Announced again (this node re-joined while the round waited for it): the scalar
+            # is the one already computed; what the READY reports of the radio and the
+            # privacy account is read afresh.
+            log.info("node %d: round %d announced again: READY sent again", self.node_id, r.t)
+            scalar, compute_s = self._answered[2], self._answered[3]
+        else:
+            t0 = time.monotonic()
+            scalar = float(self.trainer.compute_scalar(r.t, r.seed))
+            compute_s = time.monotonic() - t0
         digital = scalar if self._phy.digital else None
         last = self._phy.last_slack  # (round, slack s) of its last frame
         slack = min(max(last[1], -86400.0), 86400.0) if last is not None and last[0] == r.t - 1 else None
         ready = Ready(t=r.t, node=self.node_id, scalar_ready=True, digital_scalar=digital,
-                      compute_s=min(time.monotonic() - t0, 86400.0),
+                      compute_s=min(compute_s, 86400.0),
                       tx_prep_s=min(float(self._phy.last_prep_s), 86400.0),
                       tx_slack_s=slack, tx_events=tuple(self._phy.take_events()),
                       spent_mu=self._phy.spent_mu())
@@ -290,7 +303,9 @@ class EdgeNode:
             log.error("node %d round %d: scalar %r not sendable (%s); skipping", self.node_id,
                       r.t, scalar, e)
             return
-        self.rounds_participated += 1
+        self._answered = (r.t, r.seed, scalar, compute_s)
+        if not again:
+            self.rounds_participated += 1
         if self._phy.digital:
             self._phy.transmit(r.t, scalar, None)
         else:

@@ -187,6 +187,44 @@ def test_node_rejoining_behind_the_round_is_not_waited_for(tmp_path: Path) -> No
     rl.close()
 
 
+def test_a_round_announced_while_its_nodes_rejoin_is_announced_again_and_not_lost(tmp_path: Path) -> None:
+    # Prepare: after round 0's UPDATE the AP is busy for longer than the nodes' patience (3
+    # heartbeats: its replica's update stands in for an evaluation of a large model); the
+    # nodes take it for gone and re-JOIN, so round 1's ROUND reaches nodes that are not
+    # joined and drop it.
+    class _SlowOnce(QuadraticTrainer):
+        def apply_update(self, seed: int, g_hat: float, lr: float) -> None:
+            if not getattr(self, "_slept", False):
+                self._slept = True
+                time.sleep(3 * HB + 2.0)
+            super().apply_update(seed, g_hat, lr)
+
+    rounds = 3
+    hub = InProcHub()
+    rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
+    metrics = MetricsWriter(tmp_path / "metrics.jsonl")
+    orch = Orchestrator(_settings(rounds, ready_timeout_s=30.0), hub.server(), rl,
+                        ConstantPlanner(), IdealApPhy(), metrics=metrics, replica=_SlowOnce(0))
+    nodes = [_node(hub, k) for k in range(3)]
+    threads = [_thread(n.run, until_round=rounds) for n in nodes]
+    # Execute
+    ap_th, ap_out = _thread(orch.run, linger_s=0.3)
+    for th, _ in threads:
+        th.join(90)
+    ap_th.join(30)
+    metrics.close()
+    # Assert: the nodes did re-join, and round 1 went on with all three at once, not after its
+    # 30 s READY deadline without them; every node took part in every round
+    assert ap_out.get("result") == rounds, ap_out
+    rows = {round_index(r): r for r in round_rows(tmp_path / "metrics.jsonl")}
+    assert rows[1]["missing"] == [] and rows[1]["ready_wait_s"] < 20.0, rows[1]
+    recs = rl.records(0)
+    assert [r.active for r in recs] == [(0, 1, 2)] * rounds
+    assert all(n.rounds_participated == rounds for n in nodes)
+    assert {n.trainer.model_hash() for n in nodes} == {replay_hash(recs)}
+    rl.close()
+
+
 def test_a_node_whose_radio_fails_leaves_with_the_reason_and_the_rounds_go_on(tmp_path: Path, caplog) -> None:
     # Prepare: node 2's radio loses its lock at round 1 (its PHY raises a RadioError)
     from pairzero.phy.frontend import RadioError

@@ -129,3 +129,26 @@ def test_protocol_ap_drops_ready_for_wrong_round(tmp_path: Path,
     assert msg.body.active == () and msg.body.g_hat == 0.0
     assert orch.dropped == 1 and "dropped READY for round 5" in caplog.text
     rl.close()
+
+
+def test_a_round_announced_twice_is_answered_twice_from_one_forward_pass() -> None:
+    # Prepare: a node counting its forward passes
+    hub = InProcHub()
+    node, (ap, peer) = _joined_node(hub)
+    calls: list[int] = []
+    compute = node.trainer.compute_scalar
+
+    def counted(t: int, seed: int) -> float:
+        calls.append(t)
+        return compute(t, seed)
+
+    node.trainer.compute_scalar = counted  # type: ignore[method-assign]
+    # Execute: ROUND 0, then ROUND 0 again (the AP re-announces it to a node that re-joined)
+    for _ in range(2):
+        ap.send(peer, encode(make(EXP, 0, Round(0, 11, 5.0, 0.1))))
+        node.step(1.0)
+    first, second = _next(ap), _next(ap)
+    # Assert: two READYs with the same scalar, one forward pass, one round taken part in
+    assert first.type == second.type == "READY"
+    assert first.body.digital_scalar == second.body.digital_scalar == compute(0, 11)
+    assert calls == [0] and node.rounds_participated == 1
