@@ -120,6 +120,50 @@ def test_burst_source_does_not_take_a_live_node_for_silent_after_waiting_on_anot
     assert np.array_equal(y[100:110], burst)  # node 0's second burst, from sample 200 on
 
 
+def test_burst_source_takes_no_node_for_silent_while_every_node_is_idle():
+    # Prepare: both nodes define their streams to 200, then send nothing for twice the timeout
+    # (the AP evaluating its model between rounds: nobody transmits, nobody is waited on)
+    timeout = 0.5
+    addrs = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    src = BurstSource(addrs, lockstep=True, node_timeout_s=timeout)
+    push = [zmq.Context.instance().socket(zmq.PUSH) for _ in addrs]
+    src.start()
+    out = [np.zeros(4096, np.complex64) for _ in addrs]
+    burst = (np.arange(10) + 1).astype(np.complex64)
+    got = [np.zeros(0, np.complex64) for _ in addrs]
+
+    def drive(until: int, deadline: float) -> None:
+        while src.clock < until and time.monotonic() < deadline:
+            n = src.work(None, out)
+            for k in range(2):
+                got[k] = np.concatenate([got[k], out[k][:n]])
+
+    try:
+        for p, a in zip(push, addrs, strict=True):
+            p.setsockopt(zmq.LINGER, 0)
+            p.connect(a)
+            p.send_multipart([json.dumps({"start": 200, "horizon": 200}).encode(), b""])
+        drive(200, time.monotonic() + 10)
+        idle_until = time.monotonic() + 2 * timeout
+        while time.monotonic() < idle_until:
+            src.work(None, out)  # returns 0: nothing to produce
+        absent_while_idle = src.absent_nodes()
+        # Execute: node 0's frame, then node 1's a fraction of the timeout later
+        push[0].send_multipart([json.dumps({"start": 300, "horizon": 400}).encode(), burst.tobytes()])
+        src.work(None, out)
+        time.sleep(timeout / 3)
+        push[1].send_multipart([json.dumps({"start": 300, "horizon": 400}).encode(),
+                                (2 * burst).tobytes()])
+        drive(400, time.monotonic() + 10)
+    finally:
+        src.stop()
+        for p in push:
+            p.close(0)
+    # Assert: nobody was zero-filled, and both frames are whole at their index
+    assert absent_while_idle == [] and src.absent_events() == []
+    assert np.array_equal(got[0][300:310], burst) and np.array_equal(got[1][300:310], 2 * burst)
+
+
 def _run_until(tb: gr.top_block, sinks: list, n: int, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while any(len(s.data()) < n for s in sinks) and time.monotonic() < deadline:

@@ -45,9 +45,10 @@ class BurstSource(gr.sync_block):
 
     ``lockstep`` True: the clock advances only as far as every live node has defined its
     stream (its ``horizon``), so unthrottled runs are deterministic; a node the clock has
-    waited on for ``node_timeout_s`` (counted from its last message or from the moment the
-    clock reached its horizon, whichever is later) is declared absent (zero-filled) until it
-    sends again. ``lockstep`` False: free-running clock (put a throttle after it); late samples are
+    waited on for ``node_timeout_s`` (counted from its last message, from the moment the
+    clock reached its horizon, or, without ``free_run_rate``, from the moment another live
+    node's samples began to wait beyond the clock, whichever is latest: while every node is
+    idle nobody is waited on) is declared absent (zero-filled) until it sends again. ``lockstep`` False: free-running clock (put a throttle after it); late samples are
     dropped with a warning. ``ap_ready``: when given, nothing is produced before it returns
     True (e.g. :meth:`IndexedSink.has_subscriber`), so the AP misses no sample. ``origin``:
     sample index of the first output sample; None: the device time in the first clock message
@@ -103,6 +104,7 @@ class BurstSource(gr.sync_block):
         # takes a live node for silent right after the emulator was held up by another one.
         self._waiting_since = [0.0] * k
         self._absent = [False] * k
+        self._held_since: float | None = None  # when a live node's samples began to wait (lockstep)
         self._absent_log: list[tuple[int, int]] = []  # (node, clock) when declared absent
         self._lock = threading.Lock()
         self._socks: list[zmq.Socket] = []
@@ -204,8 +206,21 @@ class BurstSource(gr.sync_block):
             return self.clock + n_out
         now = time.monotonic()
         with self._lock:
+            held = 0.0  # since when a silent node holds back another's samples
+            if self.free_run_rate is None:
+                # A clock of nothing but the nodes' streams: while no live node has samples
+                # beyond it, no one is waited on (every node idle: the AP evaluating, say), so
+                # a silence counts only from when another node's samples are held back by it.
+                ahead = any(h > self.clock for h, a in zip(self._horizon, self._absent, strict=True)
+                            if not a)
+                if not ahead:
+                    self._held_since = None
+                elif self._held_since is None:
+                    self._held_since = now
+                held = self._held_since if self._held_since is not None else now
+            # (free_run_rate: the radios' time goes on, a silent node is waited on throughout)
             for k in range(len(self._socks)):
-                silent_since = max(self._last_seen[k], self._waiting_since[k])
+                silent_since = max(self._last_seen[k], self._waiting_since[k], held)
                 if (not self._absent[k] and self._horizon[k] <= self.clock
                         and now - silent_since > self.node_timeout_s):
                     self._absent[k] = True
