@@ -125,7 +125,7 @@ PRESETS: dict[str, Preset] = {
                  ("bias_layernorm", (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
                  ("all", (3e-5, 1e-4, 3e-4, 1e-3, 3e-3))),
         memory=("opt-125m:16x128", "opt-350m:8x64"),
-        real_seeds=(1234, 1, 2), real_loopback_seeds=(1234, 1), real_nodes=((16, 1),),
+        real_seeds=(1234, 1, 2), real_loopback_seeds=(1234, 1, 2), real_nodes=((16, 1),),
         real_prompts=REAL_PROMPTS, real_sweep_prompt=REAL_PROMPTS[1], real_sweep=REAL_SWEEP,
         real_fo_lrs=(1.0, 10.0, 100.0),
         real_sweep_overrides=("task.eval_every=10",),
@@ -401,6 +401,8 @@ def run_loopback(point: Point, preset: Preset, work: Path) -> Result:
         "clip_calibration": cal.as_dict() if cal else None,
         "privacy_target": {"epsilon": cfg.privacy.epsilon, "delta": cfg.privacy.delta},
         "rounds_committed": run.summary.get("rounds_committed"),
+        "empty_rounds": run.summary.get("empty_rounds"),
+        "partial_rounds": run.summary.get("partial_rounds"),
         "wall_s": round(time.monotonic() - t0, 2), "curve": curve,
     }
     shutil.rmtree(out, ignore_errors=True)

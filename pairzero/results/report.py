@@ -770,9 +770,15 @@ def _real_statements(finals: dict[str, list[float]], runs: dict[str, list[tuple[
                 f"({len(lb)} seed{'s' if len(lb) > 1 else ''}; gain "
                 f"{statistics.mean(gains('pairzero_loopback')) * 100:+.1f} points)")
         if eps_lb and eps_sim:
-            line += (f"; its accountant spent ε = {statistics.mean(eps_lb):.2f} where the simulated "
-                     f"runs spent {statistics.mean(eps_sim):.2f}, i.e. more noise on ĝ than the "
-                     "simulated channel puts there")
+            line += (f"; its accountant charged ε = {statistics.mean(eps_lb):.2f} where the simulated "
+                     f"runs spent {statistics.mean(eps_sim):.2f}")
+        empty = [r["empty_rounds"] for _, r, _ in runs["pairzero_loopback"]
+                 if isinstance(r.get("empty_rounds"), int)]
+        if empty:
+            line += (f"; {statistics.mean(empty):.1f} of its {runs['pairzero_loopback'][0][1]['rounds']} "
+                     "rounds carried pilots only (the radio's warm-up: a node is precoded once its "
+                     "channel estimate and the bound on its precoding error have been measured "
+                     "over a few frames)")
         out.append(line + ".")
     return out
 
