@@ -690,17 +690,23 @@ class Orchestrator:
         self._send(inbound.peer, JoinAck(node=j.node, next_round=self._log.next_round,
                                          hash_every=self.s.hash_every))
         self._check_clock(j.node, self._members[j.node])
-        if (r is not None and self._computing(j.node) and j.next_round == r.t
-                and self._members[j.node].clock_check is None and j.node not in r.announced):
-            # A node that took the AP for gone (the AP was busy longer than the node's patience:
-            # an evaluation, a long replica update) dropped this round's ROUND while it was
-            # re-joining: announce the round to it again, once, with what is left of its
-            # deadline, so the round does not wait for it in vain.
-            r.announced.add(j.node)
-            left = max(r.sent_at + self.s.ready_timeout_s - time.monotonic(), 0.0)
-            self._send(inbound.peer, Round(t=r.t, seed=r.seed, deadline_s=left, lr=self.s.lr))
-            log.info("round %d announced again to node %d (it re-joined while the round waited "
-                     "for it)", r.t, j.node)
+        self._announce_again(j.node)
+
+    def _announce_again(self, k: int) -> None:
+        """Send the current ROUND again to member ``k`` if the round waits for its READY and
+        it has just (re-)joined at this round (and its clock is checked): a node that took the
+        AP for gone (the AP busy longer than the node's patience: an evaluation, a long replica
+        update) dropped the ROUND while re-joining. Once per round and node, with what is left
+        of the deadline, so the round does not wait for it in vain."""
+        r, m = self._round, self._members.get(k)
+        if (r is None or m is None or m.clock_check is not None or m.next_round != r.t
+                or not self._computing(k) or k in r.announced):
+            return
+        r.announced.add(k)
+        left = max(r.sent_at + self.s.ready_timeout_s - time.monotonic(), 0.0)
+        self._send(m.peer, Round(t=r.t, seed=r.seed, deadline_s=left, lr=self.s.lr))
+        log.info("round %d announced again to node %d (it re-joined while the round waited for "
+                 "it)", r.t, k)
 
     def _current(self, t: int) -> frozenset[int]:
         """Members that can take part in round t: at it (not catching up) and clock-checked."""
@@ -745,6 +751,7 @@ class Orchestrator:
             m.clock_check = None
             log.info("node %d: its radio's device time agrees with the AP's (within %.1f ms)",
                      b.node, (now[0] - sent[1] + 2 * tol) * 1e3)
+            self._announce_again(b.node)
             return
         else:
             # midpoints of the brackets: each off by at most half the exchange's round trip

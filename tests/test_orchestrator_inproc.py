@@ -187,11 +187,26 @@ def test_node_rejoining_behind_the_round_is_not_waited_for(tmp_path: Path) -> No
     rl.close()
 
 
-def test_a_round_announced_while_its_nodes_rejoin_is_announced_again_and_not_lost(tmp_path: Path) -> None:
+class _ClockedApPhy(IdealApPhy):
+    """The ideal PHY with a radio device clock (the AP checks each joining node's)."""
+
+    def clock_report(self) -> tuple[float, float] | None:
+        return time.time(), time.time()
+
+
+class _ClockedNodePhy(BasebandNodePhy):
+    def clock_report(self) -> tuple[float, float] | None:
+        return time.time(), time.time()
+
+
+@pytest.mark.parametrize("clocked", [False, True], ids=["no-radio-clock", "radio-clock-checked"])
+def test_a_round_announced_while_its_nodes_rejoin_is_announced_again_and_not_lost(
+        tmp_path: Path, clocked: bool) -> None:
     # Prepare: after round 0's UPDATE the AP is busy for longer than the nodes' patience (3
     # heartbeats: its replica's update stands in for an evaluation of a large model); the
     # nodes take it for gone and re-JOIN, so round 1's ROUND reaches nodes that are not
-    # joined and drop it.
+    # joined and drop it. With radio clocks the re-joined node takes part only once its
+    # device time is checked again (CLOCK_CHECK / CLOCK_REPORT).
     class _SlowOnce(QuadraticTrainer):
         def apply_update(self, seed: int, g_hat: float, lr: float) -> None:
             if not getattr(self, "_slept", False):
@@ -203,9 +218,13 @@ def test_a_round_announced_while_its_nodes_rejoin_is_announced_again_and_not_los
     hub = InProcHub()
     rl = RoundLog.open(tmp_path / "log.sqlite", EXP)
     metrics = MetricsWriter(tmp_path / "metrics.jsonl")
-    orch = Orchestrator(_settings(rounds, ready_timeout_s=30.0), hub.server(), rl,
-                        ConstantPlanner(), IdealApPhy(), metrics=metrics, replica=_SlowOnce(0))
-    nodes = [_node(hub, k) for k in range(3)]
+    orch = Orchestrator(_settings(rounds, ready_timeout_s=30.0, clock_tolerance_s=0.5),
+                        hub.server(), rl, ConstantPlanner(),
+                        _ClockedApPhy() if clocked else IdealApPhy(), metrics=metrics,
+                        replica=_SlowOnce(0))
+    nodes = [EdgeNode(k, EXP, hub.client(f"n{k}"), QuadraticTrainer(k),
+                      _ClockedNodePhy() if clocked else BasebandNodePhy(), heartbeat_s=HB)
+             for k in range(3)]
     threads = [_thread(n.run, until_round=rounds) for n in nodes]
     # Execute
     ap_th, ap_out = _thread(orch.run, linger_s=0.3)
