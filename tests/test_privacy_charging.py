@@ -322,12 +322,17 @@ def test_a_node_sends_pilots_only_while_its_precoding_error_bound_is_loose() -> 
     def plan(avail):
         return plan_payload(h, np.array(avail), n0y, rp, cal, 1.0, 1.0, est_err_var=est)
 
-    # Execute
-    both, alone = plan([True, True]), plan([False, True])
-    # Assert: node 0 waits (its bound named), node 1 alone is planned exactly as without node 0,
-    # and the plan's eta is the one of node 1's own (tight) bound
+    # Execute: before the run's first payload, then after it
+    first = plan([True, True])
+    alone = plan([False, True])
+    rp.open_round(0, alone.cost)
+    both = plan([True, True])
+    # Assert: before any payload, node 1 waits with node 0 (a first round of node 1 alone would
+    # carry twice the noise on g_hat); then node 0 alone waits (its bound named), node 1 is
+    # planned exactly as without node 0, with an eta set by its own (tight) bound
     b0, b1 = (rp.planning_bound(k, abs(h[k]), est) for k in (0, 1))
     assert b0 > MAX_PLANNING_BOUND > b1
+    assert first.active == [] and first.waiting == {0: pytest.approx(b0), 1: pytest.approx(b1)}
     assert both.waiting == {0: pytest.approx(b0)} and both.active == [1] and not both.refused
     assert both.power.eta == alone.power.eta
     assert both.power.eta == pytest.approx(cal.eta_priv(n0y, 1.0) * (1 + cal.error_bound) / (1 + b1))
