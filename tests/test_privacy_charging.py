@@ -308,37 +308,56 @@ def test_the_precoding_error_bound_covers_the_next_frames_error() -> None:
 
 
 def test_a_node_sends_pilots_only_while_its_precoding_error_bound_is_loose() -> None:
-    # Prepare: two nodes whose measured precoding errors are the same size (rms 0.015), node 0
-    # measured over one frame, node 1 over eight: from one value the chi-square bound is
-    # 419 x the rms (6.3), from eight 11.6 x (0.17)
+    # Prepare: three nodes whose measured precoding errors are the same size (rms 0.015), nodes
+    # 0 and 2 measured over one frame, node 1 over eight: from one value the chi-square bound
+    # is 419 x the rms (6.3), from eight 11.6 x (0.17)
     cal = PrivacyRule.from_target(8.0, 1e-5, 10)
-    rp = RadioPrivacy(cal, 2, 1.0, tail_prob=1e-6)
+    rp = RadioPrivacy(cal, 3, 1.0, tail_prob=1e-6)
     rp.record_error(0, 0.015)
+    rp.record_error(2, 0.015)
     for _ in range(8):
         rp.record_error(1, 0.015)
-    h = np.array([0.9 + 0.1j, 1.1 - 0.2j])
+    h = np.array([0.9 + 0.1j, 1.1 - 0.2j, 0.8 - 0.5j])
     n0y, est = 1e-3, 1e-6
 
     def plan(avail):
         return plan_payload(h, np.array(avail), n0y, rp, cal, 1.0, 1.0, est_err_var=est)
 
     # Execute: before the run's first payload, then after it
-    first = plan([True, True])
-    alone = plan([False, True])
+    first = plan([True, True, True])
+    alone = plan([False, True, False])
     rp.open_round(0, alone.cost)
-    both = plan([True, True])
-    # Assert: before any payload, node 1 waits with node 0 (a first round of node 1 alone would
-    # carry twice the noise on g_hat); then node 0 alone waits (its bound named), node 1 is
-    # planned exactly as without node 0, with an eta set by its own (tight) bound
-    b0, b1 = (rp.planning_bound(k, abs(h[k]), est) for k in (0, 1))
-    assert b0 > MAX_PLANNING_BOUND > b1
-    assert first.active == [] and first.waiting == {0: pytest.approx(b0), 1: pytest.approx(b1)}
-    assert both.waiting == {0: pytest.approx(b0)} and both.active == [1] and not both.refused
-    assert both.power.eta == alone.power.eta
-    assert both.power.eta == pytest.approx(cal.eta_priv(n0y, 1.0) * (1 + cal.error_bound) / (1 + b1))
-    # and with a second measured error (bound 52 x 0.015 + r/|h| < 1) it is planned with node 1
+    later = plan([True, True, True])
+    # Assert: before any payload, node 1 waits with nodes 0 and 2 (a first round of node 1 alone
+    # would carry 3 x the noise on g_hat); after it, nodes 0 and 2 wait (their bounds named),
+    # node 1 is planned exactly as alone, with an eta set by its own (tight) bound
+    b = [rp.planning_bound(k, abs(h[k]), est) for k in range(3)]
+    assert b[0] > MAX_PLANNING_BOUND > b[1] and b[2] > MAX_PLANNING_BOUND
+    assert first.active == [] and first.waiting == {k: pytest.approx(b[k]) for k in range(3)}
+    assert later.waiting == {0: pytest.approx(b[0]), 2: pytest.approx(b[2])}
+    assert later.active == [1] and not later.refused
+    assert later.power.eta == alone.power.eta
+    assert later.power.eta == pytest.approx(cal.eta_priv(n0y, 1.0) * (1 + cal.error_bound) / (1 + b[1]))
+    # and with a second measured error (bound 52 x 0.015 + r/|h| < 1) node 0 is planned too
     rp.record_error(0, 0.015)
-    assert plan([True, True]).active == [0, 1]
+    assert plan([True, True, True]).active == [0, 1]
+
+
+def test_the_first_payload_goes_ahead_with_half_of_the_nodes_ready() -> None:
+    # Prepare: four nodes, two measured over eight frames (bounds < 1), two over one (> 1)
+    cal = PrivacyRule.from_target(8.0, 1e-5, 10)
+    rp = RadioPrivacy(cal, 4, 1.0, tail_prob=1e-6)
+    for k, n in enumerate((8, 1, 8, 1)):
+        for _ in range(n):
+            rp.record_error(k, 0.015)
+    h = np.array([0.9 + 0.1j, 1.1 - 0.2j, 0.8 - 0.5j, 1.0 + 0j])
+    # Execute
+    pl = plan_payload(h, np.ones(4, dtype=bool), 1e-3, rp, cal, 1.0, 1.0, est_err_var=1e-6)
+    three = plan_payload(h, np.array([True, True, False, True]), 1e-3, rp, cal, 1.0, 1.0,
+                         est_err_var=1e-6)
+    # Assert: 2 of 4 ready is enough (at most twice the noise of all four); 1 of 3 is not
+    assert pl.active == [0, 2] and set(pl.waiting) == {1, 3}
+    assert three.active == [] and set(three.waiting) == {0, 1, 3}
 
 
 def test_a_node_on_a_fast_changing_channel_waits_for_three_measured_errors_only() -> None:

@@ -114,10 +114,11 @@ _BUDGET_RTOL = 1e-9
 #: hardly tighten it).
 MAX_PLANNING_BOUND = 1.0
 #: Measured precoding errors after which a node is precoded whatever its bound (see above).
-#: Until the first payload round of a run, while any node is held back so are all the others:
-#: a first round of the one or two nodes measured first would carry K/|S| times the noise on
-#: g_hat (a real-model run, K = 4: a first round of one node gave g_hat = 1.44, against 0.1-0.5
-#: in the rounds of all four after it).
+#: Until the first payload round of a run, while more than half of the nodes are held back so
+#: are the others: a first round of the one or two nodes measured first would carry K/|S| times
+#: the noise on g_hat (a real-model run, K = 4: a first round of one node gave g_hat = 1.44,
+#: against 0.1-0.5 in the rounds of all four after it), and holding back all of K = 50 until
+#: the last is measured cost the opt-tiny loopback curve 2 rounds.
 HOLD_BACK_ERRORS = 3
 
 
@@ -695,8 +696,8 @@ def plan_payload(
     """Plan a round's payload (:func:`pairzero.ota.power.plan_round`) with each node's measured
     precoding-error bound (the largest of the round's nodes: eta is common), leave out the nodes
     whose bound, from fewer than :data:`HOLD_BACK_ERRORS` measured errors, exceeds
-    :data:`MAX_PLANNING_BOUND` (pilots only; before the run's first payload, all nodes while one
-    is held back), and the nodes whose budget the
+    :data:`MAX_PLANNING_BOUND` (pilots only; before the run's first payload, all nodes while
+    more than half are held back), and the nodes whose budget the
     round's worst case would exceed, planning again without them until every planned node fits. ``noise_var_y``: N0 at the aggregate (a lower confidence bound with privacy);
     ``est_err_var``: a pilot estimate's error variance (:meth:`RadioPrivacy.planned_mu`)."""
     avail = np.asarray(available, dtype=bool).copy()
@@ -707,9 +708,10 @@ def plan_payload(
             bound = charges.planning_bound(int(k), abs(complex(h_est[k])), est_err_var)
             if bound > MAX_PLANNING_BOUND and charges.error_history(int(k)) < HOLD_BACK_ERRORS:
                 avail[k], waiting[int(k)] = False, bound
-        if waiting and not charges.opened:
-            # The first payload of a run (or of a restarted AP) waits for the whole warm-up:
-            # a round of the few nodes measured first would carry K/|S| times the noise on g_hat.
+        if waiting and not charges.opened and 2 * int(avail.sum()) < len(waiting) + int(avail.sum()):
+            # The first payload of a run (or of a restarted AP) waits until at least half of the
+            # nodes are ready: a round of the few measured first would carry up to K/|S| times
+            # the noise on g_hat (half: at most twice, as MAX_PLANNING_BOUND allows).
             for k in np.flatnonzero(avail):
                 avail[k], waiting[int(k)] = False, charges.planning_bound(
                     int(k), abs(complex(h_est[k])), est_err_var)
