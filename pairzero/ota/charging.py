@@ -118,7 +118,7 @@ MAX_PLANNING_BOUND = 1.0
 #: are the others: a first round of the one or two nodes measured first would carry K/|S| times
 #: the noise on g_hat (a real-model run, K = 4: a first round of one node gave g_hat = 1.44,
 #: against 0.1-0.5 in the rounds of all four after it), and holding back all of K = 50 until
-#: the last is measured cost the opt-tiny loopback curve 2 rounds.
+#: the last is measured cost the opt-tiny loopback curve a round (4 pilot-only rounds, not 3).
 HOLD_BACK_ERRORS = 3
 
 
@@ -430,7 +430,7 @@ class RadioPrivacy:
             self._err.setdefault(node, deque(maxlen=self._window)).append(float(e) ** 2)
 
     def error_history(self, node: int) -> int:
-        """How many precoding errors of node ``node`` are held (at most :attr:`window`)."""
+        """How many precoding errors of node ``node`` are held (at most the window of frames)."""
         return len(self._err.get(node, ()))
 
     def has_history(self, node: int) -> bool:
@@ -697,9 +697,10 @@ def plan_payload(
     precoding-error bound (the largest of the round's nodes: eta is common), leave out the nodes
     whose bound, from fewer than :data:`HOLD_BACK_ERRORS` measured errors, exceeds
     :data:`MAX_PLANNING_BOUND` (pilots only; before the run's first payload, all nodes while
-    more than half are held back), and the nodes whose budget the
-    round's worst case would exceed, planning again without them until every planned node fits. ``noise_var_y``: N0 at the aggregate (a lower confidence bound with privacy);
-    ``est_err_var``: a pilot estimate's error variance (:meth:`RadioPrivacy.planned_mu`)."""
+    more than half are held back), and the nodes whose budget the round's worst case would
+    exceed, planning again without them until every planned node fits. ``noise_var_y``: N0 at
+    the aggregate (a lower confidence bound with privacy); ``est_err_var``: a pilot estimate's
+    error variance (:meth:`RadioPrivacy.planned_mu`)."""
     avail = np.asarray(available, dtype=bool).copy()
     refused: dict[int, str] = {}
     waiting: dict[int, float] = {}

@@ -48,7 +48,8 @@ class BurstSource(gr.sync_block):
     waited on for ``node_timeout_s`` (counted from its last message, from the moment the
     clock reached its horizon, or, without ``free_run_rate``, from the moment another live
     node's samples began to wait beyond the clock, whichever is latest: while every node is
-    idle nobody is waited on) is declared absent (zero-filled) until it sends again. ``lockstep`` False: free-running clock (put a throttle after it); late samples are
+    idle nobody is waited on) is declared absent (zero-filled) until it sends again.
+    ``lockstep`` False: free-running clock (put a throttle after it); late samples are
     dropped with a warning. ``ap_ready``: when given, nothing is produced before it returns
     True (e.g. :meth:`IndexedSink.has_subscriber`), so the AP misses no sample. ``origin``:
     sample index of the first output sample; None: the device time in the first clock message
