@@ -123,7 +123,7 @@ def test_burst_source_does_not_take_a_live_node_for_silent_after_waiting_on_anot
 def test_burst_source_takes_no_node_for_silent_while_every_node_is_idle():
     # Prepare: both nodes define their streams to 200, then send nothing for twice the timeout
     # (the AP evaluating its model between rounds: nobody transmits, nobody is waited on)
-    timeout = 0.5
+    timeout = 1.0
     addrs = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
     src = BurstSource(addrs, lockstep=True, node_timeout_s=timeout)
     push = [zmq.Context.instance().socket(zmq.PUSH) for _ in addrs]
