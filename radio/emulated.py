@@ -854,6 +854,7 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
         self._halted = False  # an overflow halted the finite stream
         self._overflow_at = 0  # reference index of the injected overflow (overflow=N)
         self._overflow_gap = 1
+        self._drop_until = 0  # end of the injected overflow's gap (reference index)
         self._queue: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque()
         self._queued = 0
         self._history: collections.deque[tuple[int, npt.NDArray[np.complex64]]] = collections.deque(maxlen=64)
@@ -918,6 +919,7 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
             n = end - air if end < CONTINUOUS else int(0.1 * self._rate)
             self._overflow_at = air + n // 2
             self._overflow_gap = max(1, n // 32)
+            self._drop_until = 0  # end of the injected gap (reference index)
             self._queue.clear()
             self._queued = 0
             self._next_out = None
@@ -938,9 +940,13 @@ class EmulatedUsrpSource(gr.sync_block, _EmulatedRadio):
                 self._drop_packet = False
                 self._queue_part(a, x[a - s : m - s])
                 self._overflow(m, self._overflow_gap)
-                a = min(m + self._overflow_gap, b)
+                self._drop_until = m + self._overflow_gap
                 if self._halted:
                     return
+        if a < self._drop_until:  # inside the gap, which may run on into the next chunks
+            a = min(self._drop_until, b)
+            if b <= a:
+                return
         if self._queued + (b - a) > int(RX_BUFFER_S * self._rate):  # not read in time
             self._overflow(a, b - a)
             return
