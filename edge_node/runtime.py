@@ -278,13 +278,14 @@ class EdgeNode:
             if r.t > self.next_round:
                 self._behind(r.t)
             return
-        again = self._answered is not None and self._answered[:2] == (r.t, r.seed)
-        if again and self._answered is not None:
+        prev = self._answered
+        again = prev is not None and prev[:2] == (r.t, r.seed)
+        if prev is not None and again:
             # Announced again (this node re-joined while the round waited for it): the scalar
             # is the one already computed; what the READY reports of the radio and the
             # privacy account is read afresh.
             log.info("node %d: round %d announced again: READY sent again", self.node_id, r.t)
-            scalar, compute_s = self._answered[2], self._answered[3]
+            scalar, compute_s = prev[2], prev[3]
         else:
             t0 = time.monotonic()
             scalar = float(self.trainer.compute_scalar(r.t, r.seed))

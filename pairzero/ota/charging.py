@@ -705,17 +705,16 @@ def plan_payload(
     refused: dict[int, str] = {}
     waiting: dict[int, float] = {}
     if charges is not None:
-        for k in np.flatnonzero(avail):
-            bound = charges.planning_bound(int(k), abs(complex(h_est[k])), est_err_var)
-            if bound > MAX_PLANNING_BOUND and charges.error_history(int(k)) < HOLD_BACK_ERRORS:
-                avail[k], waiting[int(k)] = False, bound
-        if waiting and not charges.opened and 2 * int(avail.sum()) < len(waiting) + int(avail.sum()):
+        bounds = {int(k): charges.planning_bound(int(k), abs(complex(h_est[k])), est_err_var)
+                  for k in np.flatnonzero(avail)}
+        waiting = {k: b for k, b in bounds.items()
+                   if b > MAX_PLANNING_BOUND and charges.error_history(k) < HOLD_BACK_ERRORS}
+        if waiting and not charges.opened and 2 * (len(bounds) - len(waiting)) < len(bounds):
             # The first payload of a run (or of a restarted AP) waits until at least half of the
             # nodes are ready: a round of the few measured first would carry up to K/|S| times
             # the noise on g_hat (half: at most twice, as MAX_PLANNING_BOUND allows).
-            for k in np.flatnonzero(avail):
-                avail[k], waiting[int(k)] = False, charges.planning_bound(
-                    int(k), abs(complex(h_est[k])), est_err_var)
+            waiting = bounds
+        avail[list(waiting)] = False
     while True:
         cal = privacy
         if charges is not None:

@@ -762,18 +762,20 @@ def _real_statements(finals: dict[str, list[float]], runs: dict[str, list[tuple[
         out.append(f"FO (SGD, same trainable set, no DP) ends at {statistics.mean(fo):.3f} ± "
                    f"{spread(fo):.3f} (gain {statistics.mean(gains('fo_fedavg')) * 100:+.1f} points): "
                    f"{gap * 100:+.1f} points from noiseless ZO.")
+    def values(m: str, key: str) -> list[float]:
+        """``key`` of each run of method ``m`` that recorded it as a finite number."""
+        return [r[key] for _, r, _ in runs.get(m, []) if finite(r.get(key))]
+
     lb = finals.get("pairzero_loopback")
     if lb:
-        eps_lb = [r["eps_spent"] for _, r, _ in runs["pairzero_loopback"] if finite(r.get("eps_spent"))]
-        eps_sim = [r["eps_spent"] for _, r, _ in runs.get("pairzero", []) if finite(r.get("eps_spent"))]
+        eps_lb, eps_sim = values("pairzero_loopback", "eps_spent"), values("pairzero", "eps_spent")
         line = (f"pAirZero over the loopback radio ends at {statistics.mean(lb):.3f} "
                 f"({len(lb)} seed{'s' if len(lb) > 1 else ''}; gain "
                 f"{statistics.mean(gains('pairzero_loopback')) * 100:+.1f} points)")
         if eps_lb and eps_sim:
             line += (f"; its accountant charged ε = {statistics.mean(eps_lb):.2f} where the simulated "
                      f"runs spent {statistics.mean(eps_sim):.2f}")
-        empty = [r["empty_rounds"] for _, r, _ in runs["pairzero_loopback"]
-                 if isinstance(r.get("empty_rounds"), int)]
+        empty = values("pairzero_loopback", "empty_rounds")
         if empty:
             line += (f"; {statistics.mean(empty):.1f} of its {runs['pairzero_loopback'][0][1]['rounds']} "
                      "rounds carried pilots only (the radio's warm-up: a node is precoded once its "
